@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL 15 cluster for upstream_token: owned by the postgres user, its own
+# port and socket directory, the extension preloaded, a freshly generated key file.
+#
+#   scripts/cluster.sh init|start|stop|destroy|env
+#
+# Environment: UT_CLUSTER_DIR (default .tmp/cluster), UT_PORT (default 54329),
+# UT_DATABASE (default ut_test, the database the engine serves).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+bin=/usr/lib/postgresql/15/bin
+dir=${UT_CLUSTER_DIR:-$here/.tmp/cluster}
+port=${UT_PORT:-54329}
+db=${UT_DATABASE:-ut_test}
+data=$dir/data
+sock=$dir/sock
+
+as_pg() { runuser -u postgres -- "$@"; }
+
+init() {
+    stop
+    rm -rf "$dir"
+    mkdir -p "$dir" "$sock"
+    chown postgres:postgres "$dir" "$sock"
+    chmod 700 "$dir"
+    as_pg "$bin/initdb" -D "$data" -A trust -U postgres --no-instructions >/dev/null
+    openssl rand -hex 32 >"$dir/key"
+    chown postgres:postgres "$dir/key"
+    chmod 600 "$dir/key"
+    cat >>"$data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$sock'
+shared_preload_libraries = 'upstream_token'
+upstream_token.key_file = '$dir/key'
+upstream_token.database = '$db'
+max_connections = 200
+log_min_messages = info
+logging_collector = off
+fsync = off
+CONF
+    if [ -n "${UT_EXTRA_CONF:-}" ]; then printf '%s\n' "$UT_EXTRA_CONF" >>"$data/postgresql.conf"; fi
+}
+
+start() {
+    as_pg "$bin/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 start >/dev/null
+    as_pg "$bin/psql" -h "$sock" -p "$port" -U postgres -d postgres -qAtc \
+        "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 ||
+        as_pg "$bin/createdb" -h "$sock" -p "$port" -U postgres "$db"
+}
+
+stop() {
+    if [ -f "$data/postmaster.pid" ]; then
+        as_pg "$bin/pg_ctl" -D "$data" -m fast -w -t 60 stop >/dev/null || true
+    fi
+}
+
+case "${1:-}" in
+    init) init ;;
+    start) start ;;
+    stop) stop ;;
+    restart) stop; start ;;
+    destroy) stop; rm -rf "$dir" ;;
+    env)
+        echo "export PGHOST=$sock PGPORT=$port PGUSER=postgres PGDATABASE=$db"
+        echo "export UT_CLUSTER_DIR=$dir UT_SERVER_LOG=$dir/server.log UT_DATA=$data"
+        ;;
+    *) echo "usage: $0 init|start|stop|restart|destroy|env" >&2; exit 2 ;;
+esac

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The one test command: installs what is missing, builds with PGXS and CMake, runs the core
+# unit tests, then pg_regress, pgTAP and the integration tests against a throwaway cluster
+# and a real HTTPS identity provider on loopback. Exits non-zero on any failure.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+log_dir=$here/.tmp/test-logs
+mkdir -p "$log_dir"
+
+bash scripts/deps.sh || exit 1
+
+passed=0
+failed=0
+failures=()
+count() { passed=$((passed + $1)); failed=$((failed + $2)); [ "$2" -eq 0 ] || failures+=("$3"); }
+section() { printf '\n== %s ==\n' "$1"; }
+
+section "build (PGXS)"
+make -s -j2 >"$log_dir/make.log" 2>&1 && make -s install >>"$log_dir/make.log" 2>&1 || {
+    cat "$log_dir/make.log"; echo "build failed"; exit 1; }
+if grep -E '^src/.*(warning|error):' "$log_dir/make.log"; then
+    echo "the build printed warnings from our code"; count 0 1 "build warnings"
+fi
+
+section "unit tests (CMake + GoogleTest)"
+if cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$log_dir/cmake.log" 2>&1 &&
+   cmake --build build -j2 >>"$log_dir/cmake.log" 2>&1; then
+    ctest --test-dir build --output-on-failure 2>&1 | tee "$log_dir/ctest.log" | tail -n 3
+    total=$(sed -n 's/.* tests passed, \([0-9]*\) tests failed out of \([0-9]*\)/\2/p' "$log_dir/ctest.log")
+    bad=$(sed -n 's/.* tests passed, \([0-9]*\) tests failed out of.*/\1/p' "$log_dir/ctest.log")
+    count $(( ${total:-0} - ${bad:-0} )) "${bad:-1}" "unit tests"
+else
+    tail -n 30 "$log_dir/cmake.log"; count 0 1 "unit build"
+fi
+
+section "cluster"
+bash scripts/cluster.sh init && bash scripts/cluster.sh start || { echo "cluster did not start"; exit 1; }
+eval "$(bash scripts/cluster.sh env)"
+trap 'bash scripts/cluster.sh stop' EXIT
+
+section "pg_regress"
+make -s installcheck REGRESS_OPTS="--inputdir=. --use-existing --dbname=$PGDATABASE" \
+    >"$log_dir/regress.log" 2>&1
+rc=$?
+grep -E '^(ok|not ok|test|#)' "$log_dir/regress.log" | tail -n 40
+n=$(grep -cE '^(ok|not ok) ' "$log_dir/regress.log"); bad=$(grep -cE '^not ok ' "$log_dir/regress.log")
+[ "$rc" -eq 0 ] || [ "$bad" -gt 0 ] || bad=1
+[ -f regression.diffs ] && [ "$rc" -ne 0 ] && head -n 80 regression.diffs
+count $((n - bad)) "$bad" "pg_regress"
+
+section "pgTAP"
+pg_prove --ext .sql test/pgtap/ 2>&1 | tee "$log_dir/pgtap.log" | tail -n 15
+tests=$(sed -n 's/.*Tests=\([0-9]*\),.*/\1/p' "$log_dir/pgtap.log")
+if grep -q '^Result: PASS' "$log_dir/pgtap.log"; then count "${tests:-0}" 0 pgtap; else
+    bad=$(grep -oE 'Failed [0-9]+/' "$log_dir/pgtap.log" | grep -oE '[0-9]+' | paste -sd+ | bc 2>/dev/null)
+    count $(( ${tests:-0} - ${bad:-1} )) "${bad:-1}" pgtap; fi
+
+section "integration (node --test)"
+(cd test && node --test --test-concurrency=1 --test-reporter=tap integration/) \
+    >"$log_dir/integration.log" 2>&1
+grep -E '^(not ok|ok|# (pass|fail|tests))' "$log_dir/integration.log" | tail -n 60
+p=$(sed -n 's/^# pass \([0-9]*\)/\1/p' "$log_dir/integration.log"); f=$(sed -n 's/^# fail \([0-9]*\)/\1/p' "$log_dir/integration.log")
+[ -n "$p" ] || { tail -n 40 "$log_dir/integration.log"; f=1; }
+grep -q '^not ok' "$log_dir/integration.log" && grep -B2 -A30 '^not ok' "$log_dir/integration.log" | head -n 120
+count "${p:-0}" "${f:-1}" "integration"
+
+section "summary"
+[ ${#failures[@]} -eq 0 ] || echo "failed: ${failures[*]}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

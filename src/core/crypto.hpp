@@ -1,0 +1,41 @@
+// Secret encryption: AES-256-GCM with a per-value random nonce, a key id and a format
+// version in every ciphertext, and AAD that binds the value to (provider, session, column).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace upstream_token {
+
+struct Key {
+    std::uint32_t id = 0;                      // derived from the key bytes, see key_id_of
+    std::array<unsigned char, 32> bytes{};
+};
+
+// Parses a key file's text: exactly 64 hex characters, optionally followed by "\n" or "\r\n".
+// Throws Error(key_unavailable) naming what is wrong (never echoing the content).
+Key parse_key_text(std::string_view text);
+
+// Stable 32-bit identifier of a key: the first 4 bytes (big endian) of
+// SHA-256("upstream_token key id" || key bytes).
+std::uint32_t key_id_of(const std::array<unsigned char, 32>& bytes);
+
+// The associated data that ties a ciphertext to its place.
+std::string secret_aad(std::string_view provider, std::string_view session, std::string_view column);
+
+// Ciphertext layout (binary): version byte 0x01 | key id (4 bytes, big endian) |
+// nonce (12 bytes) | AES-256-GCM ciphertext | tag (16 bytes).
+std::string encrypt_secret(const Key& key, std::string_view plaintext, std::string_view aad);
+
+// Key id recorded in a ciphertext; Error(decryption_failed) when the blob is malformed.
+std::uint32_t ciphertext_key_id(std::string_view blob);
+
+// Opens a ciphertext with whichever key in `keys` matches its key id.
+// Error(decryption_failed) on a malformed blob, unknown key id, or failed authentication.
+std::string decrypt_secret(const std::vector<Key>& keys, std::string_view blob, std::string_view aad);
+
+}  // namespace upstream_token

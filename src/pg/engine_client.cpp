@@ -1,0 +1,170 @@
+#include "pg/prelude.hpp"
+#include "pg/engine_client.hpp"
+
+#include <cstring>
+
+#include "pg/engine_shmem.hpp"
+#include "pg/guard.hpp"
+#include "pg/gucs.hpp"
+
+namespace upstream_token::pg {
+
+namespace {
+
+// Copies a string into a fixed shared-memory field (callers checked the length).
+template <std::size_t N>
+void put(char (&dst)[N], std::string_view src) {
+    const std::size_t n = std::min(src.size(), N - 1);
+    std::memcpy(dst, src.data(), n);
+    dst[n] = '\0';
+}
+
+// Finds a queued or running request for the same key, or claims a free slot.
+// Returns the slot index; -1 when the table is full. Caller holds the lock exclusively.
+int join_or_claim(EngineShared* s, std::string_view provider, std::string_view session,
+                  std::int64_t seen_generation, bool force, bool* joined) {
+    int free_slot = -1;
+    for (int i = 0; i < s->nslots; ++i) {
+        RequestSlot& slot = s->slots[i];
+        if (slot.state == SlotState::free) {
+            if (free_slot < 0 && slot.waiters == 0) free_slot = i;
+            continue;
+        }
+        if (slot.state == SlotState::done || slot.dbid != MyDatabaseId) continue;
+        if (provider == slot.provider && session == slot.session) {
+            if (slot.state == SlotState::pending && seen_generation > slot.seen_generation) {
+                slot.seen_generation = seen_generation;
+            }
+            *joined = true;
+            return i;
+        }
+    }
+    if (free_slot >= 0) {
+        RequestSlot& slot = s->slots[free_slot];
+        slot.state = SlotState::pending;
+        slot.request_id = s->next_request_id++;
+        slot.dbid = MyDatabaseId;
+        slot.force = force;
+        slot.seen_generation = seen_generation;
+        put(slot.provider, provider);
+        put(slot.session, session);
+        slot.ok = false;
+        slot.error_code = 0;
+        slot.message[0] = slot.detail[0] = '\0';
+    }
+    *joined = false;
+    return free_slot;
+}
+
+// Membership in a slot's waiter count, released however the wait ends (result, timeout,
+// cancel): the last waiter of a finished slot frees it.
+class SlotWait {
+public:
+    SlotWait(EngineShared* s, int index) : s_(s), index_(index) {}
+    ~SlotWait() {
+        try {
+            pg_call([] { ConditionVariableCancelSleep(); });
+            SharedLock guard(s_, LW_EXCLUSIVE);
+            RequestSlot& slot = s_->slots[index_];
+            slot.waiters--;
+            if (slot.waiters == 0 && slot.state == SlotState::done) slot.state = SlotState::free;
+        } catch (...) {
+            // Abort processing releases LWLocks; the engine frees slots nobody waits on.
+        }
+    }
+    SlotWait(const SlotWait&) = delete;
+    SlotWait& operator=(const SlotWait&) = delete;
+
+private:
+    EngineShared* s_;
+    int index_;
+};
+
+// Reads the slot's result if it is ready. Caller must be a waiter.
+bool take_result(EngineShared* s, int index, std::uint64_t request_id, RefreshResult* out) {
+    SharedLock guard(s, LW_SHARED);
+    const RequestSlot& slot = s->slots[index];
+    if (slot.request_id != request_id) {
+        out->ok = false;  // cannot happen while we wait; answer rather than hang
+        out->code = ErrorCode::internal;
+        out->message = "the refresh request was lost";
+        return true;
+    }
+    if (slot.state != SlotState::done) return false;
+    out->ok = slot.ok;
+    out->code = static_cast<ErrorCode>(slot.error_code);
+    out->message = slot.message;
+    out->detail = slot.detail;
+    return true;
+}
+
+}  // namespace
+
+RefreshResult request_refresh(std::string_view provider, std::string_view session,
+                              std::int64_t seen_generation, bool force) {
+    EngineShared* s = engine_shared();
+    if (s == nullptr) {
+        throw Error(ErrorCode::engine_unavailable, "the upstream_token refresh engine is not loaded",
+                    "Tokens can be read, but none can be refreshed.",
+                    "Add upstream_token to shared_preload_libraries and restart the server.");
+    }
+    if (RecoveryInProgress()) {
+        throw Error(ErrorCode::engine_unavailable,
+                    "tokens cannot be refreshed on a standby server",
+                    "The refresh engine runs on the primary only.",
+                    "Connect to the primary to get a refreshed token.");
+    }
+    if (provider.size() >= kProviderBytes || session.size() >= kSessionBytes) {
+        throw Error(ErrorCode::invalid_parameter, "provider or session too long");
+    }
+    int index = -1;
+    std::uint64_t request_id = 0;
+    bool joined = false;
+    const char* refusal = nullptr;
+    {
+        SharedLock guard(s, LW_EXCLUSIVE);
+        if (s->worker_pid == 0 || !s->worker_ready) {
+            refusal = "the upstream_token refresh engine is not running";
+        } else if (s->worker_dbid != MyDatabaseId) {
+            refusal = "the upstream_token refresh engine serves another database";
+        } else {
+            index = join_or_claim(s, provider, session, seen_generation, force, &joined);
+            if (index >= 0) {
+                s->slots[index].waiters++;
+                request_id = s->slots[index].request_id;
+                s->counters.requests++;
+                if (joined) s->counters.deduplicated++;
+            }
+        }
+    }
+    if (refusal != nullptr) {
+        throw Error(ErrorCode::engine_unavailable, refusal, {},
+                    "Check the server log, upstream_token.database, and that the extension is "
+                    "created in that database.");
+    }
+    if (index < 0) {
+        throw Error(ErrorCode::queue_full, "the refresh request table is full",
+                    {}, "Raise upstream_token.max_requests (needs a restart).");
+    }
+    SlotWait membership(s, index);
+    if (!joined) wake_engine(s);
+
+    RequestSlot* slot = &s->slots[index];
+    const TimestampTz deadline = GetCurrentTimestamp() + wait_timeout().count();
+    RefreshResult result;
+    pg_call([&] { ConditionVariablePrepareToSleep(&slot->cv); });
+    while (!take_result(s, index, request_id, &result)) {
+        const long remaining_ms = (deadline - GetCurrentTimestamp()) / 1000;
+        if (remaining_ms <= 0) {
+            throw Error(ErrorCode::wait_timeout,
+                        "timed out waiting for the refresh engine",
+                        "The refresh goes on and is saved when it completes.",
+                        "Raise upstream_token.wait_timeout, or retry.");
+        }
+        // Cancel and statement_timeout arrive here as an ERROR, turned into PgError.
+        pg_call([&] { (void)ConditionVariableTimedSleep(&slot->cv, remaining_ms, PG_WAIT_EXTENSION); });
+    }
+    return result;
+}
+
+}  // namespace upstream_token::pg

@@ -1,0 +1,26 @@
+// The backend's side of the handoff to the refresh engine: enqueue a request in shared
+// memory and wait for its result. The backend never talks to a provider itself.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "core/error.hpp"
+
+namespace upstream_token::pg {
+
+struct RefreshResult {
+    bool ok = false;
+    ErrorCode code = ErrorCode::internal;  // when !ok
+    std::string message;                   // when !ok; never contains a secret
+    std::string detail;
+};
+
+// Asks the engine to move (provider, session) past `seen_generation` (or to refresh it in
+// any case when `force`) and waits up to upstream_token.wait_timeout. Honours query cancel.
+// Throws Error(engine_unavailable) when no engine can serve this database.
+RefreshResult request_refresh(std::string_view provider, std::string_view session,
+                              std::int64_t seen_generation, bool force);
+
+}  // namespace upstream_token::pg

@@ -1,0 +1,85 @@
+// Shared memory between backends and the refresh engine: a fixed table of refresh
+// requests, each with its own condition variable, and the engine's registration.
+// Nothing here is a pointer into one process's memory, and no secret is ever stored here.
+#pragma once
+
+#include "pg/prelude.hpp"
+
+#include <cstdint>
+
+namespace upstream_token::pg {
+
+constexpr int kProviderBytes = 64;
+constexpr int kSessionBytes = 513;
+constexpr int kMessageBytes = 256;
+
+enum class SlotState : std::uint32_t { free = 0, pending, working, done };
+
+struct RequestSlot {
+    SlotState state;
+    std::uint32_t waiters;        // backends waiting on this slot
+    std::uint64_t request_id;     // unique per use of the slot
+    Oid dbid;
+    bool force;
+    std::int64_t seen_generation;  // the row generation the requester saw
+    char provider[kProviderBytes];
+    char session[kSessionBytes];
+    // Result, valid in state done.
+    bool ok;
+    int error_code;                // upstream_token::ErrorCode when !ok
+    char message[kMessageBytes];
+    char detail[kMessageBytes];
+    ConditionVariable cv;
+};
+
+// Counters for the statistics view (monotonic since server start).
+struct EngineCounters {
+    std::uint64_t requests;        // requests enqueued by backends
+    std::uint64_t deduplicated;    // requests that joined one already queued
+    std::uint64_t refreshed;       // refreshes saved
+    std::uint64_t skipped;         // requests answered without a network call
+    std::uint64_t network_calls;   // token endpoint calls
+    std::uint64_t failed_transient;
+    std::uint64_t failed_reauth;
+    std::uint64_t failed_client;
+    std::uint64_t failed_protocol;
+    std::uint64_t invalid_binding;
+    std::uint64_t persist_retries;  // persists delayed by a locked row
+};
+
+struct EngineShared {
+    LWLock lock;
+    int lock_tranche;
+    pid_t worker_pid;            // 0 when no engine runs
+    int worker_procno;           // pgprocno of the engine, for its latch
+    Oid worker_dbid;             // database the engine serves (InvalidOid until connected)
+    bool worker_ready;           // the extension exists there and the engine takes requests
+    std::uint64_t worker_starts;
+    std::uint64_t next_request_id;
+    EngineCounters counters;
+    int nslots;
+    RequestSlot slots[FLEXIBLE_ARRAY_MEMBER];
+};
+
+// Holds the engine table's LWLock for a scope; C++ code may run (and throw) inside it.
+class SharedLock {
+public:
+    SharedLock(EngineShared* s, LWLockMode mode);
+    ~SharedLock() { LWLockRelease(lock_); }
+    SharedLock(const SharedLock&) = delete;
+    SharedLock& operator=(const SharedLock&) = delete;
+
+private:
+    LWLock* lock_;
+};
+
+// Registers the shared-memory request and the engine; only from _PG_init while preloading.
+void engine_preload_init();
+
+// The shared state, or nullptr when the library was not preloaded.
+EngineShared* engine_shared();
+
+// Wakes the engine if it runs (call without holding the lock).
+void wake_engine(EngineShared* shared);
+
+}  // namespace upstream_token::pg

@@ -1,0 +1,96 @@
+// The boundary between C++ and PostgreSQL error handling.
+//
+// entry_guard: every SQL entry point, callback and worker iteration runs its C++ body
+// through it. It catches everything, copies message and SQLSTATE into trivially
+// destructible storage, lets all destructors run, and only then calls ereport.
+//
+// pg_call: every call into PostgreSQL made from C++ code that holds objects with
+// destructors goes through it. An ERROR longjmp becomes a PgError exception that carries
+// the original ErrorData, so C++ frames unwind normally.
+#pragma once
+
+#include "pg/prelude.hpp"
+
+#include <exception>
+#include <type_traits>
+#include <utility>
+
+namespace upstream_token::pg {
+
+// A PostgreSQL ERROR caught at a pg_call, travelling through C++ frames.
+class PgError : public std::exception {
+public:
+    explicit PgError(ErrorData* data) noexcept : data_(data) {}
+    const char* what() const noexcept override { return data_->message ? data_->message : "error"; }
+    ErrorData* data() const noexcept { return data_; }
+
+private:
+    ErrorData* data_;  // palloc'd in the context that was current at the pg_call
+};
+
+// Copies a caught PostgreSQL error out of ErrorContext so it can travel as an exception.
+ErrorData* capture_pg_error(MemoryContext cxt) noexcept;
+
+// Runs fn (which calls PostgreSQL) and converts an ERROR into a PgError.
+// fn itself must not own objects with destructors: only its callers may.
+template <typename F>
+decltype(auto) pg_call(F&& fn) {
+    using R = std::invoke_result_t<F>;
+    MemoryContext cxt = CurrentMemoryContext;
+    ErrorData* volatile caught = nullptr;
+    if constexpr (std::is_void_v<R>) {
+        PG_TRY();
+        {
+            fn();
+        }
+        PG_CATCH();
+        {
+            caught = capture_pg_error(cxt);
+        }
+        PG_END_TRY();
+        if (caught != nullptr) throw PgError(caught);
+    } else {
+        static_assert(std::is_trivially_copyable_v<R>, "pg_call returns plain values only");
+        volatile R result{};  // volatile: assigned between setjmp and a possible longjmp
+        PG_TRY();
+        {
+            result = fn();
+        }
+        PG_CATCH();
+        {
+            caught = capture_pg_error(cxt);
+        }
+        PG_END_TRY();
+        if (caught != nullptr) throw PgError(caught);
+        return result;
+    }
+}
+
+// What an exception turns into at the boundary: fixed-size copies, no destructors.
+struct PendingError {
+    ErrorData* pg = nullptr;  // a PostgreSQL error to rethrow as it was
+    int sqlstate = 0;
+    char message[1024] = {};
+    char detail[1024] = {};
+    char hint[512] = {};
+};
+
+// Fills `out` from the exception being handled (call only inside a catch block).
+void capture_current_exception(PendingError& out) noexcept;
+
+// Raises the pending error with ereport(ERROR). Never returns.
+[[noreturn]] void raise_pending(const PendingError& e);
+
+// Runs body; any exception becomes an ereport(ERROR) after the body's objects are gone.
+template <typename F>
+decltype(auto) entry_guard(F&& body) {
+    PendingError pending;
+    try {
+        return body();
+    } catch (...) {
+        capture_current_exception(pending);
+    }
+    raise_pending(pending);
+}
+
+}  // namespace upstream_token::pg

@@ -1,0 +1,23 @@
+// The extension's configuration parameters (upstream_token.*). The variables are the
+// process-global storage PostgreSQL's GUC machinery requires; read them only here.
+#pragma once
+
+#include "core/time.hpp"
+
+namespace upstream_token::pg {
+
+// Registers every upstream_token.* parameter; called once from _PG_init.
+void define_gucs();
+
+// Path of the key file, or empty when unset.
+const char* key_file_path();
+Micros refresh_threshold();
+Micros refresh_token_ttl();
+Micros wait_timeout();
+Micros request_timeout();
+bool allow_insecure_http();
+const char* engine_database();
+const char* ca_file();
+int max_requests();
+
+}  // namespace upstream_token::pg

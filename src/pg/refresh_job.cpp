@@ -1,0 +1,304 @@
+#include "pg/prelude.hpp"
+#include "pg/refresh_job.hpp"
+
+extern "C" {
+#include "storage/lock.h"
+}
+
+#include <algorithm>
+
+#include "core/backoff.hpp"
+#include "core/expiry.hpp"
+#include "core/lock_key.hpp"
+#include "core/refresh_request.hpp"
+#include "pg/guard.hpp"
+#include "pg/gucs.hpp"
+#include "pg/secrets.hpp"
+#include "pg/spi.hpp"
+#include "pg/store.hpp"
+#include "pg/worker_txn.hpp"
+
+namespace upstream_token::pg {
+
+namespace {
+
+constexpr std::size_t kLastErrorMax = 200;
+
+// The lock pg_advisory_lock(refresh_lock_key(provider, session)) takes, held by session.
+LOCKTAG advisory_tag(std::int64_t key) {
+    LOCKTAG tag;
+    SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, static_cast<uint32>(static_cast<std::uint64_t>(key) >> 32),
+                         static_cast<uint32>(key), 1);
+    return tag;
+}
+
+// Answers the job without a network call.
+BeginStep answer(RefreshJob& job, bool ok, ErrorCode code, std::string message) {
+    job.result.ok = ok;
+    job.result.code = code;
+    job.result.message = std::move(message);
+    return BeginStep::answered;
+}
+
+// The error a failure class is reported with.
+ErrorCode code_of(FailureClass f) {
+    switch (f) {
+        case FailureClass::reauth_required: return ErrorCode::reauth_required;
+        case FailureClass::client_misconfigured: return ErrorCode::provider_misconfigured;
+        default: return ErrorCode::refresh_failed;
+    }
+}
+
+// Short class name stored in last_error and shown in token_status.
+const char* class_name(FailureClass f) {
+    switch (f) {
+        case FailureClass::none: return "none";
+        case FailureClass::reauth_required: return "reauth_required";
+        case FailureClass::client_misconfigured: return "client_misconfigured";
+        case FailureClass::transient: return "transient";
+        case FailureClass::protocol: return "protocol";
+    }
+    return "unknown";
+}
+
+// The binding claims a refreshed ID token must match: the login ID token's, else what
+// store_upstream_token recorded (subject, client id).
+std::optional<IdClaims> stored_binding(const ResultRow& r, int claims_col, int subject_col,
+                                       int client_col) {
+    if (auto json = r.text(claims_col)) return claims_from_json(*json);
+    auto subject = r.text(subject_col);
+    if (!subject) return std::nullopt;
+    IdClaims c;
+    c.sub = *subject;
+    c.aud.push_back(r.text(client_col).value_or(""));
+    return c;
+}
+
+// Compares a new ID token with the stored binding; empty when it matches.
+std::optional<std::string> binding_problem(const RefreshJob& job, const std::string& id_token) {
+    if (!job.binding) return std::nullopt;
+    IdClaims fresh;
+    try {
+        fresh = decode_id_token(id_token);
+    } catch (const Error&) {
+        return std::string("malformed id_token");
+    }
+    IdClaims expected = *job.binding;
+    if (expected.iss.empty()) expected.iss = fresh.iss;  // no login ID token: iss unknown
+    if (auto claim = binding_mismatch(expected, fresh)) return "claim " + *claim + " differs";
+    return std::nullopt;
+}
+
+}  // namespace
+
+BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
+    job.lock_key = refresh_lock_key(job.provider, job.session);
+    WorkerTxn txn;
+    if (!job.lock_held) {
+        LOCKTAG tag = advisory_tag(job.lock_key);
+        const LockAcquireResult r =
+            pg_call([&] { return LockAcquire(&tag, ExclusiveLock, true, true); });
+        if (r == LOCKACQUIRE_NOT_AVAIL) {
+            txn.commit();
+            return BeginStep::lock_busy;
+        }
+        job.lock_held = true;
+    }
+    static Statement read(
+        "SELECT t.refresh_token, t.generation, t.status, t.next_attempt_at, t.failure_count, "
+        "t.id_claims::text, t.subject, t.client_id, p.token_endpoint, p.client_id, "
+        "p.client_secret, p.auth_method, p.scope, "
+        "(extract(epoch FROM coalesce(p.request_timeout, interval '0')) * 1000000)::int8, "
+        "(extract(epoch FROM p.default_lifetime) * 1000000)::int8, "
+        "(extract(epoch FROM p.refresh_token_ttl) * 1000000)::int8, t.last_error "
+        "FROM upstream_token.token t JOIN upstream_token.provider p ON p.name = t.provider "
+        "WHERE t.session = $1 AND t.provider = $2");
+    if (read.run({text_arg(job.session), text_arg(job.provider)}, true, 1) == 0) {
+        txn.commit();
+        return answer(job, false, ErrorCode::session_not_found,
+                      "the token was deleted before it could be refreshed");
+    }
+    ResultRow r;
+    const auto generation = r.int8(2).value_or(0);
+    const std::string status = r.text(3).value_or("");
+    const auto next_attempt = r.timestamptz(4);
+    job.failure_count = r.int4(5).value_or(0);
+    if (generation > job.seen_generation) {
+        txn.commit();
+        return answer(job, true, ErrorCode::internal, {});  // another refresh already won
+    }
+    if (status == "reauth_required") {
+        txn.commit();
+        return answer(job, false, ErrorCode::reauth_required,
+                      "the provider rejected the refresh token; sign-in is required");
+    }
+    if (status == "invalid_binding") {
+        txn.commit();
+        return answer(job, false, ErrorCode::invalid_binding,
+                      "the provider returned an ID token for a different user or client");
+    }
+    const Time now = now_time();
+    if (next_attempt && *next_attempt > now && !job.force) {
+        const std::string last = r.text(17).value_or("");
+        txn.commit();
+        job.result.detail = last;
+        return answer(job, false, ErrorCode::refresh_failed,
+                      "the provider failed recently; the next attempt is scheduled later");
+    }
+    auto refresh_ct = r.bytea(1);
+    if (!refresh_ct) {
+        txn.commit();
+        return answer(job, false, ErrorCode::no_refresh_token, "no refresh token is stored");
+    }
+    job.old_refresh_ct = *refresh_ct;
+    job.binding = stored_binding(r, 6, 7, 8);
+    const std::string endpoint = r.text(9).value_or("");
+    const std::string client_id = r.text(10).value_or("");
+    const auto secret = open_sealed(job.provider, "", "client_secret", r.bytea(11));
+    const AuthMethod method = parse_auth_method(r.text(12).value_or(""));
+    const auto scope = r.text(13);
+    const Micros provider_timeout{r.int8(14).value_or(0)};
+    job.default_lifetime = Micros{r.int8(15).value_or(3600LL * 1000000)};
+    if (auto ttl = r.int8(16)) job.refresh_token_ttl = Micros{*ttl};
+    const std::string refresh_plain =
+        open_sealed(job.provider, job.session, "refresh_token", refresh_ct).value_or("");
+    txn.commit();
+
+    std::optional<std::string_view> secret_view;
+    if (secret) secret_view = *secret;
+    std::optional<std::string_view> scope_view;
+    if (scope) scope_view = *scope;
+    HttpRequest req = build_refresh_request(method, client_id, secret_view, refresh_plain, scope_view);
+    spec.url = endpoint;
+    spec.headers = std::move(req.headers);
+    spec.body = std::move(req.body);
+    spec.total_timeout = provider_timeout.count() > 0 ? provider_timeout : request_timeout();
+    spec.connect_timeout = std::min(spec.total_timeout, seconds(5));
+    spec.ca_file = ca_file();
+    spec.allow_http = allow_insecure_http();
+    return BeginStep::send;
+}
+
+namespace {
+
+// Saves new tokens with the optimistic UPDATE (I2); false when another writer moved the row.
+bool save_tokens(RefreshJob& job, const TokenResponse& t, std::int64_t* new_generation) {
+    const Time now = now_time();
+    const Time expires_at = access_expiry(now, t.expires_in, job.default_lifetime);
+    std::optional<Time> refresh_expires_at;
+    if (t.refresh_token) {
+        refresh_expires_at = refresh_expiry(now, t.refresh_expires_in, job.refresh_token_ttl,
+                                            refresh_token_ttl());
+    } else if (t.refresh_expires_in) {
+        refresh_expires_at = refresh_expiry(now, t.refresh_expires_in, std::nullopt, refresh_token_ttl());
+    }
+    const std::string access_ct = seal(job.provider, job.session, "access_token", t.access_token);
+    std::optional<std::string> refresh_ct, id_ct;
+    if (t.refresh_token) refresh_ct = seal(job.provider, job.session, "refresh_token", *t.refresh_token);
+    if (t.id_token) id_ct = seal(job.provider, job.session, "id_token", *t.id_token);
+    static Statement update(
+        "UPDATE upstream_token.token SET access_token = $3, "
+        "refresh_token = coalesce($4, refresh_token), id_token = coalesce($5, id_token), "
+        "token_type = $6, scope = coalesce($7, scope), expires_at = $8, "
+        "refresh_expires_at = coalesce($9, refresh_expires_at), generation = generation + 1, "
+        "status = 'active', failure_count = 0, next_attempt_at = NULL, last_error = NULL, "
+        "refreshed_at = pg_catalog.now(), updated_at = pg_catalog.now() "
+        "WHERE session = $1 AND provider = $2 AND refresh_token = $10 RETURNING generation");
+    const auto n = update.run({text_arg(job.session), text_arg(job.provider), bytea_arg(access_ct),
+                               bytea_arg(refresh_ct), bytea_arg(id_ct), text_arg(t.token_type),
+                               text_arg(t.scope), timestamptz_arg(expires_at),
+                               timestamptz_arg(refresh_expires_at), bytea_arg(job.old_refresh_ct)},
+                              false);
+    if (n == 0) return false;
+    *new_generation = ResultRow().int8(1).value_or(0);
+    return true;
+}
+
+// Records a failed exchange on the row (same optimistic condition), with backoff.
+void save_failure(RefreshJob& job, const ExchangeOutcome& o, double unit_random) {
+    const int failures = job.failure_count + 1;
+    Micros delay = backoff_delay(failures, seconds(1), seconds(300), unit_random);
+    if (o.failure == FailureClass::client_misconfigured) delay = std::max(delay, seconds(60));
+    if (o.retry_after) delay = std::max(delay, *o.retry_after);
+    std::string last = std::string(class_name(o.failure)) + ": " + o.error;
+    if (!o.message.empty()) last += " (" + o.message + ")";
+    if (last.size() > kLastErrorMax) last.resize(kLastErrorMax);
+    const bool reauth = o.failure == FailureClass::reauth_required;
+    static Statement update(
+        "UPDATE upstream_token.token SET "
+        "status = CASE WHEN $3 THEN 'reauth_required' ELSE status END, "
+        "failure_count = failure_count + 1, next_attempt_at = $4, last_error = $5, "
+        "updated_at = pg_catalog.now() "
+        "WHERE session = $1 AND provider = $2 AND refresh_token = $6");
+    update.run({text_arg(job.session), text_arg(job.provider), bool_arg(reauth),
+                timestamptz_arg(reauth ? std::nullopt : std::optional<Time>(now_time() + delay)),
+                text_arg(last), bytea_arg(job.old_refresh_ct)},
+               false);
+}
+
+// After the commit (I3): a refreshed ID token for someone else marks the row.
+void validate_binding(RefreshJob& job, const TokenResponse& t, std::int64_t generation) {
+    if (!t.id_token) return;
+    const auto problem = binding_problem(job, *t.id_token);
+    if (!problem) return;
+    WorkerTxn txn;
+    static Statement mark(
+        "UPDATE upstream_token.token SET status = 'invalid_binding', last_error = $4, "
+        "updated_at = pg_catalog.now() WHERE session = $1 AND provider = $2 AND generation = $3");
+    mark.run({text_arg(job.session), text_arg(job.provider), int8_arg(generation),
+              text_arg("invalid_binding: " + *problem)},
+             false);
+    txn.commit();
+    job.result.ok = false;
+    job.result.code = ErrorCode::invalid_binding;
+    job.result.message = "the provider returned an ID token for a different user or client";
+    job.result.detail = *problem;
+}
+
+// True for "lock_timeout expired": the row is locked by a client transaction.
+bool is_lock_timeout(const PgError& e) { return e.data()->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE; }
+
+}  // namespace
+
+PersistStep persist_outcome(RefreshJob& job, double unit_random) {
+    const ExchangeOutcome& o = *job.outcome;
+    job.result.network = true;
+    std::int64_t generation = 0;
+    bool saved = false;
+    try {
+        WorkerTxn txn;
+        if (o.failure == FailureClass::none) {
+            saved = save_tokens(job, *o.tokens, &generation);
+        } else {
+            save_failure(job, o, unit_random);
+        }
+        txn.commit();
+    } catch (const PgError& e) {
+        if (is_lock_timeout(e)) return PersistStep::row_locked;
+        throw;
+    }
+    if (o.failure != FailureClass::none) {
+        job.result.ok = false;
+        job.result.code = code_of(o.failure);
+        job.result.message = "the provider refused or failed the refresh: " + o.error;
+        job.result.detail = o.message;
+        return PersistStep::done;
+    }
+    // Zero rows: another writer (a new login, a delete) moved the row on; serve what is stored.
+    job.result.ok = true;
+    if (saved) validate_binding(job, *o.tokens, generation);
+    return PersistStep::done;
+}
+
+void release_refresh_lock(RefreshJob& job) noexcept {
+    if (!job.lock_held) return;
+    try {
+        LOCKTAG tag = advisory_tag(job.lock_key);
+        pg_call([&] { (void)LockRelease(&tag, ExclusiveLock, true); });
+    } catch (...) {
+        // Session locks also go away when the process exits.
+    }
+    job.lock_held = false;
+}
+
+}  // namespace upstream_token::pg

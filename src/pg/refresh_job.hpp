@@ -1,0 +1,67 @@
+// One refresh of one (provider, session), as the engine runs it in steps:
+// begin (advisory lock, re-read, decide, build the request) → the HTTP exchange →
+// persist (optimistic UPDATE, commit) → validate (ID-token binding) → release the lock.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "core/error.hpp"
+#include "core/http_multi.hpp"
+#include "core/id_token.hpp"
+#include "core/time.hpp"
+#include "core/token_response.hpp"
+
+namespace upstream_token::pg {
+
+struct JobResult {
+    bool ok = false;
+    bool network = false;  // a token-endpoint call was made
+    ErrorCode code = ErrorCode::internal;
+    std::string message;   // no secrets
+    std::string detail;
+};
+
+struct RefreshJob {
+    // The request.
+    std::uint64_t request_id = 0;
+    int slot = -1;  // request-table slot to answer, -1 for none
+    std::string provider;
+    std::string session;
+    std::int64_t seen_generation = 0;
+    bool force = false;
+
+    // State gathered by begin().
+    bool lock_held = false;
+    std::int64_t lock_key = 0;
+    std::string old_refresh_ct;              // the optimistic-lock value (I2)
+    std::int32_t failure_count = 0;
+    std::optional<IdClaims> binding;         // what a new ID token must match
+    Micros default_lifetime{};
+    std::optional<Micros> refresh_token_ttl;
+
+    // After the exchange.
+    std::optional<ExchangeOutcome> outcome;
+    Time retry_at{};                          // when a deferred step runs again
+    int attempts = 0;
+
+    JobResult result;
+};
+
+enum class BeginStep { send, answered, lock_busy };
+
+// Takes the advisory lock, re-reads the row and either answers without a network call or
+// fills `spec` with the refresh request. Runs in (and commits) its own transaction.
+BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec);
+
+enum class PersistStep { done, row_locked };
+
+// Saves the outcome (success: new tokens; failure: status and backoff), commits, then
+// checks the ID-token binding (I3). `unit_random` in [0,1) spreads retries.
+PersistStep persist_outcome(RefreshJob& job, double unit_random);
+
+// Releases the advisory lock if held (after the result is committed).
+void release_refresh_lock(RefreshJob& job) noexcept;
+
+}  // namespace upstream_token::pg

@@ -1,0 +1,319 @@
+// SQL entry points that hand out tokens or drive refreshes: get_upstream_token,
+// get_upstream_credentials, refresh_upstream_token, plus the engine statistics and the
+// advisory-lock key. The caller's backend never talks to a provider: it asks the engine.
+#include "pg/prelude.hpp"
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include "core/error.hpp"
+#include "core/expiry.hpp"
+#include "core/lock_key.hpp"
+#include "pg/args.hpp"
+#include "pg/engine_client.hpp"
+#include "pg/engine_shmem.hpp"
+#include "pg/guard.hpp"
+#include "pg/gucs.hpp"
+#include "pg/secrets.hpp"
+#include "pg/spi.hpp"
+#include "pg/sqlstate.hpp"
+#include "pg/store.hpp"
+
+UT_SQL_FUNCTION(ut_get_upstream_token)
+UT_SQL_FUNCTION(ut_get_upstream_credentials)
+UT_SQL_FUNCTION(ut_refresh_upstream_token)
+UT_SQL_FUNCTION(ut_engine_status)
+UT_SQL_FUNCTION(ut_refresh_lock_key)
+
+namespace upstream_token::pg {
+namespace {
+
+// A token handed to the caller.
+struct Obtained {
+    std::string access;
+    std::optional<std::string> id_token;
+    Time expires_at{};
+};
+
+// Raises a WARNING (never an error) naming why a still-valid token is served unrefreshed.
+void warn_serving_unrefreshed(const std::string& why) {
+    const char* msg = why.c_str();
+    pg_call([&] {
+        ereport(WARNING, (errmsg("upstream_token: serving the current access token, which is "
+                                 "still valid, without a refresh"),
+                          errdetail_internal("%s", msg)));
+    });
+}
+
+// The error for a missing row: unknown provider, or no token for this session.
+[[noreturn]] void throw_not_found(const std::string& provider) {
+    if (!provider_exists(provider)) {
+        throw Error(ErrorCode::provider_not_found, "provider \"" + provider + "\" does not exist");
+    }
+    throw Error(ErrorCode::session_not_found,
+                "no upstream token is stored for this session and provider \"" + provider + "\"",
+                {}, "Store one with upstream_token.store_upstream_token() after the login.");
+}
+
+// Decrypts what a row view holds and classifies it against the threshold.
+Freshness open_view(const std::string& session, const std::string& provider, const TokenView& v,
+                    Obtained* out) {
+    if (v.status == "invalid_binding") {
+        throw Error(ErrorCode::invalid_binding,
+                    "the provider returned an ID token for a different user or client",
+                    "The stored tokens are kept but not served (OpenID Connect Core 12.2).",
+                    "Sign the user in again.");
+    }
+    out->access = open_sealed(provider, session, "access_token", v.access_ct).value_or("");
+    out->id_token = open_sealed(provider, session, "id_token", v.id_ct);
+    out->expires_at = v.expires_at;
+    return classify(now_time(), v.expires_at, v.provider_threshold.value_or(refresh_threshold()),
+                    out->access.empty());
+}
+
+// Serves a still-valid token with a WARNING, or raises the error when it has expired (I6).
+void serve_or_throw(bool valid, ErrorCode code, const std::string& message,
+                    const std::string& detail = {}) {
+    if (!valid) throw Error(code, message, detail);
+    warn_serving_unrefreshed(detail.empty() ? message : message + ": " + detail);
+}
+
+// A valid access token for (session, provider): the stored one when fresh, else what the
+// engine refreshed. Needs an SPI connection.
+Obtained obtain(const std::string& session, const std::string& provider, bool with_id_token) {
+    const auto view = read_token_view(session, provider, false, with_id_token);
+    if (!view) throw_not_found(provider);
+    Obtained current;
+    const Freshness f = open_view(session, provider, *view, &current);
+    if (f == Freshness::fresh) return current;
+    const bool valid = f == Freshness::refresh_due;
+    if (view->status == "reauth_required") {
+        serve_or_throw(valid, ErrorCode::reauth_required,
+                       "the provider rejected the refresh token; sign-in is required");
+        return current;
+    }
+    if (!view->has_refresh_token) {
+        if (!valid) {
+            throw Error(ErrorCode::no_refresh_token,
+                        "the access token has expired and no refresh token is stored");
+        }
+        return current;
+    }
+    if (pg_call([&] { return TransactionIdIsCurrentTransactionId(view->xmin); })) {
+        serve_or_throw(valid, ErrorCode::uncommitted_change,
+                       "the token was changed by this transaction, which is not committed",
+                       "The refresh engine cannot see uncommitted rows; commit first.");
+        return current;
+    }
+    RefreshResult r;
+    try {
+        r = request_refresh(provider, session, view->generation, false);
+    } catch (const Error& e) {
+        if (!valid) throw;
+        r.code = e.code();
+        r.message = e.what();
+    }
+    if (!r.ok) {
+        serve_or_throw(valid, r.code, r.message, r.detail);
+        return current;
+    }
+    const auto after = read_token_view(session, provider, true, with_id_token);
+    if (!after) throw_not_found(provider);
+    Obtained refreshed;
+    if (open_view(session, provider, *after, &refreshed) == Freshness::expired) {
+        throw Error(ErrorCode::refresh_failed, "the refreshed access token is already expired");
+    }
+    return refreshed;
+}
+
+Datum get_upstream_token(FunctionCallInfo fcinfo) {
+    const std::string session = nonempty_text_arg(fcinfo, 0, "session");
+    const std::string provider = nonempty_text_arg(fcinfo, 1, "provider");
+    std::string access;
+    {
+        SpiConnection spi;
+        access = obtain(session, provider, false).access;
+    }
+    return string_to_text_datum(access);
+}
+
+// Text of a SQLSTATE code, e.g. "UT004".
+std::string sqlstate_text(ErrorCode code) {
+    return pg_call([&] { return unpack_sql_state(sqlstate_of(code)); });
+}
+
+// One output row of a materialized set-returning function.
+class RowSink {
+public:
+    explicit RowSink(FunctionCallInfo fcinfo) : rsinfo_(reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo)) {
+        pg_call([&] { InitMaterializedSRF(fcinfo, 0); });
+    }
+    // Appends one row; `nulls` parallels `values`.
+    void put(std::vector<Datum> values, const std::vector<bool>& nulls) {
+        ReturnSetInfo* rs = rsinfo_;
+        std::unique_ptr<bool[]> flags(new bool[nulls.size()]);
+        std::copy(nulls.begin(), nulls.end(), flags.get());
+        bool* f = flags.get();
+        pg_call([&] { tuplestore_putvalues(rs->setResult, rs->setDesc, values.data(), f); });
+    }
+
+private:
+    ReturnSetInfo* rsinfo_;
+};
+
+// A nullable text Datum.
+std::pair<Datum, bool> opt_text(const std::optional<std::string>& v) {
+    if (!v) return {Datum(0), true};
+    return {string_to_text_datum(*v), false};
+}
+
+Datum get_upstream_credentials(FunctionCallInfo fcinfo) {
+    const std::string session = nonempty_text_arg(fcinfo, 0, "session");
+    struct Row {
+        std::string provider;
+        std::optional<Obtained> got;
+        std::optional<std::string> sqlstate, error;
+    };
+    std::vector<Row> rows;
+    {
+        SpiConnection spi;
+        for (const std::string& provider : session_providers(session)) {
+            Row row{provider, std::nullopt, std::nullopt, std::nullopt};
+            try {
+                row.got = obtain(session, provider, true);
+            } catch (const Error& e) {
+                row.sqlstate = sqlstate_text(e.code());
+                row.error = e.what();
+            }
+            rows.push_back(std::move(row));
+        }
+    }
+    RowSink sink(fcinfo);
+    for (const Row& r : rows) {
+        const auto access = opt_text(r.got ? std::optional<std::string>(r.got->access) : std::nullopt);
+        const auto id = opt_text(r.got ? r.got->id_token : std::nullopt);
+        const auto state = opt_text(r.sqlstate);
+        const auto error = opt_text(r.error);
+        sink.put({string_to_text_datum(r.provider), access.first, id.first,
+                  r.got ? TimestampTzGetDatum(to_timestamptz(r.got->expires_at)) : Datum(0),
+                  state.first, error.first},
+                 {false, access.second, id.second, !r.got, state.second, error.second});
+    }
+    return Datum(0);
+}
+
+Datum refresh_upstream_token(FunctionCallInfo fcinfo) {
+    const std::string session = nonempty_text_arg(fcinfo, 0, "session");
+    const auto only = opt_text_arg(fcinfo, 1);
+    struct Row {
+        std::string provider;
+        bool refreshed = false;
+        std::optional<Time> expires_at;
+        std::optional<std::string> sqlstate, error;
+    };
+    std::vector<Row> rows;
+    {
+        SpiConnection spi;
+        std::vector<std::string> providers;
+        if (only) {
+            providers.push_back(*only);
+        } else {
+            providers = session_providers(session);
+        }
+        if (providers.empty()) {
+            throw Error(ErrorCode::session_not_found, "no upstream token is stored for this session");
+        }
+        for (const std::string& provider : providers) {
+            const auto view = read_token_view(session, provider, false);
+            if (!view) throw_not_found(provider);
+            Row row;
+            row.provider = provider;
+            try {
+                if (pg_call([&] { return TransactionIdIsCurrentTransactionId(view->xmin); })) {
+                    throw Error(ErrorCode::uncommitted_change,
+                                "the token was changed by this transaction, which is not committed");
+                }
+                const RefreshResult r = request_refresh(provider, session, view->generation, true);
+                if (!r.ok) throw Error(r.code, r.message, r.detail);
+                const auto after = read_token_view(session, provider, true);
+                row.refreshed = after && after->generation > view->generation;
+                if (after) row.expires_at = after->expires_at;
+            } catch (const Error& e) {
+                row.sqlstate = sqlstate_text(e.code());
+                row.error = e.what();
+            }
+            rows.push_back(std::move(row));
+        }
+    }
+    RowSink sink(fcinfo);
+    for (const Row& r : rows) {
+        const auto state = opt_text(r.sqlstate);
+        const auto error = opt_text(r.error);
+        sink.put({string_to_text_datum(r.provider), BoolGetDatum(r.refreshed),
+                  r.expires_at ? TimestampTzGetDatum(to_timestamptz(*r.expires_at)) : Datum(0),
+                  state.first, error.first},
+                 {false, false, !r.expires_at, state.second, error.second});
+    }
+    return Datum(0);
+}
+
+Datum engine_status(FunctionCallInfo fcinfo) {
+    EngineShared* s = engine_shared();
+    RowSink sink(fcinfo);
+    if (s == nullptr) return Datum(0);
+    EngineCounters c;
+    pid_t pid;
+    bool ready;
+    std::uint64_t starts;
+    int queued = 0, working = 0;
+    {
+        SharedLock guard(s, LW_SHARED);
+        c = s->counters;
+        pid = s->worker_pid;
+        ready = s->worker_ready;
+        starts = s->worker_starts;
+        for (int i = 0; i < s->nslots; ++i) {
+            queued += s->slots[i].state == SlotState::pending;
+            working += s->slots[i].state == SlotState::working;
+        }
+    }
+    const auto i8 = [](std::uint64_t v) { return Int64GetDatum(static_cast<std::int64_t>(v)); };
+    sink.put({Int32GetDatum(pid), BoolGetDatum(pid != 0 && ready), i8(starts), Int32GetDatum(queued),
+              Int32GetDatum(working), i8(c.requests), i8(c.deduplicated), i8(c.network_calls),
+              i8(c.refreshed), i8(c.skipped), i8(c.failed_transient), i8(c.failed_reauth),
+              i8(c.failed_client), i8(c.invalid_binding), i8(c.persist_retries)},
+             std::vector<bool>(15, false));
+    return Datum(0);
+}
+
+Datum refresh_lock_key_sql(FunctionCallInfo fcinfo) {
+    const std::string provider = text_arg_required(fcinfo, 0, "provider");
+    const std::string session = text_arg_required(fcinfo, 1, "session");
+    PG_RETURN_INT64(refresh_lock_key(provider, session));
+}
+
+}  // namespace
+}  // namespace upstream_token::pg
+
+using upstream_token::pg::entry_guard;
+
+Datum ut_get_upstream_token(PG_FUNCTION_ARGS) {
+    return entry_guard([&] { return upstream_token::pg::get_upstream_token(fcinfo); });
+}
+
+Datum ut_get_upstream_credentials(PG_FUNCTION_ARGS) {
+    return entry_guard([&] { return upstream_token::pg::get_upstream_credentials(fcinfo); });
+}
+
+Datum ut_refresh_upstream_token(PG_FUNCTION_ARGS) {
+    return entry_guard([&] { return upstream_token::pg::refresh_upstream_token(fcinfo); });
+}
+
+Datum ut_engine_status(PG_FUNCTION_ARGS) {
+    return entry_guard([&] { return upstream_token::pg::engine_status(fcinfo); });
+}
+
+Datum ut_refresh_lock_key(PG_FUNCTION_ARGS) {
+    return entry_guard([&] { return upstream_token::pg::refresh_lock_key_sql(fcinfo); });
+}

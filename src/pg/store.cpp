@@ -1,0 +1,85 @@
+#include "pg/store.hpp"
+
+#include "pg/guard.hpp"
+#include "pg/spi.hpp"
+
+namespace upstream_token::pg {
+
+namespace {
+// An interval column read as microseconds.
+std::optional<Micros> micros_col(const ResultRow& r, int col) {
+    auto v = r.int8(col);
+    if (!v) return std::nullopt;
+    return Micros{*v};
+}
+}  // namespace
+
+std::optional<ProviderRow> find_provider(std::string_view name) {
+    static Statement q(
+        "SELECT name, token_endpoint, client_id, client_secret, auth_method, issuer, scope, "
+        "(extract(epoch FROM refresh_threshold) * 1000000)::int8, "
+        "(extract(epoch FROM refresh_token_ttl) * 1000000)::int8, "
+        "(extract(epoch FROM default_lifetime) * 1000000)::int8, "
+        "(extract(epoch FROM request_timeout) * 1000000)::int8 "
+        "FROM upstream_token.provider WHERE name = $1");
+    if (q.run({text_arg(name)}, true, 1) == 0) return std::nullopt;
+    ResultRow r;
+    ProviderRow p;
+    p.name = r.text(1).value_or("");
+    p.token_endpoint = r.text(2).value_or("");
+    p.client_id = r.text(3).value_or("");
+    p.client_secret_ct = r.bytea(4);
+    p.auth_method = parse_auth_method(r.text(5).value_or(""));
+    p.issuer = r.text(6);
+    p.scope = r.text(7);
+    p.refresh_threshold = micros_col(r, 8);
+    p.refresh_token_ttl = micros_col(r, 9);
+    p.default_lifetime = micros_col(r, 10).value_or(seconds(3600));
+    p.request_timeout = micros_col(r, 11);
+    return p;
+}
+
+bool provider_exists(std::string_view name) {
+    static Statement q("SELECT 1 FROM upstream_token.provider WHERE name = $1");
+    return q.run({text_arg(name)}, true, 1) > 0;
+}
+
+std::optional<TokenView> read_token_view(std::string_view session, std::string_view provider,
+                                         bool latest, bool with_id_token) {
+    static Statement without_id(
+        "SELECT t.access_token, t.expires_at, t.status, t.refresh_token IS NOT NULL, "
+        "(extract(epoch FROM p.refresh_threshold) * 1000000)::int8, t.generation, t.xmin, NULL::bytea "
+        "FROM upstream_token.token t JOIN upstream_token.provider p ON p.name = t.provider "
+        "WHERE t.session = $1 AND t.provider = $2");
+    static Statement with_id(
+        "SELECT t.access_token, t.expires_at, t.status, t.refresh_token IS NOT NULL, "
+        "(extract(epoch FROM p.refresh_threshold) * 1000000)::int8, t.generation, t.xmin, t.id_token "
+        "FROM upstream_token.token t JOIN upstream_token.provider p ON p.name = t.provider "
+        "WHERE t.session = $1 AND t.provider = $2");
+    Statement& q = with_id_token ? with_id : without_id;
+    Snapshot snap = latest ? pg_call([] { return GetLatestSnapshot(); }) : nullptr;
+    if (q.run({text_arg(session), text_arg(provider)}, true, 1, snap) == 0) return std::nullopt;
+    ResultRow r;
+    TokenView v;
+    v.access_ct = r.bytea(1);
+    v.expires_at = r.timestamptz(2).value_or(Time{});
+    v.status = r.text(3).value_or("");
+    v.has_refresh_token = r.boolean(4).value_or(false);
+    v.provider_threshold = micros_col(r, 5);
+    v.generation = r.int8(6).value_or(0);
+    bool isnull = false;
+    v.xmin = DatumGetTransactionId(r.raw(7, &isnull));
+    v.id_ct = r.bytea(8);
+    return v;
+}
+
+std::vector<std::string> session_providers(std::string_view session) {
+    static Statement q(
+        "SELECT provider FROM upstream_token.token WHERE session = $1 ORDER BY provider");
+    const auto n = q.run({text_arg(session)}, true);
+    std::vector<std::string> out;
+    for (std::uint64_t i = 0; i < n; ++i) out.push_back(ResultRow(i).text(1).value_or(""));
+    return out;
+}
+
+}  // namespace upstream_token::pg

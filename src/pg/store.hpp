@@ -1,0 +1,57 @@
+// Table access for providers and tokens (SPI; the caller holds an SpiConnection).
+// Rows carry ciphertexts only; decryption happens in the caller with the row's AAD.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/refresh_request.hpp"
+#include "core/time.hpp"
+#include "pg/prelude.hpp"
+
+namespace upstream_token::pg {
+
+struct ProviderRow {
+    std::string name;
+    std::string token_endpoint;
+    std::string client_id;
+    std::optional<std::string> client_secret_ct;
+    AuthMethod auth_method = AuthMethod::client_secret_basic;
+    std::optional<std::string> issuer;
+    std::optional<std::string> scope;
+    std::optional<Micros> refresh_threshold;
+    std::optional<Micros> refresh_token_ttl;
+    Micros default_lifetime{};
+    std::optional<Micros> request_timeout;
+};
+
+// The provider named `name`, or nullopt.
+std::optional<ProviderRow> find_provider(std::string_view name);
+
+// What get_upstream_token needs to decide, in one indexed read.
+struct TokenView {
+    std::optional<std::string> access_ct;
+    std::optional<std::string> id_ct;  // read only when asked for
+    Time expires_at;
+    std::string status;
+    bool has_refresh_token = false;
+    std::optional<Micros> provider_threshold;
+    std::int64_t generation = 0;
+    TransactionId xmin = InvalidTransactionId;
+};
+
+// Reads (session, provider) with the transaction's snapshot, or with a new one when
+// `latest` is set (to see what the engine just committed, even in REPEATABLE READ).
+std::optional<TokenView> read_token_view(std::string_view session, std::string_view provider,
+                                         bool latest, bool with_id_token = false);
+
+// The providers a session has tokens for, in name order.
+std::vector<std::string> session_providers(std::string_view session);
+
+// True when a provider of that name exists.
+bool provider_exists(std::string_view name);
+
+}  // namespace upstream_token::pg

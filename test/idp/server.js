@@ -1,0 +1,856 @@
+'use strict';
+// Test OAuth 2.0 / OpenID Connect provider for upstream_token's tests.
+//
+// Serves the refresh_token grant (rotation, reuse detection), RFC 7009 revocation, RFC 7662
+// introspection and discovery on loopback, plus an unauthenticated /admin JSON API that
+// creates clients, mints grants, injects faults and reports counters. Everything lives in
+// memory. Nothing is logged per request and no token or secret is ever printed.
+//
+// Usage: node server.js --port N --cert F --key F [--issuer URL] [--http]
+
+const http = require('node:http');
+const https = require('node:https');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+
+const AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'none'];
+const QUIRK_DEFAULTS = {
+    no_expires_in: false,
+    no_rotation: false,
+    refresh_token_expires_in: null,
+    token_type_case: null,
+    narrow_scope: null,
+    big_access_token: false,
+};
+const CLIENT_KEYS = ['client_id', 'client_secret', 'auth_method', 'access_ttl', 'id_token',
+    ...Object.keys(QUIRK_DEFAULTS)];
+const FAULT_ACTION_KEYS = ['delay_ms', 'status', 'retry_after', 'drop', 'malformed_json',
+    'oversized_body_bytes', 'omit', 'id_token_claims', 'oauth_error', 'error_description'];
+const MATCH_KEYS = ['grant_id', 'client_id', 'subject'];
+const DEFAULT_SCOPE = 'openid offline_access';
+const BIG_TOKEN_BYTES = 8192;
+const CALL_LOG_CAP = 200000;
+const OAUTH_BODY_LIMIT = 64 * 1024;
+const ADMIN_BODY_LIMIT = 16 * 1024 * 1024;
+const REALM = 'Basic realm="upstream_token test idp"';
+
+// ---------------------------------------------------------------- small helpers
+
+// An error that already knows its HTTP answer, thrown from anywhere in a handler.
+class HttpError extends Error {
+    constructor(status, body, headers = {}) {
+        super(body.error_description || body.error);
+        this.status = status;
+        this.body = body;
+        this.headers = headers;
+    }
+}
+
+// Shorthand for the OAuth error answers (RFC 6749 section 5.2).
+function oauthError(status, error, description) {
+    const body = description ? { error, error_description: description } : { error };
+    return new HttpError(status, body, status === 401 ? { 'WWW-Authenticate': REALM } : {});
+}
+
+// Shorthand for admin API validation failures.
+function badAdmin(message, status = 400) {
+    return new HttpError(status, { error: message });
+}
+
+let randomPool = Buffer.alloc(0);
+let randomPos = 0;
+
+// Opaque random strings (base64url); one getRandomBytes call per 8 KiB keeps minting cheap.
+function randomToken(bytes = 32) {
+    if (randomPos + bytes > randomPool.length) {
+        randomPool = crypto.randomBytes(8192);
+        randomPos = 0;
+    }
+    const s = randomPool.toString('base64url', randomPos, randomPos + bytes);
+    randomPos += bytes;
+    return s;
+}
+
+// base64url of a JSON value, for JWS segments.
+function b64json(value) {
+    return Buffer.from(JSON.stringify(value)).toString('base64url');
+}
+
+// Map key for an access token: huge tokens are keyed by their digest to bound memory.
+function accessKey(token) {
+    return token.length > 512 ? 'sha256:' + crypto.createHash('sha256').update(token).digest('base64url') : token;
+}
+
+// application/x-www-form-urlencoded decoding of one component ('+' is a space); null if malformed.
+function formDecode(s) {
+    try {
+        return decodeURIComponent(s.replace(/\+/g, ' '));
+    } catch {
+        return null;
+    }
+}
+
+// Parses a form body; null when a parameter repeats (RFC 6749 section 3.2 forbids that).
+function parseForm(body) {
+    const form = new Map();
+    for (const [k, v] of new URLSearchParams(body)) {
+        if (form.has(k)) return null;
+        form.set(k, v);
+    }
+    return form;
+}
+
+// Decodes "Authorization: Basic" per RFC 6749 2.3.1: base64, split at the first ':', form-decode both.
+function parseBasic(header) {
+    const m = /^basic +([A-Za-z0-9+/=]+) *$/i.exec(header);
+    if (!m) return null;
+    const raw = Buffer.from(m[1], 'base64').toString('utf8');
+    const colon = raw.indexOf(':');
+    if (colon < 0) return null;
+    const id = formDecode(raw.slice(0, colon));
+    const secret = formDecode(raw.slice(colon + 1));
+    return id === null || secret === null ? null : { id, secret };
+}
+
+// True when every space-separated scope in `asked` is in `granted`.
+function scopeSubset(asked, granted) {
+    const have = new Set(granted.split(' '));
+    return asked.split(' ').filter(Boolean).every((s) => have.has(s));
+}
+
+// Promise-based sleep for the delay_ms fault.
+function sleep(ms) {
+    return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+// Reads a request body up to `limit` bytes as a UTF-8 string.
+function readBody(req, limit) {
+    return new Promise((resolve, reject) => {
+        const chunks = [];
+        let size = 0;
+        req.on('data', (chunk) => {
+            size += chunk.length;
+            if (size <= limit) chunks.push(chunk);
+            else if (size - chunk.length <= limit) {
+                chunks.length = 0; // keep draining (and discarding) so the 413 can still be answered
+                reject(new HttpError(413, { error: 'invalid_request', error_description: 'body too large' }));
+            }
+        });
+        req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+        req.on('error', reject);
+    });
+}
+
+// Writes a JSON (or pre-serialised) answer with the no-store headers token responses need.
+function sendJson(res, status, body, headers = {}) {
+    const text = typeof body === 'string' ? body : JSON.stringify(body);
+    res.writeHead(status, {
+        'Content-Type': 'application/json',
+        'Content-Length': Buffer.byteLength(text),
+        'Cache-Control': 'no-store',
+        Pragma: 'no-cache',
+        ...headers,
+    });
+    res.end(text);
+}
+
+// Checks an admin JSON value is a plain object.
+function requireObject(obj, what) {
+    if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) throw badAdmin(`${what} must be an object`);
+}
+
+// Checks an admin JSON object has only known keys, so typos in tests fail loudly.
+function checkKeys(obj, allowed, what) {
+    requireObject(obj, what);
+    const unknown = Object.keys(obj).filter((k) => !allowed.includes(k));
+    if (unknown.length) throw badAdmin(`unknown ${what} key(s): ${unknown.join(', ')}`);
+}
+
+// Validates an optional non-negative integer field of an admin request.
+function optInt(obj, key, min = 0) {
+    const v = obj[key];
+    if (v === undefined || v === null) return null;
+    if (!Number.isInteger(v) || v < min) throw badAdmin(`${key} must be an integer >= ${min}`);
+    return v;
+}
+
+// ---------------------------------------------------------------- the provider
+
+class Provider {
+    // Holds all state: clients, grants, tokens, faults, counters and the call log.
+    constructor({ baseUrl, issuer }) {
+        this.baseUrl = baseUrl;
+        this.issuer = issuer;
+        this.jwsKey = crypto.randomBytes(32);
+        this.inFlight = 0;
+        this.reset();
+        this.sweeper = setInterval(() => this.sweepAccessTokens(), 30000);
+        this.sweeper.unref();
+    }
+
+    // Forgets everything (POST /admin/reset and start-up).
+    reset() {
+        this.clients = new Map();
+        this.grants = new Map();
+        this.refreshTokens = new Map();
+        this.accessTokens = new Map();
+        this.faults = [];
+        this.settings = { issuer: null, discovery: null };
+        this.calls = [];
+        this.nextGrant = 1;
+        this.nextFault = 1;
+        this.resetStats();
+    }
+
+    // Zeroes the counters; max_in_flight restarts from the current gauge.
+    resetStats() {
+        this.stats = {
+            token_requests: 0, token_success: 0, by_status: {}, by_error: {},
+            reuse_detected: 0, revoked_grants: 0, max_in_flight: this.inFlight,
+            revocations: 0, introspections: 0, dropped: 0, faults_applied: 0,
+        };
+    }
+
+    // Drops expired access tokens now and then, so long runs do not grow without bound.
+    sweepAccessTokens() {
+        const now = Date.now();
+        for (const [key, at] of this.accessTokens) if (at.exp_ms <= now) this.accessTokens.delete(key);
+    }
+
+    // ------------------------------------------------------------ routing
+
+    // Entry point for every request; turns thrown HttpErrors into answers.
+    handle(req, res) {
+        this.route(req, res).catch((err) => {
+            if (res.headersSent || res.destroyed) return;
+            if (err instanceof HttpError) return sendJson(res, err.status, err.body, err.headers);
+            process.stderr.write(`idp: internal error: ${err && err.stack}\n`);
+            sendJson(res, 500, { error: 'server_error' });
+        });
+    }
+
+    // Dispatches on the path (query strings matter only for /admin/calls).
+    async route(req, res) {
+        const q = req.url.indexOf('?');
+        const path = q < 0 ? req.url : req.url.slice(0, q);
+        const query = new URLSearchParams(q < 0 ? '' : req.url.slice(q + 1));
+        if (path === '/token') return this.onToken(req, res);
+        if (path === '/revoke') return this.onRevoke(req, res);
+        if (path === '/introspect') return this.onIntrospect(req, res);
+        if (path.startsWith('/admin/')) return this.onAdmin(req, res, path, query);
+        if (req.method === 'GET' && isDiscoveryPath(path)) return sendJson(res, 200, this.metadata());
+        throw new HttpError(404, { error: 'not_found' });
+    }
+
+    // ------------------------------------------------------------ client authentication
+
+    // Reads and checks an OAuth endpoint's form body (POST, form content type, no repeats).
+    async readOAuthForm(req) {
+        if (req.method !== 'POST') throw new HttpError(405, { error: 'invalid_request' }, { Allow: 'POST' });
+        const body = await readBody(req, OAUTH_BODY_LIMIT);
+        const type = (req.headers['content-type'] || '').split(';')[0].trim().toLowerCase();
+        if (type !== 'application/x-www-form-urlencoded') {
+            throw oauthError(400, 'invalid_request', 'content type must be application/x-www-form-urlencoded');
+        }
+        const form = parseForm(body);
+        if (!form) throw oauthError(400, 'invalid_request', 'repeated parameter');
+        return form;
+    }
+
+    // The client id a request claims (Basic header or body), before any check; for logs and faults.
+    claimedClientId(req, form) {
+        const header = req.headers.authorization;
+        const basic = header === undefined ? null : parseBasic(header);
+        return basic ? basic.id : form.get('client_id') ?? null;
+    }
+
+    // Authenticates the client (RFC 6749 2.3.1) with exactly its configured method; throws invalid_client.
+    authenticate(req, form) {
+        const header = req.headers.authorization;
+        const bodyId = form.get('client_id');
+        const bodySecret = form.get('client_secret');
+        let method;
+        let id;
+        let secret;
+        if (header !== undefined) {
+            const basic = parseBasic(header);
+            if (!basic) throw oauthError(401, 'invalid_client', 'malformed Authorization header');
+            if (bodySecret !== undefined) throw oauthError(400, 'invalid_request', 'more than one client authentication method');
+            if (bodyId !== undefined && bodyId !== basic.id) throw oauthError(401, 'invalid_client');
+            [method, id, secret] = ['client_secret_basic', basic.id, basic.secret];
+        } else if (bodySecret !== undefined) {
+            [method, id, secret] = ['client_secret_post', bodyId, bodySecret];
+        } else if (bodyId !== undefined) {
+            [method, id, secret] = ['none', bodyId, null];
+        } else {
+            throw oauthError(401, 'invalid_client', 'no client authentication');
+        }
+        const client = this.clients.get(id);
+        if (!client || client.auth_method !== method) throw oauthError(401, 'invalid_client');
+        if (method !== 'none' && secret !== client.client_secret) throw oauthError(401, 'invalid_client');
+        return client;
+    }
+
+    // ------------------------------------------------------------ token minting
+
+    // Creates a grant as if an authorization-code login had just completed, with its first tokens.
+    mintGrant(client, subject, scope) {
+        const now = Date.now();
+        const grant = {
+            grant_id: `g${this.nextGrant++}`, client_id: client.client_id, subject, scope,
+            auth_time: Math.floor(now / 1000), revoked: false, refresh_calls: 0, rotations: 0,
+            reuse_detected: 0, current: null,
+        };
+        this.grants.set(grant.grant_id, grant);
+        const rt = this.issueRefreshToken(grant, client, now);
+        const out = {
+            grant_id: grant.grant_id, subject, scope,
+            access_token: this.issueAccessToken(grant, client, now),
+            refresh_token: rt.token, expires_in: client.access_ttl,
+        };
+        if (client.refresh_token_expires_in !== null) out.refresh_token_expires_in = client.refresh_token_expires_in;
+        if (client.id_token) out.id_token = this.idToken(grant, client, now, null);
+        return out;
+    }
+
+    // A new current refresh token for the grant (the previous one is left as it is).
+    issueRefreshToken(grant, client, now) {
+        const ttl = client.refresh_token_expires_in;
+        const rec = { token: randomToken(), grant, used: false, iat: now, expires_ms: ttl === null ? 0 : now + ttl * 1000 };
+        this.refreshTokens.set(rec.token, rec);
+        grant.current = rec;
+        return rec;
+    }
+
+    // A new access token (opaque, or the ~8 KB JWT-shaped one for big_access_token).
+    issueAccessToken(grant, client, now) {
+        const exp_ms = now + client.access_ttl * 1000;
+        const token = client.big_access_token ? this.bigAccessToken(grant, client, now, exp_ms) : randomToken();
+        this.accessTokens.set(accessKey(token), { grant, client_id: client.client_id, iat: now, exp_ms, revoked: false });
+        return token;
+    }
+
+    // A unique JWT-shaped access token of about big_access_token bytes (8192 when `true`).
+    bigAccessToken(grant, client, now, exp_ms) {
+        const size = client.big_access_token === true ? BIG_TOKEN_BYTES : client.big_access_token;
+        const claims = {
+            iss: this.issuer, sub: grant.subject, aud: client.client_id, client_id: client.client_id,
+            scope: grant.scope, iat: Math.floor(now / 1000), exp: Math.floor(exp_ms / 1000), jti: randomToken(16),
+        };
+        const fixed = b64json({ alg: 'HS256', typ: 'at+jwt' }).length + 2 + 43;
+        const payloadChars = Math.max(0, Math.floor(((size - fixed) * 3) / 4));
+        claims.pad = 'x'.repeat(Math.max(0, payloadChars - JSON.stringify(claims).length - 10));
+        return this.sign({ alg: 'HS256', typ: 'at+jwt' }, claims);
+    }
+
+    // An ID token for the grant: HS256 with a per-run random key; `overrides` come from a fault.
+    idToken(grant, client, now, overrides) {
+        const iat = Math.floor(now / 1000);
+        const claims = {
+            iss: this.issuer, sub: grant.subject, aud: client.client_id, azp: client.client_id,
+            iat, exp: iat + Math.max(client.access_ttl, 60), auth_time: grant.auth_time,
+            ...(overrides || {}),
+        };
+        return this.sign({ alg: 'HS256', typ: 'JWT', kid: 'test-hs256' }, claims);
+    }
+
+    // Compact JWS with HMAC-SHA256.
+    sign(header, claims) {
+        const input = `${b64json(header)}.${b64json(claims)}`;
+        return `${input}.${crypto.createHmac('sha256', this.jwsKey).update(input).digest('base64url')}`;
+    }
+
+    // Revokes a whole grant: every refresh and access token of it stops working.
+    revokeGrant(grant) {
+        if (grant.revoked) return;
+        grant.revoked = true;
+        this.stats.revoked_grants++;
+    }
+
+    // ------------------------------------------------------------ /token
+
+    // POST /token: logs the call, applies the first matching fault, else runs the refresh grant.
+    async onToken(req, res) {
+        const call = this.startCall(res);
+        const form = await this.readOAuthForm(req).catch((err) => {
+            if (err instanceof HttpError) this.finishCall(call, err.status, err.body.error);
+            throw err;
+        });
+        const rec = this.refreshTokens.get(form.get('refresh_token'));
+        const grant = rec ? rec.grant : null;
+        call.client_id = this.claimedClientId(req, form);
+        call.grant_id = grant ? grant.grant_id : null;
+        if (grant) grant.refresh_calls++;
+        const fault = this.takeFault(call.client_id, grant);
+        const action = fault ? fault.action : {};
+        if (fault) call.fault_id = fault.fault_id;
+        if (action.delay_ms) await sleep(action.delay_ms);
+        if (action.drop === 'before') return this.drop(req, res, call, 'before');
+        const early = this.earlyFaultAnswer(action);
+        if (early) return this.answer(res, call, early.status, early.body, early.headers);
+        let result;
+        try {
+            result = this.refreshGrant(this.authenticate(req, form), form, action);
+        } catch (err) {
+            if (!(err instanceof HttpError)) throw err;
+            result = { status: err.status, body: err.body, headers: err.headers };
+        }
+        if (action.drop === 'after') return this.drop(req, res, call, 'after');
+        if (result.status === 200) {
+            this.stats.token_success++;
+            if (action.oversized_body_bytes) result.body = padJson(result.body, action.oversized_body_bytes);
+        }
+        this.answer(res, call, result.status, result.body, result.headers);
+    }
+
+    // Fault answers that replace the grant entirely (no rotation): oauth_error, status, malformed_json.
+    earlyFaultAnswer(action) {
+        const headers = action.retry_after !== undefined ? { 'Retry-After': String(action.retry_after) } : {};
+        if (action.oauth_error) {
+            const status = action.status || (action.oauth_error === 'invalid_client' ? 401 : 400);
+            const body = { error: action.oauth_error };
+            if (action.error_description) body.error_description = action.error_description;
+            if (status === 401) headers['WWW-Authenticate'] = REALM;
+            return { status, body, headers };
+        }
+        if (action.status) {
+            return { status: action.status, body: { error: action.status === 429 ? 'slow_down' : 'temporarily_unavailable' }, headers };
+        }
+        if (action.malformed_json) {
+            return { status: 200, body: `{"access_token":"${randomToken()}","token_type":"Bearer","expires_in":36`, headers };
+        }
+        return null;
+    }
+
+    // The refresh_token grant (RFC 6749 section 6) with single-use rotation and family revocation on reuse.
+    refreshGrant(client, form, action) {
+        const grantType = form.get('grant_type');
+        if (grantType === undefined) throw oauthError(400, 'invalid_request', 'grant_type missing');
+        if (grantType !== 'refresh_token') throw oauthError(400, 'unsupported_grant_type');
+        const token = form.get('refresh_token');
+        if (!token) throw oauthError(400, 'invalid_request', 'refresh_token missing');
+        const rec = this.refreshTokens.get(token);
+        if (!rec) throw oauthError(400, 'invalid_grant', 'unknown refresh token');
+        const grant = rec.grant;
+        if (grant.client_id !== client.client_id) throw oauthError(400, 'invalid_grant', 'token issued to another client');
+        if (grant.revoked) throw oauthError(400, 'invalid_grant', 'grant revoked');
+        if (rec.used) return this.reuseDetected(grant);
+        const now = Date.now();
+        if (rec.expires_ms && now >= rec.expires_ms) throw oauthError(400, 'invalid_grant', 'refresh token expired');
+        const asked = form.get('scope');
+        if (asked && !scopeSubset(asked, grant.scope)) throw oauthError(400, 'invalid_scope');
+        return { status: 200, body: this.tokenResponse(client, grant, rec, asked || grant.scope, action, now), headers: {} };
+    }
+
+    // A used refresh token came back: revoke the family and refuse.
+    reuseDetected(grant) {
+        grant.reuse_detected++;
+        this.stats.reuse_detected++;
+        this.revokeGrant(grant);
+        throw oauthError(400, 'invalid_grant', 'refresh token reuse detected; grant revoked');
+    }
+
+    // Rotates (unless no_rotation or the refresh_token is omitted) and builds the success body.
+    tokenResponse(client, grant, rec, scope, action, now) {
+        const omit = action.omit || [];
+        const rotate = !client.no_rotation && !omit.includes('refresh_token');
+        const body = {
+            access_token: this.issueAccessToken(grant, client, now),
+            token_type: client.token_type_case || 'Bearer',
+            expires_in: client.access_ttl,
+        };
+        if (client.no_expires_in) delete body.expires_in;
+        if (rotate) {
+            rec.used = true;
+            grant.rotations++;
+            body.refresh_token = this.issueRefreshToken(grant, client, now).token;
+            if (client.refresh_token_expires_in !== null) body.refresh_token_expires_in = client.refresh_token_expires_in;
+        }
+        body.scope = client.narrow_scope ?? scope;
+        if (client.id_token || action.id_token_claims) body.id_token = this.idToken(grant, client, now, action.id_token_claims);
+        for (const field of omit) delete body[field];
+        return body;
+    }
+
+    // ------------------------------------------------------------ call log and faults
+
+    // Records a /token request's arrival (log entry, counters, in-flight gauge).
+    startCall(res) {
+        const call = { t_ms: Date.now(), grant_id: null, client_id: null, status: null };
+        this.calls.push(call);
+        if (this.calls.length >= CALL_LOG_CAP * 1.25) this.calls = this.calls.slice(-CALL_LOG_CAP);
+        this.stats.token_requests++;
+        this.inFlight++;
+        if (this.inFlight > this.stats.max_in_flight) this.stats.max_in_flight = this.inFlight;
+        res.once('close', () => this.inFlight--);
+        return call;
+    }
+
+    // Records a /token request's outcome.
+    finishCall(call, status, error) {
+        call.status = status;
+        call.duration_ms = Date.now() - call.t_ms;
+        this.stats.by_status[status] = (this.stats.by_status[status] || 0) + 1;
+        if (error) {
+            call.error = error;
+            this.stats.by_error[error] = (this.stats.by_error[error] || 0) + 1;
+        }
+    }
+
+    // Sends a /token answer and logs it.
+    answer(res, call, status, body, headers) {
+        this.finishCall(call, status, typeof body === 'object' ? body.error : undefined);
+        sendJson(res, status, body, headers);
+    }
+
+    // Kills the connection without any answer (drop faults).
+    drop(req, res, call, when) {
+        call.dropped = when;
+        call.duration_ms = Date.now() - call.t_ms;
+        this.stats.dropped++;
+        req.socket.destroy();
+    }
+
+    // Finds the first live fault rule matching this request and consumes one use of it.
+    takeFault(clientId, grant) {
+        const now = Date.now();
+        this.faults = this.faults.filter((f) => f.remaining !== 0 && !(f.until_ms !== null && now >= f.until_ms));
+        const fault = this.faults.find((f) => faultMatches(f.match, clientId, grant));
+        if (!fault) return null;
+        if (fault.remaining !== null) fault.remaining--;
+        fault.applied++;
+        this.stats.faults_applied++;
+        return fault;
+    }
+
+    // ------------------------------------------------------------ /revoke and /introspect
+
+    // POST /revoke (RFC 7009): a refresh token revokes its grant, an access token only itself.
+    async onRevoke(req, res) {
+        const form = await this.readOAuthForm(req);
+        const client = this.authenticate(req, form);
+        const token = form.get('token');
+        if (!token) throw oauthError(400, 'invalid_request', 'token missing');
+        const rt = this.refreshTokens.get(token);
+        if (rt && rt.grant.client_id === client.client_id) this.revokeGrant(rt.grant);
+        const at = this.accessTokens.get(accessKey(token));
+        if (at && at.client_id === client.client_id) at.revoked = true;
+        this.stats.revocations++;
+        sendJson(res, 200, {});
+    }
+
+    // POST /introspect (RFC 7662): any authenticated client may ask about any token.
+    async onIntrospect(req, res) {
+        const form = await this.readOAuthForm(req);
+        this.authenticate(req, form);
+        const token = form.get('token');
+        if (!token) throw oauthError(400, 'invalid_request', 'token missing');
+        this.stats.introspections++;
+        sendJson(res, 200, this.introspect(token, Date.now()));
+    }
+
+    // The introspection answer for one token.
+    introspect(token, now) {
+        const rt = this.refreshTokens.get(token);
+        if (rt) {
+            const live = !rt.used && !rt.grant.revoked && !(rt.expires_ms && now >= rt.expires_ms);
+            return live ? this.tokenInfo('refresh_token', rt.grant, rt.iat, rt.expires_ms || null) : { active: false };
+        }
+        const at = this.accessTokens.get(accessKey(token));
+        const live = at && !at.revoked && !at.grant.revoked && now < at.exp_ms;
+        return live ? this.tokenInfo('access_token', at.grant, at.iat, at.exp_ms) : { active: false };
+    }
+
+    // Common fields of an active introspection answer.
+    tokenInfo(type, grant, iatMs, expMs) {
+        const info = {
+            active: true, token_type: type, client_id: grant.client_id, sub: grant.subject,
+            scope: grant.scope, iss: this.issuer, iat: Math.floor(iatMs / 1000), grant_id: grant.grant_id,
+        };
+        if (expMs) info.exp = Math.floor(expMs / 1000);
+        return info;
+    }
+
+    // ------------------------------------------------------------ discovery
+
+    // OIDC / RFC 8414 metadata; admin settings may override the issuer or any other field.
+    metadata() {
+        const meta = {
+            issuer: this.settings.issuer ?? this.issuer,
+            token_endpoint: `${this.baseUrl}/token`,
+            revocation_endpoint: `${this.baseUrl}/revoke`,
+            introspection_endpoint: `${this.baseUrl}/introspect`,
+            token_endpoint_auth_methods_supported: AUTH_METHODS,
+            revocation_endpoint_auth_methods_supported: AUTH_METHODS,
+            introspection_endpoint_auth_methods_supported: AUTH_METHODS,
+            grant_types_supported: ['authorization_code', 'refresh_token'],
+            response_types_supported: ['code'],
+            subject_types_supported: ['public'],
+            id_token_signing_alg_values_supported: ['HS256'],
+            scopes_supported: ['openid', 'offline_access'],
+        };
+        return { ...meta, ...(this.settings.discovery || {}) };
+    }
+
+    // ------------------------------------------------------------ admin API
+
+    // Routes /admin/*; bodies are JSON, answers are JSON.
+    async onAdmin(req, res, path, query) {
+        const raw = req.method === 'GET' || req.method === 'DELETE' ? '' : await readBody(req, ADMIN_BODY_LIMIT);
+        let body = {};
+        if (raw.trim()) {
+            try {
+                body = JSON.parse(raw);
+            } catch {
+                throw badAdmin('body is not valid JSON');
+            }
+        }
+        const key = `${req.method} ${path.replace(/^\/admin\/(grants|faults)\/[^/]+/, '/admin/$1/:id')}`;
+        const id = decodeURIComponent(path.split('/')[3] || '');
+        const handlers = {
+            'GET /admin/health': () => ({ ok: true }),
+            'POST /admin/clients': () => this.adminClient(body),
+            'POST /admin/grants': () => this.adminGrants(body),
+            'GET /admin/grants/:id': () => this.grantView(this.grantById(id)),
+            'POST /admin/grants/:id/revoke': () => this.adminRevokeGrant(id),
+            'GET /admin/stats': () => ({ ...this.stats, in_flight: this.inFlight }),
+            'POST /admin/stats/reset': () => this.resetStats() || { ok: true },
+            'GET /admin/calls': () => ({ calls: this.callsSince(query) }),
+            'POST /admin/faults': () => this.addFault(body),
+            'GET /admin/faults': () => ({ faults: this.faults }),
+            'DELETE /admin/faults': () => this.clearFaults(),
+            'DELETE /admin/faults/:id': () => this.deleteFault(id),
+            'GET /admin/settings': () => this.settings,
+            'POST /admin/settings': () => this.adminSettings(body),
+            'POST /admin/reset': () => this.reset() || { ok: true },
+        };
+        const handler = handlers[key];
+        if (!handler) throw badAdmin(`no admin route ${req.method} ${path}`, 404);
+        sendJson(res, 200, handler());
+    }
+
+    // POST /admin/clients: creates or replaces a client (grants of a replaced client stay).
+    adminClient(body) {
+        checkKeys(body, CLIENT_KEYS, 'client');
+        const c = { client_id: body.client_id, auth_method: 'client_secret_basic', access_ttl: 3600, id_token: false, ...QUIRK_DEFAULTS, ...body };
+        if (typeof c.client_id !== 'string' || !c.client_id) throw badAdmin('client_id must be a non-empty string');
+        if (!AUTH_METHODS.includes(c.auth_method)) throw badAdmin(`auth_method must be one of ${AUTH_METHODS.join(', ')}`);
+        if (c.auth_method !== 'none' && (typeof c.client_secret !== 'string' || !c.client_secret)) {
+            throw badAdmin('client_secret is required unless auth_method is none');
+        }
+        if (c.auth_method === 'none') c.client_secret = null;
+        optInt(c, 'access_ttl');
+        optInt(c, 'refresh_token_expires_in');
+        if (c.token_type_case !== null && typeof c.token_type_case !== 'string') throw badAdmin('token_type_case must be a string');
+        if (c.narrow_scope !== null && typeof c.narrow_scope !== 'string') throw badAdmin('narrow_scope must be a string');
+        if (typeof c.big_access_token !== 'boolean') optInt(c, 'big_access_token', 64);
+        this.clients.set(c.client_id, c);
+        const { client_secret, ...visible } = c;
+        return { client: visible };
+    }
+
+    // POST /admin/grants: mints `count` grants (subjects suffixed -i when count > 1).
+    adminGrants(body) {
+        checkKeys(body, ['client_id', 'subject', 'scope', 'count'], 'grant');
+        const client = this.clients.get(body.client_id);
+        if (!client) throw badAdmin('unknown client_id', 404);
+        if (typeof body.subject !== 'string' || !body.subject) throw badAdmin('subject must be a non-empty string');
+        if (body.scope !== undefined && typeof body.scope !== 'string') throw badAdmin('scope must be a string');
+        const count = optInt(body, 'count', 1) ?? 1;
+        const scope = body.scope ?? DEFAULT_SCOPE;
+        const grants = new Array(count);
+        for (let i = 0; i < count; i++) {
+            grants[i] = this.mintGrant(client, count > 1 ? `${body.subject}-${i}` : body.subject, scope);
+        }
+        return { grants };
+    }
+
+    // Looks a grant up by id for the admin API.
+    grantById(id) {
+        const grant = this.grants.get(id);
+        if (!grant) throw badAdmin('unknown grant_id', 404);
+        return grant;
+    }
+
+    // POST /admin/grants/<id>/revoke: the user withdrew consent at the provider.
+    adminRevokeGrant(id) {
+        const grant = this.grantById(id);
+        this.revokeGrant(grant);
+        return this.grantView(grant);
+    }
+
+    // The admin view of a grant, including its current refresh token (tests compare it).
+    grantView(g) {
+        const cur = g.current;
+        const expired = cur && cur.expires_ms && Date.now() >= cur.expires_ms;
+        return {
+            grant_id: g.grant_id, client_id: g.client_id, subject: g.subject, scope: g.scope,
+            auth_time: g.auth_time, active: !g.revoked && !expired, revoked: g.revoked,
+            refresh_calls: g.refresh_calls, rotations: g.rotations, reuse_detected: g.reuse_detected,
+            refresh_token: g.revoked ? null : cur.token,
+        };
+    }
+
+    // GET /admin/calls: log entries since since_ms, optionally for one grant_id or client_id.
+    callsSince(query) {
+        const since = Number(query.get('since_ms') || 0);
+        if (Number.isNaN(since)) throw badAdmin('since_ms must be a number');
+        const grantId = query.get('grant_id');
+        const clientId = query.get('client_id');
+        return this.calls.slice(-CALL_LOG_CAP).filter((c) => c.t_ms >= since
+            && (grantId === null || c.grant_id === grantId)
+            && (clientId === null || c.client_id === clientId));
+    }
+
+    // POST /admin/faults: validates and appends a fault rule.
+    addFault(body) {
+        checkKeys(body, ['match', 'action', 'count', 'until_ms'], 'fault');
+        const match = body.match ?? {};
+        checkKeys(match, MATCH_KEYS, 'match');
+        validateAction(body.action);
+        const count = optInt(body, 'count', 1);
+        if (body.until_ms !== undefined && typeof body.until_ms !== 'number') throw badAdmin('until_ms must be a number');
+        const fault = {
+            fault_id: `f${this.nextFault++}`, match, action: body.action,
+            remaining: count, until_ms: body.until_ms ?? null, applied: 0,
+        };
+        this.faults.push(fault);
+        return { fault_id: fault.fault_id };
+    }
+
+    // DELETE /admin/faults: removes every rule.
+    clearFaults() {
+        this.faults = [];
+        return { ok: true };
+    }
+
+    // DELETE /admin/faults/<id>: removes one rule.
+    deleteFault(id) {
+        const before = this.faults.length;
+        this.faults = this.faults.filter((f) => f.fault_id !== id);
+        if (this.faults.length === before) throw badAdmin('unknown fault_id', 404);
+        return { ok: true };
+    }
+
+    // POST /admin/settings: {issuer: string|null, discovery: object|null} (null restores the default).
+    adminSettings(body) {
+        checkKeys(body, ['issuer', 'discovery'], 'settings');
+        if (body.issuer !== undefined) {
+            if (body.issuer !== null && typeof body.issuer !== 'string') throw badAdmin('issuer must be a string or null');
+            this.settings.issuer = body.issuer;
+        }
+        if (body.discovery !== undefined) {
+            if (body.discovery !== null) requireObject(body.discovery, 'discovery');
+            this.settings.discovery = body.discovery;
+        }
+        return this.settings;
+    }
+}
+
+// True for the discovery documents' paths (also under an issuer path, RFC 8414 section 3.1).
+function isDiscoveryPath(path) {
+    return path.endsWith('/.well-known/openid-configuration')
+        || path === '/.well-known/oauth-authorization-server'
+        || path.startsWith('/.well-known/oauth-authorization-server/');
+}
+
+// True when every field of a fault's match equals the request's client / grant.
+function faultMatches(match, clientId, grant) {
+    if (match.client_id !== undefined && match.client_id !== clientId) return false;
+    if (match.grant_id !== undefined && (!grant || grant.grant_id !== match.grant_id)) return false;
+    if (match.subject !== undefined && (!grant || grant.subject !== match.subject)) return false;
+    return true;
+}
+
+// Checks a fault action object, so a typo cannot silently make a rule a no-op.
+function validateAction(action) {
+    checkKeys(action, FAULT_ACTION_KEYS, 'action');
+    if (Object.keys(action).length === 0) throw badAdmin('action must not be empty');
+    optInt(action, 'delay_ms');
+    optInt(action, 'oversized_body_bytes', 1);
+    const status = optInt(action, 'status', 100);
+    if (status !== null && status > 599) throw badAdmin('status must be an HTTP status');
+    if (action.drop !== undefined && action.drop !== 'before' && action.drop !== 'after') throw badAdmin('drop must be "before" or "after"');
+    if (action.omit !== undefined && !(Array.isArray(action.omit) && action.omit.every((f) => typeof f === 'string'))) {
+        throw badAdmin('omit must be an array of field names');
+    }
+    if (action.id_token_claims !== undefined) requireObject(action.id_token_claims, 'id_token_claims');
+    if (action.oauth_error !== undefined && typeof action.oauth_error !== 'string') throw badAdmin('oauth_error must be a string');
+}
+
+// Pads a JSON object with a "padding" field so the serialised body is exactly `bytes` long (when possible).
+function padJson(body, bytes) {
+    const base = JSON.stringify({ ...body, padding: '' });
+    return JSON.stringify({ ...body, padding: 'x'.repeat(Math.max(0, bytes - base.length)) });
+}
+
+// ---------------------------------------------------------------- command line
+
+// Parses the command line; exits with usage on anything unexpected.
+function parseArgs(argv) {
+    const usage = 'usage: node server.js --port N --cert FILE --key FILE [--issuer URL] [--http]';
+    const opts = { port: 0, cert: null, key: null, issuer: null, http: false };
+    for (let i = 0; i < argv.length; i++) {
+        const a = argv[i];
+        if (a === '--http') opts.http = true;
+        else if (['--port', '--cert', '--key', '--issuer'].includes(a) && i + 1 < argv.length) opts[a.slice(2)] = argv[++i];
+        else fail(usage);
+    }
+    opts.port = Number(opts.port);
+    if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) fail(usage);
+    if (!opts.http && (!opts.cert || !opts.key)) fail(`${usage}\n(--cert and --key are required without --http)`);
+    return opts;
+}
+
+// Prints a message to stderr and exits with status 2.
+function fail(message) {
+    process.stderr.write(`${message}\n`);
+    process.exit(2);
+}
+
+// Starts the server; resolves to {server, provider, port} once it listens on 127.0.0.1.
+function start(opts) {
+    let provider = null;
+    const onRequest = (req, res) => provider.handle(req, res);
+    // Idle keep-alive connections outlive libcurl's default 118 s maximum connection age, so
+    // the client, not this server, is the side that retires them (no reuse-after-close races).
+    const serverOpts = { noDelay: true, requestTimeout: 0, headersTimeout: 190000 };
+    const server = opts.http
+        ? http.createServer(serverOpts, onRequest)
+        : https.createServer({ ...serverOpts, cert: fs.readFileSync(opts.cert), key: fs.readFileSync(opts.key) }, onRequest);
+    server.keepAliveTimeout = 180000;
+    return new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(opts.port, '127.0.0.1', () => {
+            const port = server.address().port;
+            const baseUrl = `${opts.http ? 'http' : 'https'}://127.0.0.1:${port}`;
+            provider = new Provider({ baseUrl, issuer: opts.issuer || baseUrl });
+            resolve({ server, provider, port });
+        });
+    });
+}
+
+// Main: listen, announce the port on stdout, stop cleanly on SIGTERM / SIGINT.
+async function main() {
+    // `node --test` with no arguments runs every .js under test/; this file is not a test.
+    if (process.argv.length <= 2 && process.env.NODE_TEST_CONTEXT) return;
+    const opts = parseArgs(process.argv.slice(2));
+    let started;
+    try {
+        started = await start(opts);
+    } catch (err) {
+        fail(`idp: cannot start: ${err.message}`);
+    }
+    const stop = () => {
+        started.server.close();
+        started.server.closeAllConnections();
+        process.exit(0);
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+    process.stdout.write(`listening ${started.port}\n`);
+}
+
+if (require.main === module) main();
+
+module.exports = { start, Provider, parseBasic, formDecode };

@@ -1,0 +1,239 @@
+-- upstream_token 0.1.0: the token store and its SQL surface.
+-- Every object is schema-qualified; functions pin search_path; nothing is granted to PUBLIC.
+
+\echo Use "CREATE EXTENSION upstream_token" to load this file. \quit
+
+-- The role application backends are granted (cluster-wide, so created only once).
+DO $do$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'upstream_token_client') THEN
+        CREATE ROLE upstream_token_client NOLOGIN;
+    END IF;
+END
+$do$;
+
+CREATE TABLE upstream_token.provider (
+    name                text PRIMARY KEY,
+    token_endpoint      text NOT NULL,
+    client_id           text NOT NULL,
+    client_secret       bytea,          -- AES-256-GCM ciphertext, never plaintext
+    auth_method         text NOT NULL
+        CHECK (auth_method IN ('client_secret_basic', 'client_secret_post', 'none')),
+    issuer              text,
+    revocation_endpoint text,
+    scope               text,
+    refresh_threshold   interval,       -- NULL: upstream_token.refresh_threshold
+    refresh_token_ttl   interval,       -- NULL: upstream_token.refresh_token_ttl
+    default_lifetime    interval NOT NULL DEFAULT '1 hour',  -- when a response has no expires_in
+    request_timeout     interval,       -- NULL: upstream_token.request_timeout
+    max_concurrent      integer CHECK (max_concurrent > 0),
+    created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CHECK ((auth_method = 'none') = (client_secret IS NULL))
+);
+
+CREATE TABLE upstream_token.token (
+    session             text NOT NULL,
+    provider            text NOT NULL REFERENCES upstream_token.provider (name),
+    subject             text,           -- the user at login (binding)
+    client_id           text NOT NULL,  -- the client at login (binding)
+    id_claims           jsonb,          -- iss/sub/aud/azp/auth_time of the login ID token
+    access_token        bytea,          -- ciphertexts; AAD binds each to (provider, session, column)
+    refresh_token       bytea,
+    id_token            bytea,
+    token_type          text NOT NULL DEFAULT 'Bearer',
+    scope               text,
+    expires_at          timestamptz NOT NULL,
+    refresh_expires_at  timestamptz,
+    generation          bigint NOT NULL DEFAULT 1,  -- bumped on every saved refresh or store
+    status              text NOT NULL DEFAULT 'active'
+        CHECK (status IN ('active', 'reauth_required', 'invalid_binding', 'revoked')),
+    failure_count       integer NOT NULL DEFAULT 0,
+    next_attempt_at     timestamptz,
+    last_error          text,           -- error class and provider's error code, no secrets
+    created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    refreshed_at        timestamptz,
+    PRIMARY KEY (session, provider),
+    CHECK (session <> '' AND pg_catalog.octet_length(session) <= 512)
+);
+
+CREATE INDEX token_due_idx ON upstream_token.token (expires_at) WHERE status = 'active';
+
+-- Keep user data in pg_dump output.
+SELECT pg_catalog.pg_extension_config_dump('upstream_token.provider', '');
+SELECT pg_catalog.pg_extension_config_dump('upstream_token.token', '');
+
+REVOKE ALL ON upstream_token.provider, upstream_token.token FROM PUBLIC;
+
+-- Per-token state with no secrets.
+CREATE VIEW upstream_token.token_status AS
+SELECT t.session, t.provider, t.subject, t.status,
+       t.expires_at, t.refresh_expires_at,
+       (t.refresh_token IS NOT NULL) AS has_refresh_token,
+       t.generation, t.failure_count, t.next_attempt_at, t.last_error,
+       t.created_at, t.updated_at, t.refreshed_at
+  FROM upstream_token.token t;
+
+COMMENT ON VIEW upstream_token.token_status IS
+    'One row per stored token: status, expiry and last error. Contains no secret.';
+
+CREATE FUNCTION upstream_token.register_provider(
+    name                text,
+    token_endpoint      text,
+    client_id           text,
+    client_secret       text DEFAULT NULL,
+    auth_method         text DEFAULT 'client_secret_basic',
+    issuer              text DEFAULT NULL,
+    revocation_endpoint text DEFAULT NULL,
+    scope               text DEFAULT NULL,
+    refresh_threshold   interval DEFAULT NULL,
+    refresh_token_ttl   interval DEFAULT NULL,
+    default_lifetime    interval DEFAULT '1 hour',
+    request_timeout     interval DEFAULT NULL,
+    max_concurrent      integer DEFAULT NULL)
+RETURNS void
+LANGUAGE c VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ut_register_provider';
+
+COMMENT ON FUNCTION upstream_token.register_provider(text, text, text, text, text, text, text, text, interval, interval, interval, interval, integer) IS
+    'Creates or updates an OAuth provider. The client secret is stored encrypted.';
+
+CREATE FUNCTION upstream_token.drop_provider(name text, cascade boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    n bigint;
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'provider name must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    PERFORM 1 FROM upstream_token.provider p WHERE p.name = drop_provider.name FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'provider "%" does not exist', name USING ERRCODE = '42704';
+    END IF;
+    SELECT pg_catalog.count(*) INTO n FROM upstream_token.token t WHERE t.provider = drop_provider.name;
+    IF n > 0 AND NOT coalesce(cascade, false) THEN
+        RAISE EXCEPTION 'provider "%" still has % stored token(s)', name, n
+            USING ERRCODE = '2BP01',
+                  HINT = 'Delete them first, or call upstream_token.drop_provider(name, cascade => true).';
+    END IF;
+    DELETE FROM upstream_token.token t WHERE t.provider = drop_provider.name;
+    DELETE FROM upstream_token.provider p WHERE p.name = drop_provider.name;
+END
+$fn$;
+
+COMMENT ON FUNCTION upstream_token.drop_provider(text, boolean) IS
+    'Removes a provider; refuses while tokens exist unless cascade is true.';
+
+CREATE FUNCTION upstream_token.store_upstream_token(
+    session            text,
+    provider           text,
+    access_token       text,
+    refresh_token      text,
+    expires_in         integer,
+    id_token           text DEFAULT NULL,
+    subject            text DEFAULT NULL,
+    scope              text DEFAULT NULL,
+    refresh_expires_in integer DEFAULT NULL)
+RETURNS void
+LANGUAGE c VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ut_store_upstream_token';
+
+COMMENT ON FUNCTION upstream_token.store_upstream_token(text, text, text, text, integer, text, text, text, integer) IS
+    'Saves (inserts or replaces) the tokens of a session after the application''s own login.';
+
+CREATE FUNCTION upstream_token.get_upstream_token(session text, provider text)
+RETURNS text
+LANGUAGE c VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ut_get_upstream_token';
+
+COMMENT ON FUNCTION upstream_token.get_upstream_token(text, text) IS
+    'Returns a valid access token for the session, refreshed by the engine when it is due.';
+
+CREATE FUNCTION upstream_token.delete_upstream_token(session text, provider text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    n integer;
+BEGIN
+    IF session IS NULL THEN
+        RAISE EXCEPTION 'session must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    DELETE FROM upstream_token.token t
+     WHERE t.session = delete_upstream_token.session
+       AND (delete_upstream_token.provider IS NULL OR t.provider = delete_upstream_token.provider);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+
+COMMENT ON FUNCTION upstream_token.delete_upstream_token(text, text) IS
+    'Deletes the stored tokens of a session (one provider, or all when provider is NULL); returns the count. Does not contact the provider.';
+
+CREATE FUNCTION upstream_token.get_upstream_credentials(session text)
+RETURNS TABLE (provider text, access_token text, id_token text, expires_at timestamptz,
+               sqlstate text, error text)
+LANGUAGE c VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ut_get_upstream_credentials';
+
+COMMENT ON FUNCTION upstream_token.get_upstream_credentials(text) IS
+    'One row per provider of the session with a valid access token and ID token, refreshed where needed; a provider that fails is flagged in its row (sqlstate, error) instead of failing the call.';
+
+CREATE FUNCTION upstream_token.refresh_upstream_token(session text, provider text DEFAULT NULL)
+RETURNS TABLE (provider_name text, refreshed boolean, expires_at timestamptz,
+               sqlstate text, error text)
+LANGUAGE c VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ut_refresh_upstream_token';
+
+COMMENT ON FUNCTION upstream_token.refresh_upstream_token(text, text) IS
+    'Refreshes now (every provider of the session when provider is NULL) and reports the outcome per provider.';
+
+CREATE FUNCTION upstream_token.refresh_lock_key(provider text, session text)
+RETURNS bigint
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'ut_refresh_lock_key';
+
+COMMENT ON FUNCTION upstream_token.refresh_lock_key(text, text) IS
+    'The advisory-lock key the engine holds while refreshing (provider, session); pg_advisory_lock(key) makes any other refresher wait for it.';
+
+CREATE FUNCTION upstream_token.engine_stats(
+    OUT worker_pid integer, OUT ready boolean, OUT worker_starts bigint,
+    OUT queued integer, OUT in_flight integer, OUT requests bigint, OUT deduplicated bigint,
+    OUT network_calls bigint, OUT refreshed bigint, OUT answered_without_call bigint,
+    OUT failed_transient bigint, OUT failed_reauth bigint, OUT failed_client bigint,
+    OUT invalid_binding bigint, OUT persist_retries bigint)
+RETURNS SETOF record
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'ut_engine_status';
+
+COMMENT ON FUNCTION upstream_token.engine_stats() IS
+    'Refresh engine counters since server start; no row when the library is not preloaded.';
+
+CREATE VIEW upstream_token.engine_status AS SELECT * FROM upstream_token.engine_stats();
+
+COMMENT ON VIEW upstream_token.engine_status IS
+    'The refresh engine: process, queue, and counters since server start. Contains no secret.';
+
+-- Privileges: nothing to PUBLIC; application backends get the client role.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA upstream_token FROM PUBLIC;
+GRANT USAGE ON SCHEMA upstream_token TO upstream_token_client;
+GRANT EXECUTE ON FUNCTION
+    upstream_token.store_upstream_token(text, text, text, text, integer, text, text, text, integer),
+    upstream_token.get_upstream_token(text, text),
+    upstream_token.delete_upstream_token(text, text),
+    upstream_token.get_upstream_credentials(text),
+    upstream_token.refresh_upstream_token(text, text),
+    upstream_token.refresh_lock_key(text, text),
+    upstream_token.engine_stats()
+    TO upstream_token_client;
+GRANT SELECT ON upstream_token.token_status, upstream_token.engine_status TO upstream_token_client;
