@@ -11,7 +11,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=/usr/lib/postgresql/15/bin
 dir=${UT_CLUSTER_DIR:-$here/.tmp/cluster}
-port=${UT_PORT:-54329}
+port=${UT_PORT:-25432}  # below the ephemeral range, where test servers pick ports
 db=${UT_DATABASE:-ut_test}
 data=$dir/data
 sock=$dir/sock

@@ -32,6 +32,7 @@ constexpr std::size_t kMaxRetryAfterLength = 256;
 constexpr std::size_t kMaxErrorDetailLength = 200;
 constexpr int kEpollBatch = 64;
 constexpr int kMaxDriveRounds = 16;
+constexpr long kMaxTimerMs = 24L * 60 * 60 * 1000;
 
 // Deleter so a CURL* easy handle is owned by a unique_ptr.
 struct EasyDeleter {
@@ -116,7 +117,7 @@ std::string trim(const char* data, std::size_t len) {
     while (e > b && blank(data[e - 1])) {
         --e;
     }
-    return std::string(data + b, e - b);
+    return {data + b, e - b};
 }
 
 // Appends one header line to an owned curl_slist; false (list unchanged) when out of memory.
@@ -179,15 +180,17 @@ struct Transfer {
     EasyPtr easy;
 };
 
+// Declaration order matters: the multi handle is declared last so that, even when the
+// constructor throws, it is cleaned up while everything its callbacks touch still exists.
 struct HttpMulti::Impl {
     FdOwner epoll_fd{-1};
     SharePtr share;
-    MultiPtr multi;
-    std::unordered_map<std::uint64_t, std::unique_ptr<Transfer>> transfers;
     std::unordered_map<curl_socket_t, std::uint32_t> watched;  // socket -> epoll events
     std::optional<SteadyClock::time_point> timer_deadline;
     std::vector<HttpResult> finished;
     std::uint64_t next_id = 1;
+    std::unordered_map<std::uint64_t, std::unique_ptr<Transfer>> transfers;
+    MultiPtr multi;
 
     Impl();
     ~Impl();
@@ -197,7 +200,7 @@ struct HttpMulti::Impl {
     void run_timer_if_due();
     void collect_finished();
     void fail_immediately(std::uint64_t id, std::string error);
-    HttpResult make_result(Transfer& t, CURLcode code) const;
+    static HttpResult make_result(Transfer& t, CURLcode code);
 
     static int on_socket(CURL* easy, curl_socket_t s, int what, void* userp, void* socketp);
     static int on_timer(CURLM* multi, long timeout_ms, void* userp);
@@ -295,7 +298,9 @@ int HttpMulti::Impl::on_timer(CURLM* /*multi*/, long timeout_ms, void* userp) {
     if (timeout_ms < 0) {
         self->timer_deadline.reset();
     } else {
-        self->timer_deadline = SteadyClock::now() + std::chrono::milliseconds(timeout_ms);
+        // Clamped so an absurd value cannot overflow the clock arithmetic.
+        const long ms = std::min(timeout_ms, kMaxTimerMs);
+        self->timer_deadline = SteadyClock::now() + std::chrono::milliseconds(ms);
     }
     return 0;
 }
@@ -482,7 +487,7 @@ void HttpMulti::Impl::drive() {
 }
 
 // Converts curl's outcome of one transfer into an HttpResult without any secret in it.
-HttpResult HttpMulti::Impl::make_result(Transfer& t, CURLcode code) const {
+HttpResult HttpMulti::Impl::make_result(Transfer& t, CURLcode code) {
     HttpResult r;
     r.id = t.id;
     curl_off_t total_us = 0;
