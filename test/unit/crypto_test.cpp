@@ -15,7 +15,7 @@ constexpr std::string_view kKeyHex =
     "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 constexpr std::string_view kOtherKeyHex =
     "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
-const std::string kSecret = "refresh-SECRET-value-1234567890";
+constexpr std::string_view kSecret = "refresh-SECRET-value-1234567890";
 
 // Runs f, expects an Error with the given code, and returns its message for further checks.
 template <typename F>
@@ -49,8 +49,8 @@ class CryptoTest : public ::testing::Test {
     std::string aad = secret_aad("github", "session-1", "refresh_token");
 
     // Decryption must fail as decryption_failed without leaking the secret or the blob.
-    void expect_decrypt_fails(const std::vector<Key>& keys, const std::string& blob,
-                              const std::string& with_aad) {
+    static void expect_decrypt_fails(const std::vector<Key>& keys, const std::string& blob,
+                                     const std::string& with_aad) {
         const std::string msg = expect_error([&] { decrypt_secret(keys, blob, with_aad); },
                                              ErrorCode::decryption_failed);
         EXPECT_EQ(msg.find(kSecret), std::string::npos);

@@ -10,9 +10,9 @@
 namespace upstream_token {
 namespace {
 
-const Time kNow{seconds(1700000000)};
+constexpr Time kNow{seconds(1700000000)};
 constexpr Micros kThreshold = seconds(300);
-const Time kYear9999End{seconds(253402300799)};
+constexpr Time kYear9999End{seconds(253402300799)};
 constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
 
 TEST(Classify, Boundaries) {
@@ -104,9 +104,10 @@ TEST(RefreshExpiry, AbsurdValuesClamp) {
 TEST(RefreshExpiry, DefaultIsIndependentOfAccessToken) {
     // I8: a 5-minute access token does not shorten a 30-day refresh token.
     const Time access = access_expiry(kNow, 300, seconds(3600));
-    const Time refresh = refresh_expiry(kNow, std::nullopt, std::nullopt, seconds(30 * 86400));
+    const Time refresh =
+        refresh_expiry(kNow, std::nullopt, std::nullopt, seconds(std::int64_t{30} * 86400));
     EXPECT_GT(refresh, access);
-    EXPECT_EQ(refresh, kNow + seconds(30 * 86400));
+    EXPECT_EQ(refresh, kNow + seconds(std::int64_t{30} * 86400));
 }
 
 }  // namespace

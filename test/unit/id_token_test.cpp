@@ -27,12 +27,21 @@ std::string b64url(std::string_view s) {
     return out;
 }
 
-const std::string kHeader = b64url(R"({"alg":"RS256","kid":"k1"})");
-const std::string kSignature = "c2lnbmF0dXJlLXNlY3JldC1ieXRlcw";
+// The encoded JOSE header every test token uses.
+std::string header() {
+    return b64url(R"({"alg":"RS256","kid":"k1"})");
+}
+
+constexpr std::string_view kSignature = "c2lnbmF0dXJlLXNlY3JldC1ieXRlcw";
 
 // A compact JWS with the given payload JSON.
 std::string jwt(std::string_view payload, std::string_view signature = kSignature) {
-    return kHeader + "." + b64url(payload) + "." + std::string(signature);
+    std::string token = header();
+    token += '.';
+    token += b64url(payload);
+    token += '.';
+    token += signature;
+    return token;
 }
 
 // Expects decode_id_token to fail as invalid_parameter without echoing the token.
@@ -81,8 +90,8 @@ TEST(IdToken, UnsignedTokenAndPadding) {
         for (char& ch : padded) {
             ch = ch == '+' ? '-' : ch == '/' ? '_' : ch;
         }
-        EXPECT_EQ(decode_id_token(kHeader + "." + b64url(payload) + ".").sub, "s" + extra);
-        EXPECT_EQ(decode_id_token(kHeader + "." + padded + ".").sub, "s" + extra);
+        EXPECT_EQ(decode_id_token(header() + "." + b64url(payload) + ".").sub, "s" + extra);
+        EXPECT_EQ(decode_id_token(header() + "." + padded + ".").sub, "s" + extra);
     }
 }
 
@@ -91,7 +100,7 @@ TEST(IdToken, Base64UrlAlphabet) {
     const std::string payload = R"({"iss":"i","sub":"~~~>>>","aud":"a"})";
     const std::string enc = b64url(payload);
     ASSERT_TRUE(enc.find('_') != std::string::npos || enc.find('-') != std::string::npos);
-    EXPECT_EQ(decode_id_token(kHeader + "." + enc + ".sig").sub, "~~~>>>");
+    EXPECT_EQ(decode_id_token(header() + "." + enc + ".sig").sub, "~~~>>>");
 }
 
 TEST(IdToken, IntegralFloatAuthTime) {
@@ -104,20 +113,20 @@ TEST(IdToken, MalformedStructure) {
     const std::string good = R"({"iss":"i","sub":"s","aud":"a"})";
     expect_malformed("");
     expect_malformed("abc");
-    expect_malformed(kHeader + "." + b64url(good));
-    expect_malformed(kHeader + "." + b64url(good) + ".sig.extra");
-    expect_malformed(kHeader + "." + b64url(good) + ".a.b.c");  // JWE shape
+    expect_malformed(header() + "." + b64url(good));
+    expect_malformed(header() + "." + b64url(good) + ".sig.extra");
+    expect_malformed(header() + "." + b64url(good) + ".a.b.c");  // JWE shape
     expect_malformed("." + b64url(good) + ".sig");
     expect_malformed(kHeader + "..sig");
-    expect_malformed(kHeader + "." + b64url(good) + "+/." + kSignature);
-    expect_malformed(kHeader + "." + b64url(good) + "." + kSignature + "=");
-    expect_malformed(kHeader + "!." + b64url(good) + "." + kSignature);
-    expect_malformed(kHeader + ".AAAAA." + kSignature);  // length % 4 == 1
-    expect_malformed(kHeader + "." + b64url(good) + " ." + kSignature);
-    expect_malformed(kHeader + "." + b64url("not json") + "." + kSignature);
-    expect_malformed(kHeader + "." + b64url("[1,2]") + "." + kSignature);
-    expect_malformed(kHeader + "." + b64url("\"str\"") + "." + kSignature);
-    expect_malformed(kHeader + "." + std::string(70000, 'A') + "." + kSignature);
+    expect_malformed(header() + "." + b64url(good) + "+/." + std::string(kSignature));
+    expect_malformed(header() + "." + b64url(good) + "." + std::string(kSignature) + "=");
+    expect_malformed(header() + "!." + b64url(good) + "." + std::string(kSignature));
+    expect_malformed(kHeader + ".AAAAA." + std::string(kSignature));  // length % 4 == 1
+    expect_malformed(header() + "." + b64url(good) + " ." + std::string(kSignature));
+    expect_malformed(header() + "." + b64url("not json") + "." + std::string(kSignature));
+    expect_malformed(header() + "." + b64url("[1,2]") + "." + std::string(kSignature));
+    expect_malformed(header() + "." + b64url("\"str\"") + "." + std::string(kSignature));
+    expect_malformed(header() + "." + std::string(70000, 'A') + "." + std::string(kSignature));
 }
 
 TEST(IdToken, MissingOrWrongClaims) {

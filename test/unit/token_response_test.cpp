@@ -11,9 +11,9 @@ namespace upstream_token {
 namespace {
 
 // 2015-10-21T07:28:00Z, the instant of the RFC example date.
-const Time kNow{seconds(1445412480)};
-const std::string kRefresh = "rt-9f8e7d6c5b4a3928171605f4e3d2c1b0";
-const std::string kAccess = "at-0123456789abcdefghijklmnopqrstuv";
+constexpr Time kNow{seconds(1445412480)};
+constexpr std::string_view kRefresh = "rt-9f8e7d6c5b4a3928171605f4e3d2c1b0";
+constexpr std::string_view kAccess = "at-0123456789abcdefghijklmnopqrstuv";
 
 // Shorthand for a call with no Retry-After header.
 ExchangeOutcome interpret(long status, std::string_view body) {
@@ -22,7 +22,7 @@ ExchangeOutcome interpret(long status, std::string_view body) {
 
 // No outcome text may ever carry a token value.
 void expect_no_secrets(const ExchangeOutcome& o) {
-    for (const std::string& s : {kRefresh, kAccess}) {
+    for (const std::string_view s : {kRefresh, kAccess}) {
         EXPECT_EQ(o.message.find(s), std::string::npos) << o.message;
         EXPECT_EQ(o.error.find(s), std::string::npos) << o.error;
     }
@@ -159,12 +159,15 @@ TEST(TokenResponse, MalformedResponseNeverLeaksTokens) {
     // A response that carries a refresh token but is otherwise unusable: the refresh token
     // must not appear in the message (it will be logged and stored as last_error).
     const std::string bodies[] = {
-        R"({"refresh_token":")" + kRefresh + R"(","expires_in":"x"})",
-        R"({"access_token":")" + kAccess + R"(","refresh_token":")" + kRefresh +
-            R"(","expires_in":-3})",
-        R"({"access_token":")" + kAccess + R"(","refresh_token":")" + kRefresh + R"(")",
-        R"({"access_token":")" + kAccess + R"(","refresh_token":[")" + kRefresh + R"("]})",
-        R"({"access_token":")" + kAccess + R"(","scope":{"x":")" + kRefresh + R"("}})",
+        R"({"refresh_token":")" + std::string(kRefresh) + R"(","expires_in":"x"})",
+        R"({"access_token":")" + std::string(kAccess) + R"(","refresh_token":")" +
+            std::string(kRefresh) + R"(","expires_in":-3})",
+        R"({"access_token":")" + std::string(kAccess) + R"(","refresh_token":")" +
+            std::string(kRefresh) + R"(")",
+        R"({"access_token":")" + std::string(kAccess) + R"(","refresh_token":[")" +
+            std::string(kRefresh) + R"("]})",
+        R"({"access_token":")" + std::string(kAccess) + R"(","scope":{"x":")" +
+            std::string(kRefresh) + R"("}})",
     };
     for (const auto& body : bodies) {
         const auto o = interpret(200, body);
@@ -282,7 +285,8 @@ TEST(TokenResponse, DescriptionIsSanitised) {
 
 TEST(TokenResponse, DescriptionEchoingATokenIsRedacted) {
     const std::string body = R"({"error":"invalid_grant","error_description":"refresh token )" +
-                             kRefresh + R"( is expired; access )" + kAccess + R"(."})";
+                             std::string(kRefresh) + R"( is expired; access )" +
+                             std::string(kAccess) + R"(."})";
     const auto o = interpret(400, body);
     EXPECT_EQ(o.failure, FailureClass::reauth_required);
     expect_no_secrets(o);
@@ -305,7 +309,7 @@ TEST(TokenResponse, TokenCutAtTheScanLimitIsNotLeaked) {
 }
 
 TEST(TokenResponse, ErrorCodeIsSanitised) {
-    const std::string body = R"({"error":")" + kRefresh + R"(\n"})";
+    const std::string body = R"({"error":")" + std::string(kRefresh) + R"(\n"})";
     const auto o = interpret(400, body);
     EXPECT_EQ(o.failure, FailureClass::protocol);
     expect_no_secrets(o);
