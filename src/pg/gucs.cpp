@@ -14,6 +14,20 @@ bool guc_allow_insecure_http = false;
 char* guc_database = nullptr;
 char* guc_ca_file = nullptr;
 int guc_max_requests = 1024;
+int guc_max_concurrent = 32;
+int guc_purge_after_s = 7 * 24 * 3600;
+
+// Settings that only exist when the library is preloaded (the engine's).
+void define_engine_gucs() {
+    DefineCustomStringVariable("upstream_token.database",
+                               "Database whose tokens the refresh engine serves.", nullptr,
+                               &guc_database, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr,
+                               nullptr);
+    DefineCustomIntVariable("upstream_token.max_requests",
+                            "Slots in the shared-memory table of pending refresh requests.",
+                            nullptr, &guc_max_requests, 1024, 16, 65536, PGC_POSTMASTER, 0,
+                            nullptr, nullptr, nullptr);
+}
 }  // namespace
 
 void define_gucs() {
@@ -44,20 +58,25 @@ void define_gucs() {
                              "Allow plain-HTTP provider endpoints (testing only).", nullptr,
                              &guc_allow_insecure_http, false, PGC_SUSET, 0, nullptr, nullptr,
                              nullptr);
-    DefineCustomStringVariable("upstream_token.database",
-                               "Database whose tokens the refresh engine serves.", nullptr,
-                               &guc_database, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr,
-                               nullptr);
     DefineCustomStringVariable("upstream_token.ca_file",
                                "CA bundle used to verify providers' certificates.",
                                "Empty means the system's default bundle.", &guc_ca_file, "",
                                PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
-    DefineCustomIntVariable("upstream_token.max_requests",
-                            "Slots in the shared-memory table of pending refresh requests.",
-                            nullptr, &guc_max_requests, 1024, 16, 65536, PGC_POSTMASTER, 0,
+    DefineCustomIntVariable("upstream_token.max_concurrent_refreshes",
+                            "Refreshes the engine runs at once, over all providers.",
+                            "A provider's max_concurrent limits it further.",
+                            &guc_max_concurrent, 32, 1, 10000, PGC_SIGHUP, 0, nullptr, nullptr,
+                            nullptr);
+    DefineCustomIntVariable("upstream_token.purge_after",
+                            "How long a token is kept after its refresh token expired.", nullptr,
+                            &guc_purge_after_s, 7 * 24 * 3600, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_S,
                             nullptr, nullptr, nullptr);
+    // Server-start settings can only be defined while preloading (PostgreSQL refuses them
+    // later), and without preloading there is no engine for them to configure.
+    if (process_shared_preload_libraries_in_progress) define_engine_gucs();
     MarkGUCPrefixReserved("upstream_token");
 }
+
 
 const char* key_file_path() { return guc_key_file != nullptr ? guc_key_file : ""; }
 Micros refresh_threshold() { return seconds(guc_refresh_threshold_s); }
@@ -70,5 +89,7 @@ bool allow_insecure_http() { return guc_allow_insecure_http; }
 const char* engine_database() { return guc_database != nullptr ? guc_database : "postgres"; }
 const char* ca_file() { return guc_ca_file != nullptr ? guc_ca_file : ""; }
 int max_requests() { return guc_max_requests; }
+int max_concurrent_refreshes() { return guc_max_concurrent; }
+Micros purge_after() { return seconds(guc_purge_after_s); }
 
 }  // namespace upstream_token::pg

@@ -19,5 +19,7 @@ bool allow_insecure_http();
 const char* engine_database();
 const char* ca_file();
 int max_requests();
+int max_concurrent_refreshes();
+Micros purge_after();
 
 }  // namespace upstream_token::pg

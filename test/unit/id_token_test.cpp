@@ -117,7 +117,7 @@ TEST(IdToken, MalformedStructure) {
     expect_malformed(header() + "." + b64url(good) + ".sig.extra");
     expect_malformed(header() + "." + b64url(good) + ".a.b.c");  // JWE shape
     expect_malformed("." + b64url(good) + ".sig");
-    expect_malformed(kHeader + "..sig");
+    expect_malformed(header() + "..sig");
     expect_malformed(header() + "." + b64url(good) + "+/." + std::string(kSignature));
     expect_malformed(header() + "." + b64url(good) + "." + std::string(kSignature) + "=");
     expect_malformed(header() + "!." + b64url(good) + "." + std::string(kSignature));

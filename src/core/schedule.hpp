@@ -1,0 +1,32 @@
+// When tokens are refreshed: the engine refreshes each token on its own inside the
+// threshold window, at a point spread per token so tokens issued together are not refreshed
+// in one burst; a caller waits for a refresh only when that should already have happened.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "expiry.hpp"
+#include "time.hpp"
+
+namespace upstream_token {
+
+// Share of the threshold window over which proactive refreshes are spread: a token is
+// refreshed when between 100% and 40% of the threshold remains.
+inline constexpr double kSpreadShare = 0.6;
+
+// Share of the threshold below which a caller stops serving the current token and waits for
+// a refresh (the proactive refresh is overdue by then).
+inline constexpr double kUrgentShare = 0.25;
+
+// A stable number in [0, 1) for one version of one token, so repeated scans agree on its
+// refresh time and tokens issued together land at different times.
+double spread_unit(std::string_view provider, std::string_view session, std::int64_t generation);
+
+// The instant the engine refreshes a token on its own.
+Time proactive_due(Time expires_at, Micros threshold, double unit);
+
+// Whether a caller must wait for a refresh instead of serving the token it has.
+bool caller_must_wait(Freshness f, Time now, Time expires_at, Micros threshold);
+
+}  // namespace upstream_token
