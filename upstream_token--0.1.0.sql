@@ -47,7 +47,7 @@ CREATE TABLE upstream_token.token (
     refresh_expires_at  timestamptz,
     generation          bigint NOT NULL DEFAULT 1,  -- bumped on every saved refresh or store
     status              text NOT NULL DEFAULT 'active'
-        CHECK (status IN ('active', 'reauth_required', 'invalid_binding', 'revoked')),
+        CHECK (status IN ('active', 'reauth_required', 'invalid_binding', 'expired', 'revoked')),
     failure_count       integer NOT NULL DEFAULT 0,
     next_attempt_at     timestamptz,
     last_error          text,           -- error class and provider's error code, no secrets
@@ -58,7 +58,9 @@ CREATE TABLE upstream_token.token (
     CHECK (session <> '' AND pg_catalog.octet_length(session) <= 512)
 );
 
+-- The engine's scans: tokens entering their refresh window, refresh tokens reaching their end.
 CREATE INDEX token_due_idx ON upstream_token.token (expires_at) WHERE status = 'active';
+CREATE INDEX token_refresh_expiry_idx ON upstream_token.token (refresh_expires_at);
 
 -- Keep user data in pg_dump output.
 SELECT pg_catalog.pg_extension_config_dump('upstream_token.provider', '');
@@ -66,17 +68,34 @@ SELECT pg_catalog.pg_extension_config_dump('upstream_token.token', '');
 
 REVOKE ALL ON upstream_token.provider, upstream_token.token FROM PUBLIC;
 
+CREATE FUNCTION upstream_token.planned_refresh_at(provider text, session text, generation bigint,
+                                                  expires_at timestamptz, threshold interval)
+RETURNS timestamptz
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'ut_planned_refresh_at';
+
+COMMENT ON FUNCTION upstream_token.planned_refresh_at(text, text, bigint, timestamptz, interval) IS
+    'When the engine refreshes this version of a token on its own: inside the threshold window, spread per token.';
+
 -- Per-token state with no secrets.
 CREATE VIEW upstream_token.token_status AS
 SELECT t.session, t.provider, t.subject, t.status,
        t.expires_at, t.refresh_expires_at,
        (t.refresh_token IS NOT NULL) AS has_refresh_token,
        t.generation, t.failure_count, t.next_attempt_at, t.last_error,
-       t.created_at, t.updated_at, t.refreshed_at
-  FROM upstream_token.token t;
+       t.created_at, t.updated_at, t.refreshed_at,
+       CASE WHEN t.status = 'active' AND t.refresh_token IS NOT NULL THEN
+           GREATEST(
+               upstream_token.planned_refresh_at(t.provider, t.session, t.generation, t.expires_at,
+                   coalesce(p.refresh_threshold,
+                            pg_catalog.current_setting('upstream_token.refresh_threshold')::interval)),
+               t.next_attempt_at)
+       END AS next_refresh_at
+  FROM upstream_token.token t
+  JOIN upstream_token.provider p ON p.name = t.provider;
 
 COMMENT ON VIEW upstream_token.token_status IS
-    'One row per stored token: status, expiry and last error. Contains no secret.';
+    'One row per stored token: status, expiry, next planned refresh, backoff and last error. Contains no secret.';
 
 CREATE FUNCTION upstream_token.register_provider(
     name                text,
@@ -211,7 +230,8 @@ CREATE FUNCTION upstream_token.engine_stats(
     OUT queued integer, OUT in_flight integer, OUT requests bigint, OUT deduplicated bigint,
     OUT network_calls bigint, OUT refreshed bigint, OUT answered_without_call bigint,
     OUT failed_transient bigint, OUT failed_reauth bigint, OUT failed_client bigint,
-    OUT invalid_binding bigint, OUT persist_retries bigint)
+    OUT invalid_binding bigint, OUT persist_retries bigint, OUT proactive_refreshes bigint,
+    OUT planned integer, OUT next_scan_at timestamptz)
 RETURNS SETOF record
 LANGUAGE c VOLATILE
 AS 'MODULE_PATHNAME', 'ut_engine_status';
@@ -224,6 +244,23 @@ CREATE VIEW upstream_token.engine_status AS SELECT * FROM upstream_token.engine_
 COMMENT ON VIEW upstream_token.engine_status IS
     'The refresh engine: process, queue, and counters since server start. Contains no secret.';
 
+CREATE FUNCTION upstream_token.provider_stats(
+    OUT provider text, OUT in_flight integer, OUT refreshed bigint, OUT failed_transient bigint,
+    OUT failed_reauth bigint, OUT failed_client bigint, OUT invalid_binding bigint,
+    OUT latency_p50_ms double precision, OUT latency_p95_ms double precision,
+    OUT latency_p99_ms double precision, OUT paused_until timestamptz)
+RETURNS SETOF record
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'ut_provider_stats';
+
+COMMENT ON FUNCTION upstream_token.provider_stats() IS
+    'Per-provider refresh counters and token-endpoint latency percentiles since server start (latency from a log2 histogram: each value is the upper bound of its bucket).';
+
+CREATE VIEW upstream_token.provider_status AS SELECT * FROM upstream_token.provider_stats();
+
+COMMENT ON VIEW upstream_token.provider_status IS
+    'The engine, per provider: in-flight refreshes, outcomes, latency percentiles, Retry-After pause. Contains no secret.';
+
 -- Privileges: nothing to PUBLIC; application backends get the client role.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA upstream_token FROM PUBLIC;
 GRANT USAGE ON SCHEMA upstream_token TO upstream_token_client;
@@ -234,6 +271,9 @@ GRANT EXECUTE ON FUNCTION
     upstream_token.get_upstream_credentials(text),
     upstream_token.refresh_upstream_token(text, text),
     upstream_token.refresh_lock_key(text, text),
-    upstream_token.engine_stats()
+    upstream_token.engine_stats(),
+    upstream_token.provider_stats(),
+    upstream_token.planned_refresh_at(text, text, bigint, timestamptz, interval)
     TO upstream_token_client;
-GRANT SELECT ON upstream_token.token_status, upstream_token.engine_status TO upstream_token_client;
+GRANT SELECT ON upstream_token.token_status, upstream_token.engine_status,
+                upstream_token.provider_status TO upstream_token_client;

@@ -14,6 +14,26 @@ namespace {
 shmem_request_hook_type prev_shmem_request = nullptr;
 shmem_startup_hook_type prev_shmem_startup = nullptr;
 EngineShared* shared_state = nullptr;
+bool scan_wanted_at_commit = false;  // backend-local: set by scan_on_commit
+
+// At commit, tells the engine about tokens stored in the transaction; at abort, forgets.
+void on_xact_event(XactEvent event, void*) {
+    if (!scan_wanted_at_commit) return;
+    if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT) {
+        scan_wanted_at_commit = false;
+        return;
+    }
+    if (event != XACT_EVENT_COMMIT) return;
+    scan_wanted_at_commit = false;
+    EngineShared* s = shared_state;
+    if (s == nullptr) return;
+    int procno = -1;
+    LWLockAcquire(&s->lock, LW_EXCLUSIVE);
+    s->scan_requested = true;
+    if (s->worker_pid != 0) procno = s->worker_procno;
+    LWLockRelease(&s->lock);
+    if (procno >= 0) SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+}
 
 Size shared_size() {
     return add_size(offsetof(EngineShared, slots),
@@ -69,6 +89,15 @@ void engine_preload_init() {
 }
 
 EngineShared* engine_shared() { return shared_state; }
+
+void scan_on_commit(TimestampTz window_start) {
+    EngineShared* s = shared_state;
+    if (s == nullptr || scan_wanted_at_commit) return;
+    SharedLock guard(s, LW_SHARED);
+    if (s->worker_pid != 0 && window_start < s->next_scan_at) scan_wanted_at_commit = true;
+}
+
+void register_commit_wakeup() { RegisterXactCallback(on_xact_event, nullptr); }
 
 SharedLock::SharedLock(EngineShared* s, LWLockMode mode) : lock_(&s->lock) {
     LWLock* lock = lock_;

@@ -45,6 +45,23 @@ struct EngineCounters {
     std::uint64_t failed_protocol;
     std::uint64_t invalid_binding;
     std::uint64_t persist_retries;  // persists delayed by a locked row
+    std::uint64_t proactive;        // refreshes the engine started on its own
+};
+
+constexpr int kLatencyBuckets = 24;  // log2 milliseconds: [0,1) [1,2) [2,4) ... 
+constexpr int kMaxProviderStats = 64;
+
+// Per-provider counters, found by name (first free entry taken on first use).
+struct ProviderStats {
+    char name[kProviderBytes];
+    int in_flight;
+    std::uint64_t refreshed;
+    std::uint64_t failed_transient;
+    std::uint64_t failed_reauth;
+    std::uint64_t failed_client;
+    std::uint64_t invalid_binding;
+    std::uint64_t latency[kLatencyBuckets];
+    TimestampTz paused_until;
 };
 
 struct EngineShared {
@@ -57,6 +74,10 @@ struct EngineShared {
     std::uint64_t worker_starts;
     std::uint64_t next_request_id;
     EngineCounters counters;
+    TimestampTz next_scan_at;    // when the engine scans for due tokens next
+    bool scan_requested;         // a committed store wants an earlier scan
+    int planned;                 // proactive refreshes in the engine's plan
+    ProviderStats providers[kMaxProviderStats];
     int nslots;
     RequestSlot slots[FLEXIBLE_ARRAY_MEMBER];
 };
@@ -81,5 +102,12 @@ EngineShared* engine_shared();
 
 // Wakes the engine if it runs (call without holding the lock).
 void wake_engine(EngineShared* shared);
+
+// Asks the engine to scan at commit of the current transaction when a token stored in it is
+// due before the engine's next planned scan.
+void scan_on_commit(TimestampTz window_start);
+
+// Registers the transaction callback behind scan_on_commit (from _PG_init).
+void register_commit_wakeup();
 
 }  // namespace upstream_token::pg

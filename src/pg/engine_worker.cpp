@@ -9,13 +9,18 @@ extern "C" {
 #include "utils/lsyscache.h"
 }
 
+#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <map>
 #include <random>
+#include <set>
 
 #include "core/http_multi.hpp"
+#include "core/schedule.hpp"
+#include "core/scheduler.hpp"
 #include "core/token_response.hpp"
+#include "pg/engine_scan.hpp"
 #include "pg/engine_shmem.hpp"
 #include "pg/guard.hpp"
 #include "pg/gucs.hpp"
@@ -34,6 +39,12 @@ constexpr long kIdleCheckMs = 5000;       // how often an idle engine looks for 
 constexpr Micros kLockRetry{20000};       // another refresher holds the advisory lock
 constexpr Micros kPersistRetry{100000};   // a client transaction holds the row
 constexpr std::size_t kMaxHeldResults = 10000;
+constexpr std::size_t kPlanCapacity = 100000;  // planned proactive refreshes kept in memory
+constexpr std::size_t kScanBatch = 20000;      // tokens read by one scan
+constexpr Micros kScanHorizon{60LL * 1000000};   // a scan plans windows opening this soon
+constexpr Micros kScanRetry{1000000};            // after a truncated scan
+constexpr Micros kScanMax{300LL * 1000000};      // scan at least this often (changes by hand)
+constexpr Micros kMaintenanceEvery{60LL * 1000000};
 
 // Copies a string into a fixed shared-memory field.
 template <std::size_t N>
@@ -70,7 +81,8 @@ void fail_all_slots(EngineShared* s, const char* why) {
 
 class Engine {
 public:
-    explicit Engine(EngineShared* s) : s_(s), rng_(std::random_device{}()) {}
+    explicit Engine(EngineShared* s)
+        : s_(s), plan_(kPlanCapacity), rng_(std::random_device{}()) {}
 
     // Registers this process and answers requests a previous engine left behind.
     void attach() {
@@ -82,6 +94,7 @@ public:
             s_->worker_dbid = MyDatabaseId;
             s_->worker_ready = false;
             s_->worker_starts++;
+            s_->scan_requested = true;
         }
         fail_all_slots(s_, "the refresh engine restarted before answering");
     }
@@ -92,20 +105,34 @@ private:
     bool extension_ready();
     long wait_timeout_ms() const;
     void claim_requests();
+    void start_waiting();
+    void start_planned();
     void start_job(RefreshJob job);
     void on_http_result(const HttpResult& r);
     void persist(RefreshJob job);
     void finish(RefreshJob& job);
     void run_deferred();
     void publish(const RefreshJob& job);
-    void count(const JobResult& r);
+    void count(const RefreshJob& job);
+    void scan_if_due();
+    void maintain_if_due();
+    void plan_after(const RefreshJob& job);
+    void publish_plan_state();
+    ProviderStats* provider_stats(const std::string& name);
     double unit_random() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
 
     EngineShared* s_;
     HttpMulti http_;
+    Scheduler plan_;                                  // proactive refreshes and limits
     std::map<std::uint64_t, RefreshJob> in_flight_;  // by HTTP request id
+    std::deque<RefreshJob> waiting_;                 // on-demand, held back by the limits
     std::deque<RefreshJob> deferred_;                // waiting for a lock, retried in time
     std::vector<bool> claimed_;                      // slots this engine is working on
+    // Tokens with a refresh under way here. Session advisory locks are re-entrant within one
+    // process, so this, not the lock, keeps two of the engine's own jobs apart (I1).
+    std::set<TokenKey> busy_;
+    Time next_scan_{};
+    Time next_maintenance_{};
     std::mt19937_64 rng_;
 };
 
@@ -118,7 +145,6 @@ bool Engine::extension_ready() {
 
 // Takes every pending request of this database into the engine.
 void Engine::claim_requests() {
-    std::vector<RefreshJob> claimed;
     {
         SharedLock guard(s_, LW_EXCLUSIVE);
         for (int i = 0; i < s_->nslots; ++i) {
@@ -133,14 +159,67 @@ void Engine::claim_requests() {
             job.session = slot.session;
             job.seen_generation = slot.seen_generation;
             job.force = slot.force;
-            claimed.push_back(std::move(job));
+            waiting_.push_back(std::move(job));
         }
     }
-    for (auto& job : claimed) start_job(std::move(job));
+    start_waiting();
+}
+
+// Starts held-back on-demand requests while the limits allow; they go before planned ones.
+void Engine::start_waiting() {
+    const int limit = max_concurrent_refreshes();
+    const std::size_t n = waiting_.size();
+    for (std::size_t i = 0; i < n; ++i) {
+        RefreshJob job = std::move(waiting_.front());
+        waiting_.pop_front();
+        if (!plan_.may_start(job.provider, limit)) {
+            waiting_.push_back(std::move(job));
+            continue;
+        }
+        plan_.forget(TokenKey{job.provider, job.session});
+        plan_.started(job.provider);
+        job.counted_in_flight = true;
+        start_job(std::move(job));
+    }
+}
+
+// Starts the planned refreshes that are due, within the limits.
+void Engine::start_planned() {
+    if (!waiting_.empty()) return;
+    for (PlannedRefresh& p : plan_.take_due(now_time(), max_concurrent_refreshes())) {
+        RefreshJob job;
+        job.provider = std::move(p.key.provider);
+        job.session = std::move(p.key.session);
+        job.seen_generation = p.generation;
+        job.proactive = true;
+        job.counted_in_flight = true;
+        start_job(std::move(job));
+    }
 }
 
 // Begins one refresh: answered at once, sent, or deferred when the lock is busy.
 void Engine::start_job(RefreshJob job) {
+    if (!job.holds_key) {
+        TokenKey key{job.provider, job.session};
+        if (busy_.count(key) > 0) {
+            if (job.proactive) {  // the running refresh plans the next one
+                plan_.finished(job.provider);
+                return;
+            }
+            job.retry_at = now_time() + kLockRetry;
+            deferred_.push_back(std::move(job));
+            return;
+        }
+        busy_.insert(std::move(key));
+        job.holds_key = true;
+    }
+    if (auto until = plan_.paused_until(job.provider, now_time()); until && !job.proactive) {
+        job.result.ok = false;
+        job.result.code = ErrorCode::refresh_failed;
+        job.result.message = "the provider asked to be left alone for a while (Retry-After)";
+        finish(job);
+        return;
+    }
     HttpRequestSpec spec;
     BeginStep step;
     try {
@@ -170,6 +249,8 @@ void Engine::start_job(RefreshJob job) {
     {
         SharedLock guard(s_, LW_EXCLUSIVE);
         s_->counters.network_calls++;
+        if (job.proactive) s_->counters.proactive++;
+        if (ProviderStats* p = provider_stats(job.provider)) p->in_flight++;
     }
     in_flight_.emplace(id, std::move(job));
 }
@@ -179,9 +260,26 @@ void Engine::on_http_result(const HttpResult& r) {
     if (it == in_flight_.end()) return;
     RefreshJob job = std::move(it->second);
     in_flight_.erase(it);
+    job.latency = r.elapsed;
     job.outcome = r.transport_ok
                       ? interpret_token_response(r.status, r.body, r.retry_after, now_time())
                       : transport_failure(r.transport_error);
+    std::optional<Time> pause;
+    if (job.outcome->retry_after) {
+        pause = now_time() + *job.outcome->retry_after;
+        plan_.pause(job.provider, *pause);
+    }
+    {
+        SharedLock guard(s_, LW_EXCLUSIVE);
+        if (ProviderStats* p = provider_stats(job.provider)) {
+            if (pause) p->paused_until = std::max(p->paused_until, to_timestamptz(*pause));
+            p->in_flight--;
+            const auto ms = static_cast<std::uint64_t>(job.latency.count() / 1000);
+            int bucket = 0;
+            while (bucket < kLatencyBuckets - 1 && (1ULL << bucket) <= ms) ++bucket;
+            p->latency[bucket]++;
+        }
+    }
     persist(std::move(job));
 }
 
@@ -215,26 +313,87 @@ void Engine::persist(RefreshJob job) {
     finish(job);
 }
 
-// Releases the lock, answers the waiters and counts the result.
+// Plans the next proactive refresh of a token this engine just dealt with.
+void Engine::plan_after(const RefreshJob& job) {
+    TokenKey key{job.provider, job.session};
+    Time due{};
+    std::int64_t generation = 0;
+    if (job.result.ok && job.new_generation > 0) {
+        generation = job.new_generation;
+        due = proactive_due(job.new_expires_at, job.threshold,
+                            spread_unit(job.provider, job.session, generation));
+    } else if (job.retry_planned) {
+        generation = job.seen_generation;
+        due = *job.retry_planned;
+    } else {
+        return;  // nothing new known: the next scan decides
+    }
+    if (due <= next_scan_) {
+        plan_.plan(key, generation, due);
+    }
+}
+
+// Releases the lock and the concurrency place, answers the waiters, counts the result.
 void Engine::finish(RefreshJob& job) {
     release_refresh_lock(job);
-    count(job.result);
+    if (job.holds_key) {
+        busy_.erase(TokenKey{job.provider, job.session});
+        job.holds_key = false;
+    }
+    if (job.counted_in_flight) {
+        plan_.finished(job.provider);
+        job.counted_in_flight = false;
+    }
+    plan_after(job);
+    count(job);
     publish(job);
 }
 
-void Engine::count(const JobResult& r) {
+void Engine::count(const RefreshJob& job) {
+    const JobResult& r = job.result;
     SharedLock guard(s_, LW_EXCLUSIVE);
     EngineCounters& c = s_->counters;
-        if (!r.network) c.skipped++;
-        if (r.ok && r.network) c.refreshed++;
-        if (!r.ok && r.network) {
-            switch (r.code) {
-                case ErrorCode::reauth_required: c.failed_reauth++; break;
-                case ErrorCode::provider_misconfigured: c.failed_client++; break;
-                case ErrorCode::invalid_binding: c.invalid_binding++; break;
-                default: c.failed_transient++; break;
-            }
+    ProviderStats* p = r.network ? provider_stats(job.provider) : nullptr;
+    if (!r.network) c.skipped++;
+    if (r.ok && r.network) {
+        c.refreshed++;
+        if (p) p->refreshed++;
+    }
+    if (!r.ok && r.network) {
+        switch (r.code) {
+            case ErrorCode::reauth_required:
+                c.failed_reauth++;
+                if (p) p->failed_reauth++;
+                break;
+            case ErrorCode::provider_misconfigured:
+                c.failed_client++;
+                if (p) p->failed_client++;
+                break;
+            case ErrorCode::invalid_binding:
+                c.invalid_binding++;
+                if (p) p->invalid_binding++;
+                break;
+            default:
+                c.failed_transient++;
+                if (p) p->failed_transient++;
+                break;
         }
+    }
+}
+
+// The shared statistics entry of a provider (created on first use; nullptr when full).
+// Caller holds the lock exclusively.
+ProviderStats* Engine::provider_stats(const std::string& name) {
+    ProviderStats* free_entry = nullptr;
+    for (ProviderStats& p : s_->providers) {
+        if (p.name[0] == '\0') {
+            if (free_entry == nullptr) free_entry = &p;
+        } else if (name == p.name) {
+            return &p;
+        }
+    }
+    if (free_entry != nullptr) put(free_entry->name, name);
+    return free_entry;
 }
 
 void Engine::publish(const RefreshJob& job) {
@@ -270,10 +429,58 @@ void Engine::run_deferred() {
     }
 }
 
-long Engine::wait_timeout_ms() const {
-    Micros wait{kIdleCheckMs * 1000};
-    if (auto t = http_.next_timeout()) wait = std::min(wait, *t);
+// Reads the tokens whose refresh window opens soon into the plan; the next scan is set for
+// when the next window beyond them opens (or earlier, when a store asks for it).
+void Engine::scan_if_due() {
     const Time now = now_time();
+    bool requested = false;
+    {
+        SharedLock guard(s_, LW_EXCLUSIVE);
+        requested = s_->scan_requested;
+        s_->scan_requested = false;
+    }
+    if (!requested && now < next_scan_) return;
+    const Time window_end = now + kScanHorizon;
+    ScanResult found = scan_due_tokens(window_end, kScanBatch);
+    for (const DueToken& t : found.tokens) {
+        plan_.set_provider_limit(t.key.provider, t.max_concurrent);
+        if (plan_.planned(t.key, t.generation) || busy_.count(t.key) > 0) continue;
+        Time due = proactive_due(t.expires_at, t.threshold,
+                                 spread_unit(t.key.provider, t.key.session, t.generation));
+        if (t.next_attempt && *t.next_attempt > due) due = *t.next_attempt;
+        plan_.plan(t.key, t.generation, due);
+    }
+    if (found.truncated) {
+        next_scan_ = now + kScanRetry;
+    } else if (found.next_window) {
+        next_scan_ = std::clamp(*found.next_window, window_end, now + kScanMax);
+    } else {
+        next_scan_ = now + kScanMax;
+    }
+    publish_plan_state();
+}
+
+// Marks expired refresh tokens and purges old ones, once a minute.
+void Engine::maintain_if_due() {
+    const Time now = now_time();
+    if (now < next_maintenance_) return;
+    next_maintenance_ = now + kMaintenanceEvery;
+    (void)expire_and_purge();
+}
+
+// Shows the plan's size and the next scan in engine_status, and lets stores know when a
+// token of theirs would be seen too late.
+void Engine::publish_plan_state() {
+    SharedLock guard(s_, LW_EXCLUSIVE);
+    s_->planned = static_cast<int>(plan_.size());
+    s_->next_scan_at = to_timestamptz(next_scan_);
+}
+
+long Engine::wait_timeout_ms() const {
+    const Time now = now_time();
+    Micros wait = std::max(Micros{0}, std::min(next_scan_, next_maintenance_) - now);
+    if (auto t = http_.next_timeout()) wait = std::min(wait, *t);
+    if (auto due = plan_.next_due()) wait = std::min(wait, std::max(Micros{0}, *due - now));
     for (const auto& job : deferred_) wait = std::min(wait, std::max(Micros{0}, job.retry_at - now));
     return static_cast<long>((wait.count() + 999) / 1000);
 }
@@ -313,10 +520,15 @@ void Engine::run() {
                 }
             }
             if (ready) {
-                if (deferred_.size() < kMaxHeldResults) claim_requests();
                 http_.drive();
                 for (const HttpResult& r : http_.take_finished()) on_http_result(r);
+                if (deferred_.size() < kMaxHeldResults) claim_requests();
+                start_waiting();
+                scan_if_due();
+                start_planned();
+                http_.drive();
                 run_deferred();
+                maintain_if_due();
             }
         } catch (const std::exception& e) {
             abort_worker_transaction();

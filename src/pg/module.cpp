@@ -14,5 +14,8 @@ void _PG_init(void);
 // Defines the parameters; when preloaded, also reserves shared memory and registers the engine.
 void _PG_init(void) {
     upstream_token::pg::define_gucs();
-    if (process_shared_preload_libraries_in_progress) upstream_token::pg::engine_preload_init();
+    if (process_shared_preload_libraries_in_progress) {
+        upstream_token::pg::engine_preload_init();
+        upstream_token::pg::register_commit_wakeup();
+    }
 }

@@ -32,6 +32,30 @@ LOCKTAG advisory_tag(std::int64_t key) {
     return tag;
 }
 
+// Queues a transactional NOTIFY on upstream_token_events; delivered only if the change commits.
+void notify_event(const RefreshJob& job, const char* event) {
+    static Statement notify(
+        "SELECT pg_catalog.pg_notify('upstream_token_events', pg_catalog.json_build_object("
+        "'session', $1::text, 'provider', $2::text, 'event', $3::text)::text)");
+    notify.run({text_arg(job.session), text_arg(job.provider), text_arg(event)}, false);
+}
+
+// An optional microsecond column, or a default.
+Micros micros_or(std::optional<std::int64_t> v, Micros fallback) {
+    return v ? Micros{*v} : fallback;
+}
+
+// A refresh token past its lifetime is never sent (I8): the row is marked, the app told.
+void mark_refresh_expired(const RefreshJob& job) {
+    static Statement mark(
+        "UPDATE upstream_token.token SET status = 'expired', "
+        "last_error = 'expired: the refresh token reached the end of its lifetime', "
+        "updated_at = pg_catalog.now() WHERE session = $1 AND provider = $2 AND status = 'active'");
+    if (mark.run({text_arg(job.session), text_arg(job.provider)}, false) > 0) {
+        notify_event(job, "expired");
+    }
+}
+
 // Answers the job without a network call.
 BeginStep answer(RefreshJob& job, bool ok, ErrorCode code, std::string message) {
     job.result.ok = ok;
@@ -110,7 +134,8 @@ BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
         "p.client_secret, p.auth_method, p.scope, "
         "(extract(epoch FROM coalesce(p.request_timeout, interval '0')) * 1000000)::int8, "
         "(extract(epoch FROM p.default_lifetime) * 1000000)::int8, "
-        "(extract(epoch FROM p.refresh_token_ttl) * 1000000)::int8, t.last_error "
+        "(extract(epoch FROM p.refresh_token_ttl) * 1000000)::int8, t.last_error, "
+        "(extract(epoch FROM p.refresh_threshold) * 1000000)::int8, t.refresh_expires_at "
         "FROM upstream_token.token t JOIN upstream_token.provider p ON p.name = t.provider "
         "WHERE t.session = $1 AND t.provider = $2");
     if (read.run({text_arg(job.session), text_arg(job.provider)}, true, 1) == 0) {
@@ -127,10 +152,11 @@ BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
         txn.commit();
         return answer(job, true, ErrorCode::internal, {});  // another refresh already won
     }
-    if (status == "reauth_required") {
+    if (status == "reauth_required" || status == "expired") {
         txn.commit();
         return answer(job, false, ErrorCode::reauth_required,
-                      "the provider rejected the refresh token; sign-in is required");
+                      status == "expired" ? "the refresh token has expired; sign-in is required"
+                                          : "the provider rejected the refresh token; sign-in is required");
     }
     if (status == "invalid_binding") {
         txn.commit();
@@ -138,6 +164,13 @@ BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
                       "the provider returned an ID token for a different user or client");
     }
     const Time now = now_time();
+    job.threshold = micros_or(r.int8(18), refresh_threshold());
+    if (const auto refresh_end = r.timestamptz(19); refresh_end && *refresh_end <= now) {
+        mark_refresh_expired(job);
+        txn.commit();
+        return answer(job, false, ErrorCode::reauth_required,
+                      "the refresh token has expired; sign-in is required");
+    }
     if (next_attempt && *next_attempt > now && !job.force) {
         const std::string last = r.text(17).value_or("");
         txn.commit();
@@ -211,6 +244,9 @@ bool save_tokens(RefreshJob& job, const TokenResponse& t, std::int64_t* new_gene
                               false);
     if (n == 0) return false;
     *new_generation = ResultRow().int8(1).value_or(0);
+    job.new_generation = *new_generation;
+    job.new_expires_at = expires_at;
+    notify_event(job, "refreshed");
     return true;
 }
 
@@ -230,10 +266,13 @@ void save_failure(RefreshJob& job, const ExchangeOutcome& o, double unit_random)
         "failure_count = failure_count + 1, next_attempt_at = $4, last_error = $5, "
         "updated_at = pg_catalog.now() "
         "WHERE session = $1 AND provider = $2 AND refresh_token = $6");
-    update.run({text_arg(job.session), text_arg(job.provider), bool_arg(reauth),
-                timestamptz_arg(reauth ? std::nullopt : std::optional<Time>(now_time() + delay)),
-                text_arg(last), bytea_arg(job.old_refresh_ct)},
-               false);
+    std::optional<Time> next;
+    if (!reauth) next = now_time() + delay;
+    const auto n = update.run({text_arg(job.session), text_arg(job.provider), bool_arg(reauth),
+                               timestamptz_arg(next), text_arg(last), bytea_arg(job.old_refresh_ct)},
+                              false);
+    if (n > 0 && reauth) notify_event(job, "reauth_required");
+    if (n > 0) job.retry_planned = next;
 }
 
 // After the commit (I3): a refreshed ID token for someone else marks the row.
@@ -245,9 +284,11 @@ void validate_binding(RefreshJob& job, const TokenResponse& t, std::int64_t gene
     static Statement mark(
         "UPDATE upstream_token.token SET status = 'invalid_binding', last_error = $4, "
         "updated_at = pg_catalog.now() WHERE session = $1 AND provider = $2 AND generation = $3");
-    mark.run({text_arg(job.session), text_arg(job.provider), int8_arg(generation),
-              text_arg("invalid_binding: " + *problem)},
-             false);
+    if (mark.run({text_arg(job.session), text_arg(job.provider), int8_arg(generation),
+                  text_arg("invalid_binding: " + *problem)},
+                 false) > 0) {
+        notify_event(job, "invalid_binding");
+    }
     txn.commit();
     job.result.ok = false;
     job.result.code = ErrorCode::invalid_binding;

@@ -31,6 +31,7 @@ struct RefreshJob {
     std::string session;
     std::int64_t seen_generation = 0;
     bool force = false;
+    bool proactive = false;  // started by the engine's own plan, nobody waits
 
     // State gathered by begin().
     bool lock_held = false;
@@ -40,11 +41,20 @@ struct RefreshJob {
     std::optional<IdClaims> binding;         // what a new ID token must match
     Micros default_lifetime{};
     std::optional<Micros> refresh_token_ttl;
+    Micros threshold{};                       // the provider's, or the GUC
 
     // After the exchange.
     std::optional<ExchangeOutcome> outcome;
     Time retry_at{};                          // when a deferred step runs again
     int attempts = 0;
+    bool counted_in_flight = false;           // holds a place in the concurrency limits
+    bool holds_key = false;                   // registered as the engine's job for this token
+    Micros latency{0};                        // of the HTTP exchange
+
+    // After a saved refresh.
+    std::int64_t new_generation = 0;
+    Time new_expires_at{};
+    std::optional<Time> retry_planned;        // after a transient failure: next attempt
 
     JobResult result;
 };

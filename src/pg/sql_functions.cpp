@@ -8,6 +8,7 @@
 #include "core/id_token.hpp"
 #include "core/refresh_request.hpp"
 #include "pg/args.hpp"
+#include "pg/engine_shmem.hpp"
 #include "pg/guard.hpp"
 #include "pg/gucs.hpp"
 #include "pg/secrets.hpp"
@@ -97,6 +98,7 @@ Datum register_provider(FunctionCallInfo fcinfo) {
             }
         }
     }
+    scan_on_commit(0);  // thresholds may have changed: the engine re-plans after commit
     upsert.run({text_arg(name), text_arg(endpoint), text_arg(client_id), bytea_arg(sealed),
                 text_arg(auth_method_name(method)), text_arg(issuer), text_arg(revocation),
                 text_arg(opt_text_arg(fcinfo, 7)), interval_arg(fcinfo, 8),
@@ -180,6 +182,10 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
                 bytea_arg(refresh_ct), bytea_arg(id_ct), text_arg(scope),
                 timestamptz_arg(expires_at), timestamptz_arg(refresh_expires_at)},
                false);
+    if (refresh) {
+        scan_on_commit(to_timestamptz(
+            expires_at - provider->refresh_threshold.value_or(refresh_threshold())));
+    }
     PG_RETURN_VOID();
 }
 

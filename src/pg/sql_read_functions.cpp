@@ -10,6 +10,7 @@
 #include "core/error.hpp"
 #include "core/expiry.hpp"
 #include "core/lock_key.hpp"
+#include "core/schedule.hpp"
 #include "pg/args.hpp"
 #include "pg/engine_client.hpp"
 #include "pg/engine_shmem.hpp"
@@ -25,6 +26,8 @@ UT_SQL_FUNCTION(ut_get_upstream_credentials)
 UT_SQL_FUNCTION(ut_refresh_upstream_token)
 UT_SQL_FUNCTION(ut_engine_status)
 UT_SQL_FUNCTION(ut_refresh_lock_key)
+UT_SQL_FUNCTION(ut_planned_refresh_at)
+UT_SQL_FUNCTION(ut_provider_stats)
 
 namespace upstream_token::pg {
 namespace {
@@ -58,7 +61,7 @@ void warn_serving_unrefreshed(const std::string& why) {
 
 // Decrypts what a row view holds and classifies it against the threshold.
 Freshness open_view(const std::string& session, const std::string& provider, const TokenView& v,
-                    Obtained* out) {
+                    Obtained* out, Time now) {
     if (v.status == "invalid_binding") {
         throw Error(ErrorCode::invalid_binding,
                     "the provider returned an ID token for a different user or client",
@@ -68,7 +71,7 @@ Freshness open_view(const std::string& session, const std::string& provider, con
     out->access = open_sealed(provider, session, "access_token", v.access_ct).value_or("");
     out->id_token = open_sealed(provider, session, "id_token", v.id_ct);
     out->expires_at = v.expires_at;
-    return classify(now_time(), v.expires_at, v.provider_threshold.value_or(refresh_threshold()),
+    return classify(now, v.expires_at, v.provider_threshold.value_or(refresh_threshold()),
                     out->access.empty());
 }
 
@@ -85,12 +88,15 @@ Obtained obtain(const std::string& session, const std::string& provider, bool wi
     const auto view = read_token_view(session, provider, false, with_id_token);
     if (!view) throw_not_found(provider);
     Obtained current;
-    const Freshness f = open_view(session, provider, *view, &current);
+    const Time now = now_time();
+    const Freshness f = open_view(session, provider, *view, &current, now);
     if (f == Freshness::fresh) return current;
     const bool valid = f == Freshness::refresh_due;
-    if (view->status == "reauth_required") {
+    if (view->status == "reauth_required" || view->status == "expired") {
         serve_or_throw(valid, ErrorCode::reauth_required,
-                       "the provider rejected the refresh token; sign-in is required");
+                       view->status == "expired"
+                           ? "the refresh token has expired; sign-in is required"
+                           : "the provider rejected the refresh token; sign-in is required");
         return current;
     }
     if (!view->has_refresh_token) {
@@ -100,6 +106,10 @@ Obtained obtain(const std::string& session, const std::string& provider, bool wi
         }
         return current;
     }
+    // Inside the window the engine refreshes on its own; a caller waits only once that is
+    // overdue, so readers of a healthy engine never pay the provider's latency.
+    const Micros threshold = view->provider_threshold.value_or(refresh_threshold());
+    if (!caller_must_wait(f, now, view->expires_at, threshold)) return current;
     if (pg_call([&] { return TransactionIdIsCurrentTransactionId(view->xmin); })) {
         serve_or_throw(valid, ErrorCode::uncommitted_change,
                        "the token was changed by this transaction, which is not committed",
@@ -121,7 +131,7 @@ Obtained obtain(const std::string& session, const std::string& provider, bool wi
     const auto after = read_token_view(session, provider, true, with_id_token);
     if (!after) throw_not_found(provider);
     Obtained refreshed;
-    if (open_view(session, provider, *after, &refreshed) == Freshness::expired) {
+    if (open_view(session, provider, *after, &refreshed, now_time()) == Freshness::expired) {
         throw Error(ErrorCode::refresh_failed, "the refreshed access token is already expired");
     }
     return refreshed;
@@ -266,10 +276,13 @@ Datum engine_status(FunctionCallInfo fcinfo) {
     pid_t pid;
     bool ready;
     std::uint64_t starts;
-    int queued = 0, working = 0;
+    int queued = 0, working = 0, planned = 0;
+    TimestampTz next_scan = 0;
     {
         SharedLock guard(s, LW_SHARED);
         c = s->counters;
+        planned = s->planned;
+        next_scan = s->next_scan_at;
         pid = s->worker_pid;
         ready = s->worker_ready;
         starts = s->worker_starts;
@@ -282,9 +295,66 @@ Datum engine_status(FunctionCallInfo fcinfo) {
     sink.put({Int32GetDatum(pid), BoolGetDatum(pid != 0 && ready), i8(starts), Int32GetDatum(queued),
               Int32GetDatum(working), i8(c.requests), i8(c.deduplicated), i8(c.network_calls),
               i8(c.refreshed), i8(c.skipped), i8(c.failed_transient), i8(c.failed_reauth),
-              i8(c.failed_client), i8(c.invalid_binding), i8(c.persist_retries)},
-             std::vector<bool>(15, false));
+              i8(c.failed_client), i8(c.invalid_binding), i8(c.persist_retries), i8(c.proactive),
+              Int32GetDatum(planned), TimestampTzGetDatum(next_scan)},
+             std::vector<bool>{false, false, false, false, false, false, false, false, false,
+                               false, false, false, false, false, false, false, false,
+                               pid == 0 || next_scan == 0});
     return Datum(0);
+}
+
+// An approximate percentile from a log2 histogram: the upper bound of the bucket holding it.
+double percentile_ms(const std::uint64_t (&buckets)[kLatencyBuckets], double q) {
+    std::uint64_t total = 0;
+    for (auto b : buckets) total += b;
+    if (total == 0) return 0.0;
+    const auto rank = static_cast<std::uint64_t>(q * static_cast<double>(total - 1)) + 1;
+    std::uint64_t seen = 0;
+    for (int i = 0; i < kLatencyBuckets; ++i) {
+        seen += buckets[i];
+        if (seen >= rank) return static_cast<double>(1ULL << i);
+    }
+    return static_cast<double>(1ULL << (kLatencyBuckets - 1));
+}
+
+Datum provider_stats_sql(FunctionCallInfo fcinfo) {
+    EngineShared* s = engine_shared();
+    RowSink sink(fcinfo);
+    if (s == nullptr) return Datum(0);
+    std::vector<ProviderStats> copy;
+    {
+        SharedLock guard(s, LW_SHARED);
+        for (const ProviderStats& p : s->providers) {
+            if (p.name[0] != '\0') copy.push_back(p);
+        }
+    }
+    const auto i8 = [](std::uint64_t v) { return Int64GetDatum(static_cast<std::int64_t>(v)); };
+    const TimestampTz now = GetCurrentTimestamp();
+    for (const ProviderStats& p : copy) {
+        const bool paused = p.paused_until > now;
+        sink.put({string_to_text_datum(p.name), Int32GetDatum(p.in_flight), i8(p.refreshed),
+                  i8(p.failed_transient), i8(p.failed_reauth), i8(p.failed_client),
+                  i8(p.invalid_binding), Float8GetDatum(percentile_ms(p.latency, 0.50)),
+                  Float8GetDatum(percentile_ms(p.latency, 0.95)),
+                  Float8GetDatum(percentile_ms(p.latency, 0.99)),
+                  TimestampTzGetDatum(p.paused_until)},
+                 {false, false, false, false, false, false, false, false, false, false, !paused});
+    }
+    return Datum(0);
+}
+
+Datum planned_refresh_at_sql(FunctionCallInfo fcinfo) {
+    const std::string provider = text_arg_required(fcinfo, 0, "provider");
+    const std::string session = text_arg_required(fcinfo, 1, "session");
+    const std::int64_t generation = PG_GETARG_INT64(2);
+    const Time expires_at = from_timestamptz(PG_GETARG_TIMESTAMPTZ(3));
+    const Interval* iv = PG_GETARG_INTERVAL_P(4);
+    const Micros threshold{iv->time + (static_cast<std::int64_t>(iv->day) +
+                                       static_cast<std::int64_t>(iv->month) * DAYS_PER_MONTH) *
+                                          USECS_PER_DAY};
+    const Time due =
+        proactive_due(expires_at, threshold, spread_unit(provider, session, generation));
+    PG_RETURN_TIMESTAMPTZ(to_timestamptz(due));
 }
 
 Datum refresh_lock_key_sql(FunctionCallInfo fcinfo) {
@@ -312,6 +382,14 @@ Datum ut_refresh_upstream_token(PG_FUNCTION_ARGS) {
 
 Datum ut_engine_status(PG_FUNCTION_ARGS) {
     return entry_guard([&] { return upstream_token::pg::engine_status(fcinfo); });
+}
+
+Datum ut_planned_refresh_at(PG_FUNCTION_ARGS) {
+    return entry_guard([&] { return upstream_token::pg::planned_refresh_at_sql(fcinfo); });
+}
+
+Datum ut_provider_stats(PG_FUNCTION_ARGS) {
+    return entry_guard([&] { return upstream_token::pg::provider_stats_sql(fcinfo); });
 }
 
 Datum ut_refresh_lock_key(PG_FUNCTION_ARGS) {

@@ -1,0 +1,75 @@
+#include "pg/prelude.hpp"
+#include "pg/engine_scan.hpp"
+
+#include "pg/gucs.hpp"
+#include "pg/spi.hpp"
+#include "pg/worker_txn.hpp"
+
+namespace upstream_token::pg {
+
+ScanResult scan_due_tokens(Time window_end, std::size_t limit) {
+    WorkerTxn txn;
+    const std::int64_t guc_threshold_us = refresh_threshold().count();
+    // The widest threshold bounds the index range; the exact window is checked per row.
+    static Statement widest(
+        "SELECT (extract(epoch FROM max(coalesce(refresh_threshold, "
+        "make_interval(secs => $1::float8 / 1000000)))) * 1000000)::int8 "
+        "FROM upstream_token.provider");
+    widest.run({int8_arg(guc_threshold_us)}, true, 1);
+    const Micros max_threshold{ResultRow().int8(1).value_or(guc_threshold_us)};
+    const Time bound = window_end + max_threshold;
+
+    static Statement due(
+        "SELECT t.session, t.provider, t.generation, t.expires_at, t.next_attempt_at, "
+        "(extract(epoch FROM p.refresh_threshold) * 1000000)::int8, p.max_concurrent "
+        "FROM upstream_token.token t JOIN upstream_token.provider p ON p.name = t.provider "
+        "WHERE t.status = 'active' AND t.expires_at <= $1 AND t.refresh_token IS NOT NULL "
+        "ORDER BY t.expires_at LIMIT $2");
+    const auto n = due.run({timestamptz_arg(bound), int8_arg(static_cast<std::int64_t>(limit))},
+                           true);
+    ScanResult out;
+    out.truncated = n >= limit;
+    for (std::uint64_t i = 0; i < n; ++i) {
+        ResultRow r(i);
+        DueToken t;
+        t.key.session = r.text(1).value_or("");
+        t.key.provider = r.text(2).value_or("");
+        t.generation = r.int8(3).value_or(0);
+        t.expires_at = r.timestamptz(4).value_or(Time{});
+        t.next_attempt = r.timestamptz(5);
+        const auto thr = r.int8(6);
+        t.threshold = thr ? Micros{*thr} : refresh_threshold();
+        t.max_concurrent = r.int4(7).value_or(0);
+        if (t.expires_at - t.threshold <= window_end) out.tokens.push_back(std::move(t));
+    }
+    if (!out.truncated) {
+        static Statement next(
+            "SELECT min(expires_at) FROM upstream_token.token "
+            "WHERE status = 'active' AND expires_at > $1 AND refresh_token IS NOT NULL");
+        next.run({timestamptz_arg(bound)}, true, 1);
+        if (auto first = ResultRow().timestamptz(1)) out.next_window = *first - max_threshold;
+    }
+    txn.commit();
+    return out;
+}
+
+std::uint64_t expire_and_purge() {
+    WorkerTxn txn;
+    static Statement expire(
+        "WITH x AS (UPDATE upstream_token.token SET status = 'expired', "
+        "last_error = 'expired: the refresh token reached the end of its lifetime', "
+        "updated_at = pg_catalog.now() "
+        "WHERE refresh_expires_at <= pg_catalog.now() AND status = 'active' "
+        "RETURNING session, provider) "
+        "SELECT pg_catalog.pg_notify('upstream_token_events', pg_catalog.json_build_object("
+        "'session', session, 'provider', provider, 'event', 'expired')::text) FROM x");
+    expire.run({}, false);
+    static Statement purge(
+        "DELETE FROM upstream_token.token "
+        "WHERE refresh_expires_at <= pg_catalog.now() - make_interval(secs => $1::float8 / 1000000)");
+    const auto purged = purge.run({int8_arg(purge_after().count())}, false);
+    txn.commit();
+    return purged;
+}
+
+}  // namespace upstream_token::pg

@@ -1,0 +1,38 @@
+// The engine's reads of the whole token table: tokens entering their refresh window (for the
+// proactive plan) and refresh tokens at the end of their lifetime (marked, later purged).
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <vector>
+
+#include "core/scheduler.hpp"
+#include "core/time.hpp"
+
+namespace upstream_token::pg {
+
+struct DueToken {
+    TokenKey key;
+    std::int64_t generation = 0;
+    Time expires_at{};
+    Micros threshold{};
+    std::optional<Time> next_attempt;
+    int max_concurrent = 0;  // the provider's limit, 0 for none
+};
+
+struct ScanResult {
+    std::vector<DueToken> tokens;     // windows opening by `window_end`, earliest first
+    std::optional<Time> next_window;  // earliest window opening after the scanned range
+    bool truncated = false;           // `limit` was reached: scan again soon
+};
+
+// Finds active tokens with a refresh token whose window (expires_at - threshold) opens by
+// `window_end`. Runs in its own transaction.
+ScanResult scan_due_tokens(Time window_end, std::size_t limit);
+
+// Marks tokens whose refresh token expired (status 'expired', event 'expired') and deletes
+// those expired longer than upstream_token.purge_after ago (I8: never for the access token).
+// Returns the number of rows purged. Runs in its own transaction.
+std::uint64_t expire_and_purge();
+
+}  // namespace upstream_token::pg
