@@ -245,6 +245,7 @@ void Engine::start_job(RefreshJob job) {
         case BeginStep::send:
             break;
     }
+    job.sent_at = now_time();
     const std::uint64_t id = http_.start(spec);
     {
         SharedLock guard(s_, LW_EXCLUSIVE);

@@ -216,7 +216,9 @@ namespace {
 
 // Saves new tokens with the optimistic UPDATE (I2); false when another writer moved the row.
 bool save_tokens(RefreshJob& job, const TokenResponse& t, std::int64_t* new_generation) {
-    const Time now = now_time();
+    // The provider counted expires_in from some instant after the request was sent: the send
+    // time is the safe (early) base; the save time would be late by the whole exchange.
+    const Time now = job.sent_at == Time{} ? now_time() : job.sent_at;
     const Time expires_at = access_expiry(now, t.expires_in, job.default_lifetime);
     std::optional<Time> refresh_expires_at;
     if (t.refresh_token) {

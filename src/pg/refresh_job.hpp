@@ -50,6 +50,7 @@ struct RefreshJob {
     bool counted_in_flight = false;           // holds a place in the concurrency limits
     bool holds_key = false;                   // registered as the engine's job for this token
     Micros latency{0};                        // of the HTTP exchange
+    Time sent_at{};                           // expires_in counts from here, not from the save
 
     // After a saved refresh.
     std::int64_t new_generation = 0;
