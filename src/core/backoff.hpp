@@ -1,4 +1,4 @@
-// Retry spacing after transient failures: exponential with full jitter, capped.
+// Retry spacing after transient failures: exponential with equal jitter (in [d/2, d]), capped.
 #pragma once
 
 #include "time.hpp"

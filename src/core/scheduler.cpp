@@ -77,7 +77,7 @@ std::vector<PlannedRefresh> Scheduler::take_due(Time now, int global_limit) {
         const TokenKey key = it->second;
         const Entry entry = by_key_.at(key);
         if (auto until = paused_until(key.provider, now)) {
-            moved.push_back({key, Entry{entry.generation, *until}});
+            moved.emplace_back(key, Entry{entry.generation, *until});
         } else if (!may_start(key.provider, global_limit)) {
             ++it;
             continue;

@@ -10,6 +10,7 @@ extern "C" {
 #include "core/backoff.hpp"
 #include "core/expiry.hpp"
 #include "core/lock_key.hpp"
+#include "core/redact.hpp"
 #include "core/refresh_request.hpp"
 #include "pg/guard.hpp"
 #include "pg/gucs.hpp"
@@ -202,6 +203,8 @@ BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
     std::optional<std::string_view> scope_view;
     if (scope) scope_view = *scope;
     HttpRequest req = build_refresh_request(method, client_id, secret_view, refresh_plain, scope_view);
+    job.sent_secrets = {refresh_plain};
+    if (secret) job.sent_secrets.push_back(*secret);
     spec.url = endpoint;
     spec.headers = std::move(req.headers);
     spec.body = std::move(req.body);
@@ -304,6 +307,11 @@ bool is_lock_timeout(const PgError& e) { return e.data()->sqlerrcode == ERRCODE_
 }  // namespace
 
 PersistStep persist_outcome(RefreshJob& job, double unit_random) {
+    if (!job.sent_secrets.empty()) {  // before the texts reach the row, the log or a caller
+        job.outcome->error = redact_secrets(std::move(job.outcome->error), job.sent_secrets);
+        job.outcome->message = redact_secrets(std::move(job.outcome->message), job.sent_secrets);
+        job.sent_secrets.clear();
+    }
     const ExchangeOutcome& o = *job.outcome;
     job.result.network = true;
     std::int64_t generation = 0;

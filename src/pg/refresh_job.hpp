@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/error.hpp"
 #include "core/http_multi.hpp"
@@ -41,6 +42,7 @@ struct RefreshJob {
     std::optional<IdClaims> binding;         // what a new ID token must match
     Micros default_lifetime{};
     std::optional<Micros> refresh_token_ttl;
+    std::vector<std::string> sent_secrets;    // refresh token, client secret: redacted from replies
     Micros threshold{};                       // the provider's, or the GUC
 
     // After the exchange.

@@ -121,7 +121,7 @@ TEST(IdToken, MalformedStructure) {
     expect_malformed(header() + "." + b64url(good) + "+/." + std::string(kSignature));
     expect_malformed(header() + "." + b64url(good) + "." + std::string(kSignature) + "=");
     expect_malformed(header() + "!." + b64url(good) + "." + std::string(kSignature));
-    expect_malformed(kHeader + ".AAAAA." + std::string(kSignature));  // length % 4 == 1
+    expect_malformed(header() + ".AAAAA." + std::string(kSignature));  // length % 4 == 1
     expect_malformed(header() + "." + b64url(good) + " ." + std::string(kSignature));
     expect_malformed(header() + "." + b64url("not json") + "." + std::string(kSignature));
     expect_malformed(header() + "." + b64url("[1,2]") + "." + std::string(kSignature));
