@@ -62,11 +62,28 @@ CREATE TABLE upstream_token.token (
 CREATE INDEX token_due_idx ON upstream_token.token (expires_at) WHERE status = 'active';
 CREATE INDEX token_refresh_expiry_idx ON upstream_token.token (refresh_expires_at);
 
+-- Revocations (RFC 7009) still to be delivered: written in the caller's transaction, sent
+-- by the engine after commit, retried until the provider confirms.
+CREATE TABLE upstream_token.revocation (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    provider        text NOT NULL REFERENCES upstream_token.provider (name) ON DELETE CASCADE,
+    session         text NOT NULL,
+    token           bytea NOT NULL,  -- the row's ciphertext, still bound to (provider, session, column)
+    token_column    text NOT NULL CHECK (token_column IN ('refresh_token', 'access_token')),
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    last_error      text,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+CREATE INDEX revocation_due_idx ON upstream_token.revocation (next_attempt_at);
+
 -- Keep user data in pg_dump output.
 SELECT pg_catalog.pg_extension_config_dump('upstream_token.provider', '');
 SELECT pg_catalog.pg_extension_config_dump('upstream_token.token', '');
+SELECT pg_catalog.pg_extension_config_dump('upstream_token.revocation', '');
 
-REVOKE ALL ON upstream_token.provider, upstream_token.token FROM PUBLIC;
+REVOKE ALL ON upstream_token.provider, upstream_token.token, upstream_token.revocation FROM PUBLIC;
 
 CREATE FUNCTION upstream_token.planned_refresh_at(provider text, session text, generation bigint,
                                                   expires_at timestamptz, threshold interval)
@@ -261,6 +278,57 @@ CREATE VIEW upstream_token.provider_status AS SELECT * FROM upstream_token.provi
 COMMENT ON VIEW upstream_token.provider_status IS
     'The engine, per provider: in-flight refreshes, outcomes, latency percentiles, Retry-After pause. Contains no secret.';
 
+CREATE FUNCTION upstream_token.wake_engine_at_commit()
+RETURNS void
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'ut_wake_engine_at_commit';
+
+COMMENT ON FUNCTION upstream_token.wake_engine_at_commit() IS
+    'Internal: asks the refresh engine to look at the tables again when the current transaction commits.';
+
+CREATE FUNCTION upstream_token.revoke_upstream_token(session text, provider text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r record;
+    n integer := 0;
+BEGIN
+    IF session IS NULL THEN
+        RAISE EXCEPTION 'session must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF revoke_upstream_token.provider IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM upstream_token.provider p WHERE p.name = revoke_upstream_token.provider) THEN
+        RAISE EXCEPTION 'provider "%" does not exist', revoke_upstream_token.provider
+            USING ERRCODE = '42704';
+    END IF;
+    FOR r IN
+        DELETE FROM upstream_token.token t
+         WHERE t.session = revoke_upstream_token.session
+           AND (revoke_upstream_token.provider IS NULL OR t.provider = revoke_upstream_token.provider)
+        RETURNING t.session, t.provider, t.refresh_token, t.access_token
+    LOOP
+        INSERT INTO upstream_token.revocation (provider, session, token, token_column)
+        SELECT r.provider, r.session, coalesce(r.refresh_token, r.access_token),
+               CASE WHEN r.refresh_token IS NOT NULL THEN 'refresh_token' ELSE 'access_token' END
+          FROM upstream_token.provider p
+         WHERE p.name = r.provider AND p.revocation_endpoint IS NOT NULL
+           AND coalesce(r.refresh_token, r.access_token) IS NOT NULL;
+        PERFORM pg_catalog.pg_notify('upstream_token_events', pg_catalog.json_build_object(
+            'session', r.session, 'provider', r.provider, 'event', 'revoked')::text);
+        n := n + 1;
+    END LOOP;
+    IF n > 0 THEN
+        PERFORM upstream_token.wake_engine_at_commit();
+    END IF;
+    RETURN n;
+END
+$fn$;
+
+COMMENT ON FUNCTION upstream_token.revoke_upstream_token(text, text) IS
+    'Deletes the session''s tokens (one provider, or all) and, after commit, revokes the refresh token at providers with a revocation endpoint (RFC 7009), retrying until delivered. Returns the number of tokens removed.';
+
 -- Privileges: nothing to PUBLIC; application backends get the client role.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA upstream_token FROM PUBLIC;
 GRANT USAGE ON SCHEMA upstream_token TO upstream_token_client;
@@ -270,6 +338,7 @@ GRANT EXECUTE ON FUNCTION
     upstream_token.delete_upstream_token(text, text),
     upstream_token.get_upstream_credentials(text),
     upstream_token.refresh_upstream_token(text, text),
+    upstream_token.revoke_upstream_token(text, text),
     upstream_token.refresh_lock_key(text, text),
     upstream_token.engine_stats(),
     upstream_token.provider_stats(),
@@ -277,3 +346,6 @@ GRANT EXECUTE ON FUNCTION
     TO upstream_token_client;
 GRANT SELECT ON upstream_token.token_status, upstream_token.engine_status,
                 upstream_token.provider_status TO upstream_token_client;
+
+-- Wake the engine when this CREATE EXTENSION commits: it starts serving at once.
+SELECT upstream_token.wake_engine_at_commit();

@@ -196,29 +196,22 @@ std::string base64_encode(std::string_view bytes) {
 }
 
 // Assembles the token endpoint POST for one refresh, authenticating the client as configured.
-HttpRequest build_refresh_request(AuthMethod method, std::string_view client_id,
-                                  std::optional<std::string_view> client_secret,
-                                  std::string_view refresh_token,
-                                  std::optional<std::string_view> scope) {
+namespace {
+// A form POST to the provider with the headers and client authentication every such request
+// carries (RFC 6749 2.3.1); `body` holds the request's own parameters.
+HttpRequest client_request(AuthMethod method, std::string_view client_id,
+                           std::optional<std::string_view> client_secret, std::string body) {
     if (client_id.empty()) {
         throw Error(ErrorCode::invalid_parameter, "client_id must not be empty");
-    }
-    if (refresh_token.empty()) {
-        throw Error(ErrorCode::invalid_parameter, "refresh token must not be empty");
     }
     if (method != AuthMethod::none && (!client_secret || client_secret->empty())) {
         throw Error(ErrorCode::invalid_parameter,
                     std::string("a client secret is required for ") + auth_method_name(method));
     }
-
     HttpRequest req;
     req.headers.emplace_back("Content-Type: application/x-www-form-urlencoded");
     req.headers.emplace_back("Accept: application/json");
-
-    req.body = "grant_type=refresh_token&refresh_token=" + form_encode(refresh_token);
-    if (scope && !scope->empty()) {
-        req.body += "&scope=" + form_encode(*scope);
-    }
+    req.body = std::move(body);
     switch (method) {
         case AuthMethod::client_secret_basic: {
             // RFC 6749 2.3.1: id and secret are form-encoded before joining with ':'.
@@ -236,6 +229,28 @@ HttpRequest build_refresh_request(AuthMethod method, std::string_view client_id,
             break;
     }
     return req;
+}
+}  // namespace
+
+HttpRequest build_refresh_request(AuthMethod method, std::string_view client_id,
+                                  std::optional<std::string_view> client_secret,
+                                  std::string_view refresh_token,
+                                  std::optional<std::string_view> scope) {
+    if (refresh_token.empty()) {
+        throw Error(ErrorCode::invalid_parameter, "refresh token must not be empty");
+    }
+    std::string body = "grant_type=refresh_token&refresh_token=" + form_encode(refresh_token);
+    if (scope && !scope->empty()) body += "&scope=" + form_encode(*scope);
+    return client_request(method, client_id, client_secret, std::move(body));
+}
+
+HttpRequest build_revocation_request(AuthMethod method, std::string_view client_id,
+                                     std::optional<std::string_view> client_secret,
+                                     std::string_view token, std::string_view token_type_hint) {
+    if (token.empty()) throw Error(ErrorCode::invalid_parameter, "token must not be empty");
+    std::string body = "token=" + form_encode(token);
+    if (!token_type_hint.empty()) body += "&token_type_hint=" + form_encode(token_type_hint);
+    return client_request(method, client_id, client_secret, std::move(body));
 }
 
 // Refuses endpoint URLs that would leak credentials, be ambiguous, or bypass TLS.

@@ -30,6 +30,11 @@ HttpRequest build_refresh_request(AuthMethod method, std::string_view client_id,
                                   std::string_view refresh_token,
                                   std::optional<std::string_view> scope);
 
+// The RFC 7009 revocation POST for one token, with the same client authentication.
+HttpRequest build_revocation_request(AuthMethod method, std::string_view client_id,
+                                     std::optional<std::string_view> client_secret,
+                                     std::string_view token, std::string_view token_type_hint);
+
 // Validates an endpoint URL: https:// (or http:// when allow_http), a host, no userinfo,
 // no fragment, no whitespace. Error(invalid_parameter) otherwise.
 void validate_endpoint(std::string_view url, bool allow_http);

@@ -528,7 +528,7 @@ ExchangeOutcome transport_failure(std::string_view what) {
     ExchangeOutcome o;
     o.failure = FailureClass::transient;
     o.error = "transport";
-    o.message = "token endpoint unreachable: " + sanitize(what, kMaxDescription);
+    o.message = "provider unreachable: " + sanitize(what, kMaxDescription);
     return o;
 }
 

@@ -90,11 +90,13 @@ void engine_preload_init() {
 
 EngineShared* engine_shared() { return shared_state; }
 
-void scan_on_commit(TimestampTz window_start) {
+void scan_on_commit(std::optional<TimestampTz> window_start) {
     EngineShared* s = shared_state;
     if (s == nullptr || scan_wanted_at_commit) return;
     SharedLock guard(s, LW_SHARED);
-    if (s->worker_pid != 0 && window_start < s->next_scan_at) scan_wanted_at_commit = true;
+    if (s->worker_pid != 0 && (!window_start || *window_start < s->next_scan_at)) {
+        scan_wanted_at_commit = true;
+    }
 }
 
 void register_commit_wakeup() { RegisterXactCallback(on_xact_event, nullptr); }

@@ -6,6 +6,7 @@
 #include "pg/prelude.hpp"
 
 #include <cstdint>
+#include <optional>
 
 namespace upstream_token::pg {
 
@@ -103,9 +104,9 @@ EngineShared* engine_shared();
 // Wakes the engine if it runs (call without holding the lock).
 void wake_engine(EngineShared* shared);
 
-// Asks the engine to scan at commit of the current transaction when a token stored in it is
-// due before the engine's next planned scan.
-void scan_on_commit(TimestampTz window_start);
+// Asks the engine to look at the tables when the current transaction commits: always, or
+// when a stored token's refresh window opens before the engine's next planned scan.
+void scan_on_commit(std::optional<TimestampTz> window_start = std::nullopt);
 
 // Registers the transaction callback behind scan_on_commit (from _PG_init).
 void register_commit_wakeup();

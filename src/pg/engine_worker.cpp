@@ -20,6 +20,7 @@ extern "C" {
 #include "core/schedule.hpp"
 #include "core/scheduler.hpp"
 #include "core/token_response.hpp"
+#include "pg/engine_revocation.hpp"
 #include "pg/engine_scan.hpp"
 #include "pg/engine_shmem.hpp"
 #include "pg/guard.hpp"
@@ -45,6 +46,7 @@ constexpr Micros kScanHorizon{60LL * 1000000};   // a scan plans windows opening
 constexpr Micros kScanRetry{1000000};            // after a truncated scan
 constexpr Micros kScanMax{300LL * 1000000};      // scan at least this often (changes by hand)
 constexpr Micros kMaintenanceEvery{60LL * 1000000};
+constexpr std::size_t kRevocationBatch = 100;  // revocations sent per pass
 
 // Copies a string into a fixed shared-memory field.
 template <std::size_t N>
@@ -114,7 +116,9 @@ private:
     void run_deferred();
     void publish(const RefreshJob& job);
     void count(const RefreshJob& job);
-    void scan_if_due();
+    void scan_if_due(bool requested);
+    void revoke_if_due(bool requested);
+    bool on_revocation_result(const HttpResult& r);
     void maintain_if_due();
     void plan_after(const RefreshJob& job);
     void publish_plan_state();
@@ -131,7 +135,10 @@ private:
     // Tokens with a refresh under way here. Session advisory locks are re-entrant within one
     // process, so this, not the lock, keeps two of the engine's own jobs apart (I1).
     std::set<TokenKey> busy_;
+    std::map<std::uint64_t, RevocationWork> revocations_;  // in flight, by HTTP request id
+    std::set<std::int64_t> revoking_;                     // their queue ids
     Time next_scan_{};
+    Time next_revocation_{};
     Time next_maintenance_{};
     std::mt19937_64 rng_;
 };
@@ -432,14 +439,8 @@ void Engine::run_deferred() {
 
 // Reads the tokens whose refresh window opens soon into the plan; the next scan is set for
 // when the next window beyond them opens (or earlier, when a store asks for it).
-void Engine::scan_if_due() {
+void Engine::scan_if_due(bool requested) {
     const Time now = now_time();
-    bool requested = false;
-    {
-        SharedLock guard(s_, LW_EXCLUSIVE);
-        requested = s_->scan_requested;
-        s_->scan_requested = false;
-    }
     if (!requested && now < next_scan_) return;
     const Time window_end = now + kScanHorizon;
     ScanResult found = scan_due_tokens(window_end, kScanBatch);
@@ -461,6 +462,33 @@ void Engine::scan_if_due() {
     publish_plan_state();
 }
 
+// Sends the revocations that are due (queued by revoke_upstream_token, or retries).
+void Engine::revoke_if_due(bool requested) {
+    const Time now = now_time();
+    if (!requested && now < next_revocation_) return;
+    std::optional<Time> next_due;
+    auto work = due_revocations(revoking_, kRevocationBatch, &next_due);
+    next_revocation_ = next_due ? std::min(*next_due, now + kScanMax) : now + kScanMax;
+    for (RevocationWork& w : work) {
+        revoking_.insert(w.id);
+        const std::uint64_t id = http_.start(w.request);
+        revocations_.emplace(id, std::move(w));
+    }
+}
+
+// Handles a finished revocation exchange; false when `r` is not one.
+bool Engine::on_revocation_result(const HttpResult& r) {
+    auto it = revocations_.find(r.id);
+    if (it == revocations_.end()) return false;
+    RevocationWork work = std::move(it->second);
+    revocations_.erase(it);
+    revoking_.erase(work.id);
+    if (auto retry = finish_revocation(work, r, unit_random())) {
+        next_revocation_ = std::min(next_revocation_, *retry);
+    }
+    return true;
+}
+
 // Marks expired refresh tokens and purges old ones, once a minute.
 void Engine::maintain_if_due() {
     const Time now = now_time();
@@ -479,7 +507,7 @@ void Engine::publish_plan_state() {
 
 long Engine::wait_timeout_ms() const {
     const Time now = now_time();
-    Micros wait = std::max(Micros{0}, std::min(next_scan_, next_maintenance_) - now);
+    Micros wait = std::max(Micros{0}, std::min({next_scan_, next_maintenance_, next_revocation_}) - now);
     if (auto t = http_.next_timeout()) wait = std::min(wait, *t);
     if (auto due = plan_.next_due()) wait = std::min(wait, std::max(Micros{0}, *due - now));
     for (const auto& job : deferred_) wait = std::min(wait, std::max(Micros{0}, job.retry_at - now));
@@ -522,10 +550,19 @@ void Engine::run() {
             }
             if (ready) {
                 http_.drive();
-                for (const HttpResult& r : http_.take_finished()) on_http_result(r);
+                for (const HttpResult& r : http_.take_finished()) {
+                    if (!on_revocation_result(r)) on_http_result(r);
+                }
                 if (deferred_.size() < kMaxHeldResults) claim_requests();
                 start_waiting();
-                scan_if_due();
+                bool requested = false;
+                {
+                    SharedLock guard(s_, LW_EXCLUSIVE);
+                    requested = s_->scan_requested;
+                    s_->scan_requested = false;
+                }
+                scan_if_due(requested);
+                revoke_if_due(requested);
                 start_planned();
                 http_.drive();
                 run_deferred();

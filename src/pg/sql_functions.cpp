@@ -17,6 +17,7 @@
 
 UT_SQL_FUNCTION(ut_register_provider)
 UT_SQL_FUNCTION(ut_store_upstream_token)
+UT_SQL_FUNCTION(ut_wake_engine_at_commit)
 
 namespace upstream_token::pg {
 namespace {
@@ -98,7 +99,7 @@ Datum register_provider(FunctionCallInfo fcinfo) {
             }
         }
     }
-    scan_on_commit(0);  // thresholds may have changed: the engine re-plans after commit
+    scan_on_commit();  // thresholds may have changed: the engine re-plans after commit
     upsert.run({text_arg(name), text_arg(endpoint), text_arg(client_id), bytea_arg(sealed),
                 text_arg(auth_method_name(method)), text_arg(issuer), text_arg(revocation),
                 text_arg(opt_text_arg(fcinfo, 7)), interval_arg(fcinfo, 8),
@@ -196,6 +197,13 @@ using upstream_token::pg::entry_guard;
 
 Datum ut_register_provider(PG_FUNCTION_ARGS) {
     return entry_guard([&] { return upstream_token::pg::register_provider(fcinfo); });
+}
+
+Datum ut_wake_engine_at_commit(PG_FUNCTION_ARGS) {
+    return entry_guard([&] {
+        upstream_token::pg::scan_on_commit();
+        PG_RETURN_VOID();
+    });
 }
 
 Datum ut_store_upstream_token(PG_FUNCTION_ARGS) {

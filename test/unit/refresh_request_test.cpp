@@ -233,3 +233,21 @@ TEST(Endpoint, HttpOnlyWithPermission) {
 
 }  // namespace
 }  // namespace upstream_token
+
+// RFC 7009: the token and its hint, with the same client authentication as a refresh.
+TEST(RevocationRequest, CarriesTokenHintAndClientAuthentication) {
+    const auto basic = upstream_token::build_revocation_request(
+        upstream_token::AuthMethod::client_secret_basic, "id", std::string_view("s3cret"),
+        "rt 1+2", "refresh_token");
+    EXPECT_EQ(basic.body, "token=rt+1%2B2&token_type_hint=refresh_token");
+    bool has_auth = false;
+    for (const auto& h : basic.headers) has_auth |= h.rfind("Authorization: Basic ", 0) == 0;
+    EXPECT_TRUE(has_auth);
+    const auto post = upstream_token::build_revocation_request(
+        upstream_token::AuthMethod::client_secret_post, "id", std::string_view("s3cret"), "rt",
+        "refresh_token");
+    EXPECT_EQ(post.body, "token=rt&token_type_hint=refresh_token&client_id=id&client_secret=s3cret");
+    EXPECT_THROW(upstream_token::build_revocation_request(upstream_token::AuthMethod::none, "id",
+                                                          std::nullopt, "", "refresh_token"),
+                 upstream_token::Error);
+}
