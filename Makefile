@@ -9,7 +9,8 @@ OBJS = $(patsubst %.cpp,%.o,$(sort $(wildcard src/core/*.cpp src/pg/*.cpp)))
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -Isrc
-PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-missing-field-initializers -fvisibility=hidden
+# -MMD: headers are tracked, so a changed shared-memory struct rebuilds every user of it.
+PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-missing-field-initializers -fvisibility=hidden -MMD -MP
 SHLIB_LINK = -lstdc++ -lcurl -lcrypto
 
 # The JIT bitcode of C++ sources buys nothing (no SQL-inlinable functions) and clang-14
@@ -23,3 +24,6 @@ include $(PGXS)
 override CPPFLAGS := $(subst -I$(includedir_server),-isystem $(includedir_server),$(CPPFLAGS))
 
 src/core/%.o: CPPFLAGS += -DUPSTREAM_TOKEN_CORE
+
+EXTRA_CLEAN = $(OBJS:.o=.d)
+-include $(OBJS:.o=.d)
