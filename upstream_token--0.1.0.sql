@@ -3,6 +3,9 @@
 
 \echo Use "CREATE EXTENSION upstream_token" to load this file. \quit
 
+-- Created here (not from the control file) so that DROP EXTENSION drops it too.
+CREATE SCHEMA upstream_token;
+
 -- The role application backends are granted (cluster-wide, so created only once).
 DO $do$
 BEGIN
@@ -47,7 +50,7 @@ CREATE TABLE upstream_token.token (
     refresh_expires_at  timestamptz,
     generation          bigint NOT NULL DEFAULT 1,  -- bumped on every saved refresh or store
     status              text NOT NULL DEFAULT 'active'
-        CHECK (status IN ('active', 'reauth_required', 'invalid_binding', 'expired', 'revoked')),
+        CHECK (status IN ('active', 'reauth_required', 'invalid_binding', 'expired')),
     failure_count       integer NOT NULL DEFAULT 0,
     next_attempt_at     timestamptz,
     last_error          text,           -- error class and provider's error code, no secrets

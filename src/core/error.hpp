@@ -24,7 +24,6 @@ enum class ErrorCode {
     provider_misconfigured,  // invalid_client / unauthorized_client
     queue_full,              // shared-memory request table is full
     uncommitted_change,      // the caller's own open transaction changed the row
-    token_revoked,           // the row was revoked
 };
 
 // The one exception type the core throws for expected failures.

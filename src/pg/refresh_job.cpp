@@ -176,7 +176,10 @@ BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
         const std::string last = r.text(17).value_or("");
         txn.commit();
         job.result.detail = last;
-        return answer(job, false, ErrorCode::refresh_failed,
+        // Report the class of the failure that started the backoff, not "transient" for all.
+        const bool misconfigured = last.rfind(class_name(FailureClass::client_misconfigured), 0) == 0;
+        return answer(job, false,
+                      misconfigured ? ErrorCode::provider_misconfigured : ErrorCode::refresh_failed,
                       "the provider failed recently; the next attempt is scheduled later");
     }
     auto refresh_ct = r.bytea(1);

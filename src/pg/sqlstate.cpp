@@ -20,7 +20,6 @@ int sqlstate_of(ErrorCode code) noexcept {
         case ErrorCode::provider_misconfigured: return MAKE_SQLSTATE('U', 'T', '0', '1', '0');
         case ErrorCode::queue_full: return MAKE_SQLSTATE('U', 'T', '0', '1', '1');
         case ErrorCode::uncommitted_change: return MAKE_SQLSTATE('U', 'T', '0', '1', '2');
-        case ErrorCode::token_revoked: return MAKE_SQLSTATE('U', 'T', '0', '1', '3');
         case ErrorCode::internal: break;
     }
     return ERRCODE_INTERNAL_ERROR;

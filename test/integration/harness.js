@@ -86,6 +86,7 @@ async function setup({ poolSize = 60 } = {}) {
     await trustTestCa(pool);
     await ensureEngine(pool);
 
+    const created = [];  // providers this context registered, dropped again by close()
     const ctx = {
         idp,
         pool,
@@ -106,6 +107,7 @@ async function setup({ poolSize = 60 } = {}) {
                         refresh_threshold => $6::interval, request_timeout => $7::interval)`,
                 [provider, `${idp.url}/token`, clientId, secret, authMethod,
                  opts.threshold || null, opts.requestTimeout || null]);
+            created.push(provider);
             return { provider, clientId, secret };
         },
         // Mints `count` logins at the IdP and stores them; expiresIn 0 makes them due now.
@@ -126,7 +128,13 @@ async function setup({ poolSize = 60 } = {}) {
         fault(body) { return idp.client.admin('POST', '/admin/faults', body); },
         clearFaults() { return idp.client.admin('DELETE', '/admin/faults'); },
         async engine() { return (await pool.query('SELECT * FROM upstream_token.engine_status')).rows[0]; },
+        // Drops what this context registered (so the engine stops refreshing it for later
+        // tests), then stops the pool and the IdP.
         async close() {
+            for (const name of created) {
+                await pool.query('SELECT upstream_token.drop_provider($1, cascade => true)', [name])
+                    .catch(() => {});
+            }
             await pool.end().catch(() => {});
             idp.client.close?.();
             await idp.stop();
@@ -156,3 +164,145 @@ function cluster(...args) {
 }
 
 module.exports = { setup, connect, waitFor, unique, pgConfig, serverLog, cluster, ensureEngine, REPO, CERT_DIR };
+
+// ---- Helpers added for the lifecycle tests (proactive refresh, limits, standby, events). ----
+
+// Sets (value) or resets (null) server GUCs with ALTER SYSTEM, reloads, and waits until a new
+// session sees the values: tests that change SIGHUP settings need them live, then restored.
+async function setSystemGucs(pool, settings) {
+    for (const [name, value] of Object.entries(settings)) {
+        if (!/^[a-z_.]+$/.test(name)) throw new Error(`bad GUC name ${name}`);
+        if (value === null) {
+            await pool.query(`ALTER SYSTEM RESET ${name}`);
+        } else {
+            await pool.query(`ALTER SYSTEM SET ${name} = '${String(value).replace(/'/g, "''")}'`);
+        }
+    }
+    await pool.query('SELECT pg_reload_conf()');
+    await waitFor(async () => {
+        const c = await connect();
+        try {
+            for (const [name, value] of Object.entries(settings)) {
+                const r = await c.query(
+                    'SELECT setting, boot_val, unit FROM pg_settings WHERE name = $1', [name]);
+                const want = value === null ? r.rows[0].boot_val : String(value);
+                if (r.rows[0].setting !== want) return false;
+            }
+            return true;
+        } finally { await c.end(); }
+    }, { what: `settings ${Object.keys(settings).join(', ')} to be reloaded` });
+}
+
+// Stores many logins in one statement (one transaction, one now()): tests that need tokens
+// "issued at the same instant" or a thousand of them quickly. rows: [{session, access,
+// refresh, expiresIn, idToken?, refreshExpiresIn?}].
+async function storeMany(pool, provider, rows) {
+    await pool.query(
+        `SELECT upstream_token.store_upstream_token(x.s, $1, x.a, x.r, x.e, x.i, NULL, NULL, x.re)
+           FROM unnest($2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::int[])
+                AS x(s, a, r, e, i, re)`,
+        [provider, rows.map((r) => r.session), rows.map((r) => r.access), rows.map((r) => r.refresh),
+         rows.map((r) => r.expiresIn), rows.map((r) => r.idToken ?? null),
+         rows.map((r) => r.refreshExpiresIn ?? null)]);
+}
+
+// The IdP's /token call log for one client since an instant (epoch ms): what the provider saw.
+async function callLog(idp, clientId, sinceMs = 0) {
+    const q = `since_ms=${sinceMs}&client_id=${encodeURIComponent(clientId)}`;
+    return (await idp.client.admin('GET', `/admin/calls?${q}`)).calls;
+}
+
+// Whether the IdP considers an access token active (RFC 7662), asked as the given client.
+async function introspectActive(idp, token, clientId, secret) {
+    const r = await idp.client.request('POST', '/introspect', { form: { token }, basic: [clientId, secret] });
+    return JSON.parse(r.text).active === true;
+}
+
+// Pauses a test on purpose (pacing a scenario, never to wait for a condition: use waitFor).
+function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
+
+Object.assign(module.exports, { setSystemGucs, storeMany, callLog, introspectActive, sleep });
+
+// ---- Helpers added for the refresh-engine tests (singleflight, rollback_cancel, binding, backoff, failures, force_refresh). ----
+
+// Awaits a query that must fail and returns its error: tests branch on the SQLSTATE, and a
+// success must not print the token it returned.
+async function sqlError(promise, what = 'the query') {
+    try {
+        await promise;
+    } catch (e) {
+        return e;
+    }
+    throw new Error(`${what} succeeded but was expected to fail`);
+}
+
+// Checks that no token a test handled reaches the server log (I5); names only how many leaked.
+function assertNoSecretsInLog(secrets) {
+    const log = serverLog();
+    const leaked = [...new Set(secrets)].filter((s) => typeof s === 'string' && s.length >= 16 && log.includes(s));
+    if (leaked.length > 0) throw new Error(`${leaked.length} token value(s) appear in the server log`);
+}
+
+// Mints one login at the IdP and stores it under a session the caller may choose (the same
+// session for two providers); returns {session, grant}.
+async function storeLogin(ctx, p, { session = unique('sess'), expiresIn = 0, subject = unique('user') } = {}) {
+    const res = await ctx.idp.client.admin('POST', '/admin/grants', { client_id: p.clientId, subject });
+    const g = res.grants[0];
+    await ctx.pool.query('SELECT upstream_token.store_upstream_token($1, $2, $3, $4, $5, $6)',
+        [session, p.provider, g.access_token, g.refresh_token, expiresIn, g.id_token || null]);
+    return { session, grant: g };
+}
+
+// Holds the engine's advisory lock for (provider, session) on a connection of its own, so no
+// refresh of that token (proactive or asked for) can start until release() is called.
+async function holdRefreshLock(provider, session) {
+    const c = await connect();
+    await c.query('SELECT pg_advisory_lock(upstream_token.refresh_lock_key($1, $2))', [provider, session]);
+    return {
+        client: c,
+        async release() {
+            await c.query('SELECT pg_advisory_unlock(upstream_token.refresh_lock_key($1, $2))', [provider, session]);
+            await c.end();
+        },
+    };
+}
+
+// The token_status row of one token (no secrets), or undefined.
+async function tokenStatus(pool, session, provider) {
+    const r = await pool.query(
+        'SELECT * FROM upstream_token.token_status WHERE session = $1 AND provider = $2', [session, provider]);
+    return r.rows[0];
+}
+
+// The IdP's /token call log for one grant since an instant (epoch ms).
+async function grantCalls(idp, grantId, sinceMs = 0) {
+    const q = `since_ms=${sinceMs}&grant_id=${encodeURIComponent(grantId)}`;
+    return (await idp.client.admin('GET', `/admin/calls?${q}`)).calls;
+}
+
+Object.assign(module.exports, { sqlError, assertNoSecretsInLog, storeLogin, holdRefreshLock, tokenStatus, grantCalls });
+
+// Stores a login and reads its token_status row before any refresh can touch it (the refresh
+// lock is held meanwhile): the "before" state a test compares with; returns {session, grant, before}.
+async function storeLoginWithStatus(ctx, p, opts = {}) {
+    const session = opts.session || unique('sess');
+    const lock = await holdRefreshLock(p.provider, session);
+    try {
+        const login = await storeLogin(ctx, p, { ...opts, session });
+        return { ...login, before: await tokenStatus(ctx.pool, session, p.provider) };
+    } finally {
+        await lock.release();
+    }
+}
+
+Object.assign(module.exports, { storeLoginWithStatus });
+
+// Drops every provider (with its tokens) that points at this ctx's IdP: run at the end of a
+// file so its failing tokens are not retried against a dead IdP while later files measure.
+async function dropProvidersOf(ctx) {
+    await ctx.pool.query(
+        `SELECT upstream_token.drop_provider(name, cascade => true) FROM upstream_token.provider
+          WHERE token_endpoint = $1`, [`${ctx.idp.url}/token`]);
+}
+
+Object.assign(module.exports, { dropProvidersOf });

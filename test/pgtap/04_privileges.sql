@@ -1,0 +1,107 @@
+-- Proves the privilege model: a role without upstream_token_client gets 42501 from every
+-- function, table and view; a role with it can store, get and delete tokens and read the two
+-- views, but cannot read or write the tables, manage providers, or set the superuser-only
+-- settings (key_file, allow_insecure_http).
+\set QUIET 1
+\set ON_ERROR_STOP 1
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pgtap;
+CREATE EXTENSION IF NOT EXISTS upstream_token;
+
+BEGIN;
+SELECT plan(43);
+
+-- Runs one statement as the given role; returns 'ok' or the SQLSTATE it failed with. The
+-- role is reset either way, so pgTAP itself always runs as the superuser.
+CREATE FUNCTION pg_temp.sqlstate_as(r text, stmt text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    state text := 'ok';
+BEGIN
+    EXECUTE format('SET LOCAL ROLE %I', r);
+    BEGIN
+        EXECUTE stmt;
+    EXCEPTION WHEN OTHERS THEN
+        state := SQLSTATE;
+    END;
+    RESET ROLE;
+    RETURN state;
+END
+$$;
+
+CREATE ROLE ut_tap_nobody NOLOGIN;
+CREATE ROLE ut_tap_app NOLOGIN IN ROLE upstream_token_client;
+SELECT upstream_token.register_provider('priv', 'https://priv.example/token', 'p-client', 'p-secret');
+SELECT upstream_token.store_upstream_token('p-1', 'priv', 'p1-access', 'p1-refresh', 3600);
+
+-- Without upstream_token_client.
+SELECT is(pg_temp.sqlstate_as('ut_tap_nobody', stmt), '42501', 'no client role: ' || what)
+  FROM (VALUES
+    ('get_upstream_token', $$SELECT upstream_token.get_upstream_token('p-1', 'priv')$$),
+    ('store_upstream_token', $$SELECT upstream_token.store_upstream_token('p-2', 'priv', 'a', 'r', 60)$$),
+    ('delete_upstream_token', $$SELECT upstream_token.delete_upstream_token('p-1')$$),
+    ('get_upstream_credentials', $$SELECT upstream_token.get_upstream_credentials('p-1')$$),
+    ('refresh_upstream_token', $$SELECT upstream_token.refresh_upstream_token('p-1')$$),
+    ('refresh_lock_key', $$SELECT upstream_token.refresh_lock_key('priv', 'p-1')$$),
+    ('engine_stats', $$SELECT upstream_token.engine_stats()$$),
+    ('register_provider', $$SELECT upstream_token.register_provider('x', 'https://x.example/t', 'c', 's')$$),
+    ('drop_provider', $$SELECT upstream_token.drop_provider('priv', true)$$),
+    ('SELECT token_status', $$SELECT * FROM upstream_token.token_status$$),
+    ('SELECT engine_status', $$SELECT * FROM upstream_token.engine_status$$),
+    ('SELECT token', $$SELECT * FROM upstream_token.token$$),
+    ('SELECT provider', $$SELECT * FROM upstream_token.provider$$)
+  ) AS v(what, stmt);
+-- Even given USAGE on the schema, the objects stay closed.
+GRANT USAGE ON SCHEMA upstream_token TO ut_tap_nobody;
+SELECT is(pg_temp.sqlstate_as('ut_tap_nobody', stmt), '42501', 'no client role, schema usage: ' || what)
+  FROM (VALUES
+    ('get_upstream_token', $$SELECT upstream_token.get_upstream_token('p-1', 'priv')$$),
+    ('store_upstream_token', $$SELECT upstream_token.store_upstream_token('p-2', 'priv', 'a', 'r', 60)$$),
+    ('delete_upstream_token', $$SELECT upstream_token.delete_upstream_token('p-1')$$),
+    ('SELECT token_status', $$SELECT * FROM upstream_token.token_status$$),
+    ('SELECT engine_status', $$SELECT * FROM upstream_token.engine_status$$),
+    ('SELECT token', $$SELECT * FROM upstream_token.token$$)
+  ) AS v(what, stmt);
+SELECT is((SELECT count(*)::int FROM upstream_token.token WHERE provider = 'priv'), 1,
+          'the refused role changed nothing');
+
+-- With upstream_token_client: what an application backend needs.
+SELECT is(pg_temp.sqlstate_as('ut_tap_app', stmt), 'ok', 'client role may: ' || what)
+  FROM (VALUES
+    ('store_upstream_token', $$SELECT upstream_token.store_upstream_token('p-2', 'priv', 'p2-access', 'p2-refresh', 3600)$$),
+    ('get_upstream_token', $$DO 'BEGIN IF upstream_token.get_upstream_token(''p-2'', ''priv'') IS DISTINCT FROM ''p2-access'' THEN RAISE ''wrong''; END IF; END'$$),
+    ('SELECT token_status', $$SELECT * FROM upstream_token.token_status$$),
+    ('SELECT engine_status', $$SELECT * FROM upstream_token.engine_status$$),
+    ('refresh_lock_key', $$SELECT upstream_token.refresh_lock_key('priv', 'p-1')$$),
+    ('delete_upstream_token', $$DO 'BEGIN IF upstream_token.delete_upstream_token(''p-2'') <> 1 THEN RAISE ''wrong''; END IF; END'$$)
+  ) AS v(what, stmt);
+SELECT is((SELECT count(*)::int FROM upstream_token.token WHERE session = 'p-2'), 0,
+          'the client role stored and deleted p-2');
+-- ...and nothing more.
+SELECT is(pg_temp.sqlstate_as('ut_tap_app', stmt), '42501', 'client role may not: ' || what)
+  FROM (VALUES
+    ('SELECT token', $$SELECT * FROM upstream_token.token$$),
+    ('SELECT token.access_token', $$SELECT access_token FROM upstream_token.token$$),
+    ('SELECT provider', $$SELECT * FROM upstream_token.provider$$),
+    ('SELECT provider.client_secret', $$SELECT client_secret FROM upstream_token.provider$$),
+    ('UPDATE token', $$UPDATE upstream_token.token SET status = 'active'$$),
+    ('DELETE token', $$DELETE FROM upstream_token.token$$),
+    ('INSERT provider', $$INSERT INTO upstream_token.provider (name, token_endpoint, client_id, auth_method) VALUES ('x', 'https://x', 'c', 'none')$$),
+    ('register_provider (new)', $$SELECT upstream_token.register_provider('x', 'https://x.example/t', 'c', 's')$$),
+    ('register_provider (hijack)', $$SELECT upstream_token.register_provider('priv', 'https://evil.example/t', 'c', 's')$$),
+    ('drop_provider', $$SELECT upstream_token.drop_provider('priv', true)$$),
+    ('CREATE in the schema', $$CREATE TABLE upstream_token.mine (x int)$$),
+    ('SET key_file', $$SET upstream_token.key_file = '/tmp/mine'$$),
+    ('SET allow_insecure_http', $$SET upstream_token.allow_insecure_http = on$$)
+  ) AS v(what, stmt);
+SELECT is((SELECT token_endpoint FROM upstream_token.provider WHERE name = 'priv'), 'https://priv.example/token',
+          'the provider is unchanged');
+-- A user-settable knob stays user-settable.
+SELECT is(pg_temp.sqlstate_as('ut_tap_app', $$SET upstream_token.wait_timeout = '2s'$$), 'ok',
+          'client role may set upstream_token.wait_timeout');
+-- SECURITY DEFINER functions do not let the caller's search_path in.
+SELECT is(pg_temp.sqlstate_as('ut_tap_app',
+          $$SET LOCAL search_path = pg_temp, public; DO 'BEGIN IF upstream_token.get_upstream_token(''p-1'', ''priv'') IS DISTINCT FROM ''p1-access'' THEN RAISE ''wrong''; END IF; END'$$),
+          'ok', 'get works whatever the caller''s search_path');
+
+SELECT * FROM finish();
+ROLLBACK;
