@@ -332,8 +332,76 @@ $fn$;
 COMMENT ON FUNCTION upstream_token.revoke_upstream_token(text, text) IS
     'Deletes the session''s tokens (one provider, or all) and, after commit, revokes the refresh token at providers with a revocation endpoint (RFC 7009), retrying until delivered. Returns the number of tokens removed.';
 
+CREATE FUNCTION upstream_token.current_key_id()
+RETURNS text
+LANGUAGE c VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ut_current_key_id';
+
+COMMENT ON FUNCTION upstream_token.current_key_id() IS
+    'Hex id of the key new ciphertexts are written with (from upstream_token.key_file).';
+
+CREATE VIEW upstream_token.key_usage AS
+SELECT pg_catalog.encode(pg_catalog.substr(c.sealed, 2, 4), 'hex') AS key_id,
+       pg_catalog.count(*) AS ciphertexts
+  FROM (SELECT access_token FROM upstream_token.token
+        UNION ALL SELECT refresh_token FROM upstream_token.token
+        UNION ALL SELECT id_token FROM upstream_token.token
+        UNION ALL SELECT client_secret FROM upstream_token.provider
+        UNION ALL SELECT token FROM upstream_token.revocation) AS c (sealed)
+ WHERE c.sealed IS NOT NULL
+ GROUP BY 1;
+
+COMMENT ON VIEW upstream_token.key_usage IS
+    'How many stored ciphertexts each key id sealed: after a rotation only current_key_id() remains.';
+
+CREATE FUNCTION upstream_token.reencrypt_batch(batch_size integer DEFAULT 500)
+RETURNS bigint
+LANGUAGE c VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ut_reencrypt_batch';
+
+COMMENT ON FUNCTION upstream_token.reencrypt_batch(integer) IS
+    'Re-seals up to batch_size rows of each table under the current key (skipping rows being refreshed or locked) and returns how many values still use another key.';
+
+-- A procedure so that it can commit between batches (no SECURITY DEFINER: that forbids COMMIT;
+-- it is the owner's to call, like the function it loops over).
+CREATE PROCEDURE upstream_token.rotate_key(batch_size integer DEFAULT 500)
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    left_now  bigint;
+    left_before bigint := NULL;
+    idle integer := 0;
+BEGIN
+    LOOP
+        left_now := upstream_token.reencrypt_batch(batch_size);
+        EXIT WHEN left_now = 0;
+        COMMIT;
+        IF left_before IS NOT NULL AND left_now >= left_before THEN
+            -- Only rows being refreshed or locked are left: give them a moment.
+            idle := idle + 1;
+            IF idle > 600 THEN
+                RAISE EXCEPTION '% values could not be re-encrypted within 30 s', left_now
+                    USING ERRCODE = '55P03',
+                          HINT = 'Rows stay locked by long transactions; run rotate_key again later.';
+            END IF;
+            PERFORM pg_catalog.pg_sleep(0.05);
+        ELSE
+            idle := 0;
+        END IF;
+        left_before := left_now;
+    END LOOP;
+    RAISE NOTICE 'every stored secret is now sealed under key %', upstream_token.current_key_id();
+END
+$fn$;
+
+COMMENT ON PROCEDURE upstream_token.rotate_key(integer) IS
+    'Re-encrypts every stored secret under the key of upstream_token.key_file, online, committing every batch; upstream_token.previous_key_file must name the old key until it finishes.';
+
 -- Privileges: nothing to PUBLIC; application backends get the client role.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA upstream_token FROM PUBLIC;
+REVOKE ALL ON ALL PROCEDURES IN SCHEMA upstream_token FROM PUBLIC;
 GRANT USAGE ON SCHEMA upstream_token TO upstream_token_client;
 GRANT EXECUTE ON FUNCTION
     upstream_token.store_upstream_token(text, text, text, text, integer, text, text, text, integer),

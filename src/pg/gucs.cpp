@@ -6,6 +6,7 @@ namespace upstream_token::pg {
 namespace {
 // GUC storage: PostgreSQL writes these directly.
 char* guc_key_file = nullptr;
+char* guc_previous_key_file = nullptr;
 int guc_refresh_threshold_s = 300;
 int guc_refresh_token_ttl_s = 30 * 24 * 3600;
 int guc_wait_timeout_ms = 10000;
@@ -35,6 +36,11 @@ void define_gucs() {
         "upstream_token.key_file", "File holding the 256-bit secret encryption key (64 hex characters).",
         "Must be readable by the server only (mode 0600).", &guc_key_file, "", PGC_SUSET,
         GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable(
+        "upstream_token.previous_key_file",
+        "Key file of the key being rotated out: read, never written with.",
+        "Set during upstream_token.rotate_key(); unset once it finished.", &guc_previous_key_file,
+        "", PGC_SUSET, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
     DefineCustomIntVariable("upstream_token.refresh_threshold",
                             "Refresh a token when it expires within this time.",
                             "A provider's refresh_threshold overrides it.", &guc_refresh_threshold_s,
@@ -79,6 +85,9 @@ void define_gucs() {
 
 
 const char* key_file_path() { return guc_key_file != nullptr ? guc_key_file : ""; }
+const char* previous_key_file_path() {
+    return guc_previous_key_file != nullptr ? guc_previous_key_file : "";
+}
 Micros refresh_threshold() { return seconds(guc_refresh_threshold_s); }
 Micros refresh_token_ttl() { return seconds(guc_refresh_token_ttl_s); }
 Micros wait_timeout() { return Micros{static_cast<std::int64_t>(guc_wait_timeout_ms) * 1000}; }

@@ -11,6 +11,8 @@ void define_gucs();
 
 // Path of the key file, or empty when unset.
 const char* key_file_path();
+// Path of the key being rotated out, or empty.
+const char* previous_key_file_path();
 Micros refresh_threshold();
 Micros refresh_token_ttl();
 Micros wait_timeout();

@@ -43,8 +43,9 @@ Key load_key(const std::string& path) {
 
 // The backend's key cache, reloaded when the configured path changes.
 struct KeyCache {
-    std::string path;
-    std::vector<Key> keys;
+    std::string path;           // upstream_token.key_file the keys were read for
+    std::string previous_path;  // upstream_token.previous_key_file, likewise
+    std::vector<Key> keys;      // current first, then the previous one
 };
 
 KeyCache& cache() {
@@ -52,14 +53,25 @@ KeyCache& cache() {
     return c;
 }
 
-// Makes sure the cache matches the current setting.
+// Makes sure the cache matches the current settings.
 const std::vector<Key>& refreshed_keys() {
     KeyCache& c = cache();
     const std::string path = key_file_path();
-    if (c.keys.empty() || c.path != path) {
-        c.keys.clear();
-        c.keys.push_back(load_key(path));
+    const std::string previous = previous_key_file_path();
+    if (c.keys.empty() || c.path != path || c.previous_path != previous) {
+        std::vector<Key> keys{load_key(path)};
+        if (!previous.empty()) {
+            try {
+                keys.push_back(load_key(previous));
+            } catch (const Error& e) {
+                throw Error(ErrorCode::key_unavailable,
+                            std::string("upstream_token.previous_key_file: ") + e.what(), e.detail(),
+                            e.hint());
+            }
+        }
+        c.keys = std::move(keys);
         c.path = path;
+        c.previous_path = previous;
     }
     return c.keys;
 }

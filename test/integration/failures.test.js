@@ -9,17 +9,13 @@ const assert = require('node:assert');
 const {
     setup, waitFor, storeLogin, storeLoginWithStatus, assertNoSecretsInLog, tokenStatus, sqlError,
     grantCalls,
-    dropProvidersOf,
 } = require('./harness.js');
 
 const GET = 'SELECT upstream_token.get_upstream_token($1, $2) AS t';
 
 let ctx;
 test.before(async () => { ctx = await setup({ poolSize: 5 }); });
-test.after(async () => {
-    await dropProvidersOf(ctx).catch(() => {});
-    await ctx.close();
-});
+test.after(async () => { await ctx.close(); });
 
 // A provider of its own whose token endpoint applies `action`, and one expired login on it.
 async function failingLogin(action, extra = {}) {

@@ -7,7 +7,6 @@ const test = require('node:test');
 const assert = require('node:assert');
 const {
     setup, connect, unique, storeLogin, grantCalls, storeLoginWithStatus, assertNoSecretsInLog, tokenStatus, sqlError,
-    dropProvidersOf,
 } = require('./harness.js');
 
 const GET = 'SELECT upstream_token.get_upstream_token($1, $2) AS t';
@@ -16,10 +15,7 @@ const REFRESH = `SELECT provider_name, refreshed, expires_at, sqlstate, error
 
 let ctx;
 test.before(async () => { ctx = await setup({ poolSize: 5 }); });
-test.after(async () => {
-    await dropProvidersOf(ctx).catch(() => {});
-    await ctx.close();
-});
+test.after(async () => { await ctx.close(); });
 
 test('8a. refresh_upstream_token forces a refresh of a fresh token', async () => {
     const p = await ctx.provider();

@@ -296,13 +296,3 @@ async function storeLoginWithStatus(ctx, p, opts = {}) {
 }
 
 Object.assign(module.exports, { storeLoginWithStatus });
-
-// Drops every provider (with its tokens) that points at this ctx's IdP: run at the end of a
-// file so its failing tokens are not retried against a dead IdP while later files measure.
-async function dropProvidersOf(ctx) {
-    await ctx.pool.query(
-        `SELECT upstream_token.drop_provider(name, cascade => true) FROM upstream_token.provider
-          WHERE token_endpoint = $1`, [`${ctx.idp.url}/token`]);
-}
-
-Object.assign(module.exports, { dropProvidersOf });

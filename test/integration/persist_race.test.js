@@ -6,7 +6,6 @@ const test = require('node:test');
 const assert = require('node:assert');
 const {
     setup, connect, waitFor, storeLoginWithStatus, assertNoSecretsInLog, tokenStatus, grantCalls,
-    dropProvidersOf,
 } = require('./harness.js');
 
 const GET = 'SELECT upstream_token.get_upstream_token($1, $2) AS t';
@@ -14,10 +13,7 @@ const STORE = 'SELECT upstream_token.store_upstream_token($1, $2, $3, $4, $5, $6
 
 let ctx;
 test.before(async () => { ctx = await setup({ poolSize: 5 }); });
-test.after(async () => {
-    await dropProvidersOf(ctx).catch(() => {});
-    await ctx.close();
-});
+test.after(async () => { await ctx.close(); });
 
 // Waits until the IdP has received the refresh of `grantId` (it is in flight, held by a delay).
 function refreshInFlight(grantId) {
