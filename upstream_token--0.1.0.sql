@@ -19,9 +19,12 @@ CREATE TABLE upstream_token.provider (
     name                text PRIMARY KEY,
     token_endpoint      text NOT NULL,
     client_id           text NOT NULL,
-    client_secret       bytea,          -- AES-256-GCM ciphertext, never plaintext
+    client_secret       bytea,          -- AES-256-GCM ciphertext (private_key_jwt: of the PEM key)
     auth_method         text NOT NULL
-        CHECK (auth_method IN ('client_secret_basic', 'client_secret_post', 'none')),
+        CHECK (auth_method IN ('client_secret_basic', 'client_secret_post', 'none',
+                               'private_key_jwt')),
+    assertion_alg       text CHECK (assertion_alg IN ('RS256', 'ES256')),  -- private_key_jwt
+    assertion_kid       text,
     issuer              text,
     revocation_endpoint text,
     scope               text,
@@ -130,14 +133,16 @@ CREATE FUNCTION upstream_token.register_provider(
     refresh_token_ttl   interval DEFAULT NULL,
     default_lifetime    interval DEFAULT '1 hour',
     request_timeout     interval DEFAULT NULL,
-    max_concurrent      integer DEFAULT NULL)
+    max_concurrent      integer DEFAULT NULL,
+    assertion_alg       text DEFAULT NULL,
+    assertion_kid       text DEFAULT NULL)
 RETURNS void
 LANGUAGE c VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ut_register_provider';
 
-COMMENT ON FUNCTION upstream_token.register_provider(text, text, text, text, text, text, text, text, interval, interval, interval, interval, integer) IS
-    'Creates or updates an OAuth provider. The client secret is stored encrypted.';
+COMMENT ON FUNCTION upstream_token.register_provider(text, text, text, text, text, text, text, text, interval, interval, interval, interval, integer, text, text) IS
+    'Creates or updates an OAuth provider. The client secret (for private_key_jwt: the PEM private key) is stored encrypted.';
 
 CREATE FUNCTION upstream_token.drop_provider(name text, cascade boolean DEFAULT false)
 RETURNS void

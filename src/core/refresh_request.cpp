@@ -1,6 +1,8 @@
 // Building the refresh_token grant request (see refresh_request.hpp).
 #include "core/refresh_request.hpp"
 
+#include "core/client_assertion.hpp"
+
 #include <openssl/crypto.h>
 
 #include <array>
@@ -125,9 +127,12 @@ AuthMethod parse_auth_method(std::string_view text) {
     if (text == "none") {
         return AuthMethod::none;
     }
+    if (text == "private_key_jwt") {
+        return AuthMethod::private_key_jwt;
+    }
     // The text is not echoed: a secret passed in the wrong argument must not reach a log.
     throw Error(ErrorCode::invalid_parameter, "unknown client authentication method", {},
-                "Use client_secret_basic, client_secret_post or none.");
+                "Use client_secret_basic, client_secret_post, private_key_jwt or none.");
 }
 
 // The canonical name of a method, for storage and messages.
@@ -139,6 +144,8 @@ const char* auth_method_name(AuthMethod m) {
             return "client_secret_post";
         case AuthMethod::none:
             return "none";
+        case AuthMethod::private_key_jwt:
+            return "private_key_jwt";
     }
     return "unknown";
 }
@@ -197,60 +204,67 @@ std::string base64_encode(std::string_view bytes) {
 
 // Assembles the token endpoint POST for one refresh, authenticating the client as configured.
 namespace {
-// A form POST to the provider with the headers and client authentication every such request
-// carries (RFC 6749 2.3.1); `body` holds the request's own parameters.
-HttpRequest client_request(AuthMethod method, std::string_view client_id,
-                           std::optional<std::string_view> client_secret, std::string body) {
-    if (client_id.empty()) {
+// A form POST to `endpoint` with the headers and client authentication every request to the
+// provider carries (RFC 6749 2.3.1, RFC 7523 2.2); `body` holds the request's own parameters.
+HttpRequest client_request(const ClientCredentials& client, std::string_view endpoint,
+                           std::string body, Time now) {
+    if (client.client_id.empty()) {
         throw Error(ErrorCode::invalid_parameter, "client_id must not be empty");
     }
-    if (method != AuthMethod::none && (!client_secret || client_secret->empty())) {
+    if (client.method != AuthMethod::none && (!client.secret || client.secret->empty())) {
         throw Error(ErrorCode::invalid_parameter,
-                    std::string("a client secret is required for ") + auth_method_name(method));
+                    std::string("a client secret is required for ") + auth_method_name(client.method));
     }
     HttpRequest req;
     req.headers.emplace_back("Content-Type: application/x-www-form-urlencoded");
     req.headers.emplace_back("Accept: application/json");
     req.body = std::move(body);
-    switch (method) {
+    switch (client.method) {
         case AuthMethod::client_secret_basic: {
             // RFC 6749 2.3.1: id and secret are form-encoded before joining with ':'.
-            std::string credentials = form_encode(client_id) + ":" + form_encode(*client_secret);
+            std::string credentials = form_encode(client.client_id) + ":" + form_encode(*client.secret);
             req.headers.emplace_back("Authorization: Basic " + base64_encode(credentials));
             wipe(credentials);
             break;
         }
         case AuthMethod::client_secret_post:
-            req.body += "&client_id=" + form_encode(client_id);
-            req.body += "&client_secret=" + form_encode(*client_secret);
+            req.body += "&client_id=" + form_encode(client.client_id);
+            req.body += "&client_secret=" + form_encode(*client.secret);
             break;
         case AuthMethod::none:
-            req.body += "&client_id=" + form_encode(client_id);
+            req.body += "&client_id=" + form_encode(client.client_id);
+            break;
+        case AuthMethod::private_key_jwt:
+            req.body += "&client_id=" + form_encode(client.client_id);
+            req.body +=
+                "&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer";
+            req.body += "&client_assertion=" +
+                        make_client_assertion(*client.secret, client.assertion_alg,
+                                              client.assertion_kid, client.client_id, endpoint, now);
             break;
     }
     return req;
 }
 }  // namespace
 
-HttpRequest build_refresh_request(AuthMethod method, std::string_view client_id,
-                                  std::optional<std::string_view> client_secret,
+HttpRequest build_refresh_request(const ClientCredentials& client, std::string_view endpoint,
                                   std::string_view refresh_token,
-                                  std::optional<std::string_view> scope) {
+                                  std::optional<std::string_view> scope, Time now) {
     if (refresh_token.empty()) {
         throw Error(ErrorCode::invalid_parameter, "refresh token must not be empty");
     }
     std::string body = "grant_type=refresh_token&refresh_token=" + form_encode(refresh_token);
     if (scope && !scope->empty()) body += "&scope=" + form_encode(*scope);
-    return client_request(method, client_id, client_secret, std::move(body));
+    return client_request(client, endpoint, std::move(body), now);
 }
 
-HttpRequest build_revocation_request(AuthMethod method, std::string_view client_id,
-                                     std::optional<std::string_view> client_secret,
-                                     std::string_view token, std::string_view token_type_hint) {
+HttpRequest build_revocation_request(const ClientCredentials& client, std::string_view endpoint,
+                                     std::string_view token, std::string_view token_type_hint,
+                                     Time now) {
     if (token.empty()) throw Error(ErrorCode::invalid_parameter, "token must not be empty");
     std::string body = "token=" + form_encode(token);
     if (!token_type_hint.empty()) body += "&token_type_hint=" + form_encode(token_type_hint);
-    return client_request(method, client_id, client_secret, std::move(body));
+    return client_request(client, endpoint, std::move(body), now);
 }
 
 // Refuses endpoint URLs that would leak credentials, be ambiguous, or bypass TLS.

@@ -6,9 +6,11 @@
 #include <string_view>
 #include <vector>
 
+#include "time.hpp"
+
 namespace upstream_token {
 
-enum class AuthMethod { client_secret_basic, client_secret_post, none };
+enum class AuthMethod { client_secret_basic, client_secret_post, none, private_key_jwt };
 
 // Parses "client_secret_basic" etc.; Error(invalid_parameter) for anything else.
 AuthMethod parse_auth_method(std::string_view text);
@@ -24,16 +26,26 @@ struct HttpRequest {
     std::vector<std::string> headers;  // complete header lines, e.g. "Authorization: Basic ..."
 };
 
-// The POST to the token endpoint. client_secret is required unless method is none.
-HttpRequest build_refresh_request(AuthMethod method, std::string_view client_id,
-                                  std::optional<std::string_view> client_secret,
-                                  std::string_view refresh_token,
-                                  std::optional<std::string_view> scope);
+// Who the client is and how it proves it, for every request to the provider.
+struct ClientCredentials {
+    AuthMethod method = AuthMethod::client_secret_basic;
+    std::string client_id;
+    std::optional<std::string> secret;  // client secret; the PEM private key for private_key_jwt
+    std::string assertion_alg;          // private_key_jwt: RS256 or ES256 (empty: from the key)
+    std::string assertion_kid;          // private_key_jwt: optional kid header
+};
 
-// The RFC 7009 revocation POST for one token, with the same client authentication.
-HttpRequest build_revocation_request(AuthMethod method, std::string_view client_id,
-                                     std::optional<std::string_view> client_secret,
-                                     std::string_view token, std::string_view token_type_hint);
+// The refresh_token grant POST to `endpoint` (the token endpoint). The secret is required
+// unless the method is none; `now` dates a private_key_jwt assertion, whose audience is
+// `endpoint`.
+HttpRequest build_refresh_request(const ClientCredentials& client, std::string_view endpoint,
+                                  std::string_view refresh_token,
+                                  std::optional<std::string_view> scope, Time now);
+
+// The RFC 7009 revocation POST of one token to `endpoint`, with the same authentication.
+HttpRequest build_revocation_request(const ClientCredentials& client, std::string_view endpoint,
+                                     std::string_view token, std::string_view token_type_hint,
+                                     Time now);
 
 // Validates an endpoint URL: https:// (or http:// when allow_http), a host, no userinfo,
 // no fragment, no whitespace. Error(invalid_parameter) otherwise.

@@ -10,6 +10,7 @@
 #include "pg/gucs.hpp"
 #include "pg/secrets.hpp"
 #include "pg/spi.hpp"
+#include "pg/store.hpp"
 #include "pg/worker_txn.hpp"
 
 namespace upstream_token::pg {
@@ -18,40 +19,42 @@ std::vector<RevocationWork> due_revocations(const std::set<std::int64_t>& runnin
                                             std::size_t limit, std::optional<Time>* next_due) {
     WorkerTxn txn;
     static Statement due(
-        "SELECT r.id, r.provider, r.session, r.token, r.token_column, r.attempts, "
-        "p.revocation_endpoint, p.client_id, p.client_secret, p.auth_method, "
-        "(extract(epoch FROM coalesce(p.request_timeout, interval '0')) * 1000000)::int8 "
+        "SELECT r.id, r.provider, r.session, r.token, r.token_column, r.attempts "
         "FROM upstream_token.revocation r JOIN upstream_token.provider p ON p.name = r.provider "
         "WHERE r.next_attempt_at <= pg_catalog.now() AND p.revocation_endpoint IS NOT NULL "
         "ORDER BY r.next_attempt_at LIMIT $1");
     const auto n = due.run({int8_arg(static_cast<std::int64_t>(limit + running.size()))}, true);
-    std::vector<RevocationWork> out;
-    for (std::uint64_t i = 0; i < n && out.size() < limit; ++i) {
+    struct Row {
+        std::int64_t id;
+        std::string provider, session, column;
+        std::optional<std::string> token;
+        int attempts;
+    };
+    std::vector<Row> rows;
+    for (std::uint64_t i = 0; i < n && rows.size() < limit; ++i) {
         ResultRow r(i);
+        const std::int64_t id = r.int8(1).value_or(0);
+        if (running.count(id) > 0) continue;
+        rows.push_back(Row{id, r.text(2).value_or(""), r.text(3).value_or(""),
+                           r.text(5).value_or("refresh_token"), r.bytea(4), r.int4(6).value_or(0)});
+    }
+    std::vector<RevocationWork> out;
+    for (const Row& row : rows) {
+        const auto provider = find_provider(row.provider);
+        if (!provider || !provider->revocation_endpoint) continue;
         RevocationWork w;
-        w.id = r.int8(1).value_or(0);
-        if (running.count(w.id) > 0) continue;
-        w.provider = r.text(2).value_or("");
-        const std::string session = r.text(3).value_or("");
-        const std::string column = r.text(5).value_or("refresh_token");
-        w.attempts = r.int4(6).value_or(0);
-        const std::string token = open_sealed(w.provider, session, column, r.bytea(4)).value_or("");
-        const auto secret = open_sealed(w.provider, "", "client_secret", r.bytea(9));
-        std::optional<std::string_view> secret_view;
-        if (secret) secret_view = *secret;
-        HttpRequest req = build_revocation_request(parse_auth_method(r.text(10).value_or("")),
-                                                   r.text(8).value_or(""), secret_view, token,
-                                                   column);
-        w.request.url = r.text(7).value_or("");
-        w.request.headers = std::move(req.headers);
-        w.request.body = std::move(req.body);
-        const Micros timeout{r.int8(11).value_or(0)};
-        w.request.total_timeout = timeout.count() > 0 ? timeout : request_timeout();
-        w.request.connect_timeout = std::min(w.request.total_timeout, seconds(5));
-        w.request.ca_file = ca_file();
-        w.request.allow_http = allow_insecure_http();
+        w.id = row.id;
+        w.provider = row.provider;
+        w.attempts = row.attempts;
+        const std::string token =
+            open_sealed(row.provider, row.session, row.column, row.token).value_or("");
+        const ClientCredentials client = client_credentials(*provider);
+        w.request = provider_request(
+            *provider, *provider->revocation_endpoint,
+            build_revocation_request(client, *provider->revocation_endpoint, token, row.column,
+                                     now_time()));
         w.secrets = {token};
-        if (secret) w.secrets.push_back(*secret);
+        if (client.secret) w.secrets.push_back(*client.secret);
         out.push_back(std::move(w));
     }
     static Statement next("SELECT min(next_attempt_at) FROM upstream_token.revocation "

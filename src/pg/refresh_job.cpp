@@ -41,11 +41,6 @@ void notify_event(const RefreshJob& job, const char* event) {
     notify.run({text_arg(job.session), text_arg(job.provider), text_arg(event)}, false);
 }
 
-// An optional microsecond column, or a default.
-Micros micros_or(std::optional<std::int64_t> v, Micros fallback) {
-    return v ? Micros{*v} : fallback;
-}
-
 // A refresh token past its lifetime is never sent (I8): the row is marked, the app told.
 void mark_refresh_expired(const RefreshJob& job) {
     static Statement mark(
@@ -130,15 +125,9 @@ BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
         job.lock_held = true;
     }
     static Statement read(
-        "SELECT t.refresh_token, t.generation, t.status, t.next_attempt_at, t.failure_count, "
-        "t.id_claims::text, t.subject, t.client_id, p.token_endpoint, p.client_id, "
-        "p.client_secret, p.auth_method, p.scope, "
-        "(extract(epoch FROM coalesce(p.request_timeout, interval '0')) * 1000000)::int8, "
-        "(extract(epoch FROM p.default_lifetime) * 1000000)::int8, "
-        "(extract(epoch FROM p.refresh_token_ttl) * 1000000)::int8, t.last_error, "
-        "(extract(epoch FROM p.refresh_threshold) * 1000000)::int8, t.refresh_expires_at "
-        "FROM upstream_token.token t JOIN upstream_token.provider p ON p.name = t.provider "
-        "WHERE t.session = $1 AND t.provider = $2");
+        "SELECT refresh_token, generation, status, next_attempt_at, failure_count, "
+        "id_claims::text, subject, client_id, last_error, refresh_expires_at "
+        "FROM upstream_token.token WHERE session = $1 AND provider = $2");
     if (read.run({text_arg(job.session), text_arg(job.provider)}, true, 1) == 0) {
         txn.commit();
         return answer(job, false, ErrorCode::session_not_found,
@@ -165,15 +154,14 @@ BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
                       "the provider returned an ID token for a different user or client");
     }
     const Time now = now_time();
-    job.threshold = micros_or(r.int8(18), refresh_threshold());
-    if (const auto refresh_end = r.timestamptz(19); refresh_end && *refresh_end <= now) {
+    if (const auto refresh_end = r.timestamptz(10); refresh_end && *refresh_end <= now) {
         mark_refresh_expired(job);
         txn.commit();
         return answer(job, false, ErrorCode::reauth_required,
                       "the refresh token has expired; sign-in is required");
     }
     if (next_attempt && *next_attempt > now && !job.force) {
-        const std::string last = r.text(17).value_or("");
+        const std::string last = r.text(9).value_or("");
         txn.commit();
         job.result.detail = last;
         // Report the class of the failure that started the backoff, not "transient" for all.
@@ -189,32 +177,23 @@ BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
     }
     job.old_refresh_ct = *refresh_ct;
     job.binding = stored_binding(r, 6, 7, 8);
-    const std::string endpoint = r.text(9).value_or("");
-    const std::string client_id = r.text(10).value_or("");
-    const auto secret = open_sealed(job.provider, "", "client_secret", r.bytea(11));
-    const AuthMethod method = parse_auth_method(r.text(12).value_or(""));
-    const auto scope = r.text(13);
-    const Micros provider_timeout{r.int8(14).value_or(0)};
-    job.default_lifetime = Micros{r.int8(15).value_or(3600LL * 1000000)};
-    if (auto ttl = r.int8(16)) job.refresh_token_ttl = Micros{*ttl};
     const std::string refresh_plain =
         open_sealed(job.provider, job.session, "refresh_token", refresh_ct).value_or("");
+    const auto provider = find_provider(job.provider);
+    if (!provider) throw Error(ErrorCode::provider_not_found, "the provider was dropped");
+    job.threshold = provider->refresh_threshold.value_or(refresh_threshold());
+    job.default_lifetime = provider->default_lifetime;
+    job.refresh_token_ttl = provider->refresh_token_ttl;
+    const ClientCredentials client = client_credentials(*provider);
     txn.commit();
 
-    std::optional<std::string_view> secret_view;
-    if (secret) secret_view = *secret;
-    std::optional<std::string_view> scope_view;
-    if (scope) scope_view = *scope;
-    HttpRequest req = build_refresh_request(method, client_id, secret_view, refresh_plain, scope_view);
+    std::optional<std::string_view> scope;
+    if (provider->scope) scope = *provider->scope;
+    spec = provider_request(*provider, provider->token_endpoint,
+                            build_refresh_request(client, provider->token_endpoint, refresh_plain,
+                                                  scope, now_time()));
     job.sent_secrets = {refresh_plain};
-    if (secret) job.sent_secrets.push_back(*secret);
-    spec.url = endpoint;
-    spec.headers = std::move(req.headers);
-    spec.body = std::move(req.body);
-    spec.total_timeout = provider_timeout.count() > 0 ? provider_timeout : request_timeout();
-    spec.connect_timeout = std::min(spec.total_timeout, seconds(5));
-    spec.ca_file = ca_file();
-    spec.allow_http = allow_insecure_http();
+    if (client.secret) job.sent_secrets.push_back(*client.secret);
     return BeginStep::send;
 }
 

@@ -2,6 +2,7 @@
 // Each runs its body through entry_guard.
 #include "pg/prelude.hpp"
 
+#include "core/client_assertion.hpp"
 #include "core/crypto.hpp"
 #include "core/error.hpp"
 #include "core/expiry.hpp"
@@ -68,7 +69,16 @@ Datum register_provider(FunctionCallInfo fcinfo) {
     if (method != AuthMethod::none && (!secret || secret->empty())) {
         throw Error(ErrorCode::invalid_parameter,
                     std::string("auth_method \"") + auth_method_name(method) +
-                        "\" needs a client_secret");
+                        "\" needs a client_secret" +
+                        (method == AuthMethod::private_key_jwt ? " (the PEM private key)" : ""));
+    }
+    auto assertion_alg = opt_text_arg(fcinfo, 13);
+    const auto assertion_kid = opt_text_arg(fcinfo, 14);
+    if (method == AuthMethod::private_key_jwt) {
+        assertion_alg = assertion_alg_for_key(*secret, assertion_alg.value_or(""));
+    } else if (assertion_alg || assertion_kid) {
+        throw Error(ErrorCode::invalid_parameter,
+                    "assertion_alg and assertion_kid apply to auth_method private_key_jwt only");
     }
     if (!PG_ARGISNULL(12) && PG_GETARG_INT32(12) <= 0) {
         throw Error(ErrorCode::invalid_parameter, "max_concurrent must be positive");
@@ -80,8 +90,10 @@ Datum register_provider(FunctionCallInfo fcinfo) {
     static Statement upsert(
         "INSERT INTO upstream_token.provider AS p (name, token_endpoint, client_id, "
         "client_secret, auth_method, issuer, revocation_endpoint, scope, refresh_threshold, "
-        "refresh_token_ttl, default_lifetime, request_timeout, max_concurrent) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, interval '1 hour'), $12, $13) "
+        "refresh_token_ttl, default_lifetime, request_timeout, max_concurrent, assertion_alg, "
+        "assertion_kid) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, interval '1 hour'), $12, $13, "
+        "$14, $15) "
         "ON CONFLICT (name) DO UPDATE SET token_endpoint = EXCLUDED.token_endpoint, "
         "client_id = EXCLUDED.client_id, client_secret = EXCLUDED.client_secret, "
         "auth_method = EXCLUDED.auth_method, issuer = EXCLUDED.issuer, "
@@ -90,6 +102,7 @@ Datum register_provider(FunctionCallInfo fcinfo) {
         "refresh_token_ttl = EXCLUDED.refresh_token_ttl, "
         "default_lifetime = EXCLUDED.default_lifetime, "
         "request_timeout = EXCLUDED.request_timeout, max_concurrent = EXCLUDED.max_concurrent, "
+        "assertion_alg = EXCLUDED.assertion_alg, assertion_kid = EXCLUDED.assertion_kid, "
         "updated_at = pg_catalog.now()");
     for (int i : {8, 9, 10, 11}) {
         if (!PG_ARGISNULL(i)) {
@@ -104,7 +117,7 @@ Datum register_provider(FunctionCallInfo fcinfo) {
                 text_arg(auth_method_name(method)), text_arg(issuer), text_arg(revocation),
                 text_arg(opt_text_arg(fcinfo, 7)), interval_arg(fcinfo, 8),
                 interval_arg(fcinfo, 9), interval_arg(fcinfo, 10), interval_arg(fcinfo, 11),
-                int4_arg(opt_int4_arg(fcinfo, 12))},
+                int4_arg(opt_int4_arg(fcinfo, 12)), text_arg(assertion_alg), text_arg(assertion_kid)},
                false);
     PG_RETURN_VOID();
 }

@@ -1,6 +1,10 @@
 #include "pg/store.hpp"
 
+#include <algorithm>
+
 #include "pg/guard.hpp"
+#include "pg/gucs.hpp"
+#include "pg/secrets.hpp"
 #include "pg/spi.hpp"
 
 namespace upstream_token::pg {
@@ -20,7 +24,8 @@ std::optional<ProviderRow> find_provider(std::string_view name) {
         "(extract(epoch FROM refresh_threshold) * 1000000)::int8, "
         "(extract(epoch FROM refresh_token_ttl) * 1000000)::int8, "
         "(extract(epoch FROM default_lifetime) * 1000000)::int8, "
-        "(extract(epoch FROM request_timeout) * 1000000)::int8 "
+        "(extract(epoch FROM request_timeout) * 1000000)::int8, revocation_endpoint, "
+        "assertion_alg, assertion_kid "
         "FROM upstream_token.provider WHERE name = $1");
     if (q.run({text_arg(name)}, true, 1) == 0) return std::nullopt;
     ResultRow r;
@@ -36,7 +41,33 @@ std::optional<ProviderRow> find_provider(std::string_view name) {
     p.refresh_token_ttl = micros_col(r, 9);
     p.default_lifetime = micros_col(r, 10).value_or(seconds(3600));
     p.request_timeout = micros_col(r, 11);
+    p.revocation_endpoint = r.text(12);
+    p.assertion_alg = r.text(13).value_or("");
+    p.assertion_kid = r.text(14).value_or("");
     return p;
+}
+
+ClientCredentials client_credentials(const ProviderRow& p) {
+    ClientCredentials c;
+    c.method = p.auth_method;
+    c.client_id = p.client_id;
+    c.secret = open_sealed(p.name, "", "client_secret", p.client_secret_ct);
+    c.assertion_alg = p.assertion_alg;
+    c.assertion_kid = p.assertion_kid;
+    return c;
+}
+
+HttpRequestSpec provider_request(const ProviderRow& p, std::string url, HttpRequest request) {
+    HttpRequestSpec spec;
+    spec.url = std::move(url);
+    spec.headers = std::move(request.headers);
+    spec.body = std::move(request.body);
+    spec.total_timeout = p.request_timeout.value_or(request_timeout());
+    if (spec.total_timeout.count() <= 0) spec.total_timeout = request_timeout();
+    spec.connect_timeout = std::min(spec.total_timeout, seconds(5));
+    spec.ca_file = ca_file();
+    spec.allow_http = allow_insecure_http();
+    return spec;
 }
 
 bool provider_exists(std::string_view name) {

@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/http_multi.hpp"
 #include "core/refresh_request.hpp"
 #include "core/time.hpp"
 #include "pg/prelude.hpp"
@@ -21,7 +22,10 @@ struct ProviderRow {
     std::optional<std::string> client_secret_ct;
     AuthMethod auth_method = AuthMethod::client_secret_basic;
     std::optional<std::string> issuer;
+    std::optional<std::string> revocation_endpoint;
     std::optional<std::string> scope;
+    std::string assertion_alg;  // private_key_jwt
+    std::string assertion_kid;
     std::optional<Micros> refresh_threshold;
     std::optional<Micros> refresh_token_ttl;
     Micros default_lifetime{};
@@ -30,6 +34,13 @@ struct ProviderRow {
 
 // The provider named `name`, or nullopt.
 std::optional<ProviderRow> find_provider(std::string_view name);
+
+// How the engine authenticates as the provider's client (decrypts the secret or private key).
+ClientCredentials client_credentials(const ProviderRow& p);
+
+// An HTTP request to one of the provider's endpoints, with the provider's or the configured
+// timeouts, the CA file and the plain-HTTP setting.
+HttpRequestSpec provider_request(const ProviderRow& p, std::string url, HttpRequest request);
 
 // What get_upstream_token needs to decide, in one indexed read.
 struct TokenView {

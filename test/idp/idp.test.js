@@ -6,6 +6,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const crypto = require('node:crypto');
 const { execFileSync } = require('node:child_process');
 const { startIdp, formEncode } = require('./client.js');
 
@@ -113,7 +114,8 @@ describe('discovery and health', () => {
             assert.equal(res.json.token_endpoint, `${idp.url}/token`);
             assert.equal(res.json.revocation_endpoint, `${idp.url}/revoke`);
             assert.equal(res.json.introspection_endpoint, `${idp.url}/introspect`);
-            assert.deepEqual(res.json.token_endpoint_auth_methods_supported, ['client_secret_basic', 'client_secret_post', 'none']);
+            assert.deepEqual(res.json.token_endpoint_auth_methods_supported, ['client_secret_basic', 'client_secret_post', 'none', 'private_key_jwt']);
+            assert.deepEqual(res.json.token_endpoint_auth_signing_alg_values_supported, ['RS256', 'ES256']);
             assert.ok(res.json.grant_types_supported.includes('refresh_token'));
         }
         await c.admin('POST', '/admin/settings', { issuer: 'https://evil.example', discovery: { token_endpoint: 'https://elsewhere/token' } });
@@ -594,5 +596,227 @@ describe('plain HTTP mode and command line', () => {
 
     test('a bad command line exits early with an error', async () => {
         await assert.rejects(startIdp({ certDir, port: -1 }), /exited early/);
+    });
+});
+
+// ---- private_key_jwt (RFC 7523) client authentication ----
+
+// Signs a client assertion as a compact JWS (RS256, or ES256 in its 64-byte R||S form).
+function signAssertion(privateKey, alg, claims, headerExtra = {}) {
+    const enc = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+    const input = `${enc({ alg, typ: 'JWT', ...headerExtra })}.${enc(claims)}`;
+    const key = alg === 'ES256' ? { key: privateKey, dsaEncoding: 'ieee-p1363' } : privateKey;
+    return `${input}.${crypto.sign('sha256', Buffer.from(input), key).toString('base64url')}`;
+}
+
+// Standard assertion claims for a client and an endpoint of this IdP, with overrides.
+function assertionClaims(clientId, endpoint, extra = {}) {
+    const now = Math.floor(Date.now() / 1000);
+    return { iss: clientId, sub: clientId, aud: `${idp.url}/${endpoint}`, iat: now, exp: now + 60, jti: crypto.randomUUID(), ...extra };
+}
+
+// The form fields of private_key_jwt authentication.
+function assertionForm(clientId, jwt) {
+    return { client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: jwt, client_id: clientId };
+}
+
+describe('private_key_jwt', () => {
+    const rsa = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const ec = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    let rsaClient;
+    let ecClient;
+
+    before(async () => {
+        rsaClient = `pkjwt-rsa-${++nextId}`;
+        ecClient = `pkjwt-ec-${++nextId}`;
+        const a = await c.admin('POST', '/admin/clients', {
+            client_id: rsaClient, auth_method: 'private_key_jwt',
+            jwk_or_pem: rsa.publicKey.export({ type: 'spki', format: 'pem' }),
+        });
+        assert.equal(a.client.assertion_alg, 'RS256');
+        assert.equal('jwk_or_pem' in a.client, false);
+        const b = await c.admin('POST', '/admin/clients', {
+            client_id: ecClient, auth_method: 'private_key_jwt', jwk_or_pem: ec.publicKey.export({ format: 'jwk' }),
+        });
+        assert.equal(b.client.assertion_alg, 'ES256');
+    });
+
+    // A refresh of a fresh grant of `clientId` authenticated with the given assertion.
+    async function refreshWith(clientId, jwt, extraForm = {}) {
+        const g = await mint({ client_id: clientId });
+        return c.token({ grant_type: 'refresh_token', refresh_token: g.refresh_token, ...assertionForm(clientId, jwt), ...extraForm });
+    }
+
+    test('RS256 and ES256 assertions authenticate /token, /revoke and /introspect; counted as verified', async () => {
+        const s0 = (await c.admin('GET', '/admin/stats')).assertions;
+        for (const [id, key, alg] of [[rsaClient, rsa.privateKey, 'RS256'], [ecClient, ec.privateKey, 'ES256']]) {
+            const g = await mint({ client_id: id });
+            const res = await c.token({ grant_type: 'refresh_token', refresh_token: g.refresh_token,
+                ...assertionForm(id, signAssertion(key, alg, assertionClaims(id, 'token'), { kid: 'k1' })) });
+            assert.equal(res.status, 200, `${alg}: HTTP ${res.status}, error ${res.json && res.json.error}`);
+            const intro = await c.request('POST', '/introspect', {
+                form: { token: res.json.refresh_token, ...assertionForm(id, signAssertion(key, alg, assertionClaims(id, 'introspect'))) } });
+            assert.equal(intro.json.active, true);
+            const rev = await c.request('POST', '/revoke', {
+                form: { token: res.json.refresh_token, ...assertionForm(id, signAssertion(key, alg, assertionClaims(id, 'revoke'))) } });
+            assert.equal(rev.status, 200);
+            assert.equal((await c.admin('GET', `/admin/grants/${g.grant_id}`)).revoked, true);
+        }
+        const s1 = (await c.admin('GET', '/admin/stats')).assertions;
+        assert.equal(s1.verified, s0.verified + 6);
+        for (const k of Object.keys(s1)) if (k !== 'verified') assert.equal(s1[k], s0[k], k);
+    });
+
+    test('aud may be an array containing the endpoint URL; client_id in the body is optional', async () => {
+        const claims = assertionClaims(ecClient, 'token', { aud: ['https://other.example', `${idp.url}/token`] });
+        const g = await mint({ client_id: ecClient });
+        const res = await c.token({ grant_type: 'refresh_token', refresh_token: g.refresh_token,
+            client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+            client_assertion: signAssertion(ec.privateKey, 'ES256', claims) });
+        assert.equal(res.status, 200, `HTTP ${res.status}, error ${res.json && res.json.error}`);
+    });
+
+    test('a replayed jti is refused, and counted', async () => {
+        const jwt = signAssertion(rsa.privateKey, 'RS256', assertionClaims(rsaClient, 'token'));
+        assert.equal((await refreshWith(rsaClient, jwt)).status, 200);
+        const s0 = (await c.admin('GET', '/admin/stats')).assertions;
+        const since = Date.now();
+        const again = await refreshWith(rsaClient, jwt);
+        assertError(again, 401, 'invalid_client');
+        const s1 = (await c.admin('GET', '/admin/stats')).assertions;
+        assert.equal(s1.replayed, s0.replayed + 1);
+        assert.equal(s1.verified, s0.verified);
+        const { calls } = await c.admin('GET', `/admin/calls?since_ms=${since}&client_id=${rsaClient}`);
+        assert.deepEqual(calls.map((x) => [x.endpoint, x.status, x.assertion]), [['token', 401, 'replayed']]);
+    });
+
+    test('each defect is refused with invalid_client and counted under its reason', async () => {
+        const other = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+        const now = Math.floor(Date.now() / 1000);
+        const es = (claims, header) => signAssertion(ec.privateKey, 'ES256', claims, header);
+        const derSig = (() => {
+            const input = `${Buffer.from(JSON.stringify({ alg: 'ES256', typ: 'JWT' })).toString('base64url')}.${Buffer.from(JSON.stringify(assertionClaims(ecClient, 'token'))).toString('base64url')}`;
+            return `${input}.${crypto.sign('sha256', Buffer.from(input), ec.privateKey).toString('base64url')}`;
+        })();
+        const basicClient = await newClient();
+        const cases = [
+            ['bad_signature', ecClient, signAssertion(other.privateKey, 'ES256', assertionClaims(ecClient, 'token'))],
+            ['bad_signature', ecClient, derSig],
+            ['bad_alg', ecClient, signAssertion(rsa.privateKey, 'RS256', assertionClaims(ecClient, 'token'))],
+            ['bad_alg', ecClient, `${Buffer.from('{"alg":"none"}').toString('base64url')}.${Buffer.from(JSON.stringify(assertionClaims(ecClient, 'token'))).toString('base64url')}.`],
+            ['bad_aud', ecClient, es(assertionClaims(ecClient, 'token', { aud: `${idp.url}/revoke` }))],
+            ['bad_aud', ecClient, es(assertionClaims(ecClient, 'token', { aud: idp.url }))],
+            ['expired', ecClient, es(assertionClaims(ecClient, 'token', { iat: now - 120, exp: now - 60 }))],
+            ['expired', ecClient, es(assertionClaims(ecClient, 'token', { exp: undefined }))],
+            ['too_long', ecClient, es(assertionClaims(ecClient, 'token', { exp: now + 3600 }))],
+            ['bad_iat', ecClient, es(assertionClaims(ecClient, 'token', { iat: undefined }))],
+            ['bad_sub', ecClient, es(assertionClaims(ecClient, 'token', { sub: 'someone' }))],
+            ['bad_iss', ecClient, es(assertionClaims(ecClient, 'token', { iss: undefined }))],
+            ['missing_jti', ecClient, es(assertionClaims(ecClient, 'token', { jti: undefined }))],
+            ['client_id_mismatch', rsaClient, es(assertionClaims(ecClient, 'token'))],
+            ['wrong_method', basicClient.client_id, es(assertionClaims(basicClient.client_id, 'token'))],
+            ['unknown_client', 'nobody', es(assertionClaims('nobody', 'token'))],
+            ['malformed', ecClient, 'not-a-jwt'],
+        ];
+        for (const [reason, bodyId, jwt] of cases) {
+            const s0 = (await c.admin('GET', '/admin/stats')).assertions;
+            const g = await mint({ client_id: ecClient });
+            const res = await c.token({ grant_type: 'refresh_token', refresh_token: g.refresh_token, ...assertionForm(bodyId, jwt) });
+            assert.equal(res.status, 401, `${reason}: HTTP ${res.status}`);
+            assert.equal(res.json.error, 'invalid_client', reason);
+            const s1 = (await c.admin('GET', '/admin/stats')).assertions;
+            assert.equal(s1[reason], s0[reason] + 1, `${reason} counted`);
+            assert.equal(s1.verified, s0.verified, `${reason}: nothing verified`);
+        }
+        const wrongType = await refreshWith(ecClient, es(assertionClaims(ecClient, 'token')),
+            { client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:saml2-bearer' });
+        assertError(wrongType, 401, 'invalid_client');
+        // An assertion for a secret client, or a secret or Basic alongside an assertion.
+        const g = await mint({ client_id: ecClient });
+        const both = await c.token({ grant_type: 'refresh_token', refresh_token: g.refresh_token,
+            ...assertionForm(ecClient, es(assertionClaims(ecClient, 'token'))) }, { basic: [ecClient, 'x'] });
+        assertError(both, 400, 'invalid_request');
+        const noAssertion = await c.token({ grant_type: 'refresh_token', refresh_token: g.refresh_token, client_id: ecClient });
+        assertError(noAssertion, 401, 'invalid_client');
+        // Refused at /revoke when aud names /token.
+        const rev = await c.request('POST', '/revoke', { form: { token: g.refresh_token, ...assertionForm(ecClient, es(assertionClaims(ecClient, 'token'))) } });
+        assertError(rev, 401, 'invalid_client');
+        assert.equal((await c.admin('GET', `/admin/grants/${g.grant_id}`)).revoked, false);
+    });
+
+    test('admin validation of private_key_jwt clients', async () => {
+        const bad = [
+            { client_id: 'k1', auth_method: 'private_key_jwt' },
+            { client_id: 'k2', auth_method: 'private_key_jwt', client_secret: 's', jwk_or_pem: ec.publicKey.export({ format: 'jwk' }) },
+            { client_id: 'k3', auth_method: 'private_key_jwt', jwk_or_pem: 'not a pem' },
+            { client_id: 'k4', auth_method: 'private_key_jwt', jwk_or_pem: crypto.generateKeyPairSync('ec', { namedCurve: 'P-384' }).publicKey.export({ type: 'spki', format: 'pem' }) },
+            { client_id: 'k5', client_secret: 's', jwk_or_pem: ec.publicKey.export({ format: 'jwk' }) },
+        ];
+        for (const body of bad) await assert.rejects(c.admin('POST', '/admin/clients', body), { status: 400 }, body.client_id);
+    });
+});
+
+describe('revocation endpoint faults and call log', () => {
+    test('a rule with endpoint "revoke" fails /revoke only; rules without it stay at /token', async () => {
+        const client = await newClient();
+        const g = await mint(client);
+        await c.admin('POST', '/admin/faults', { match: { client_id: client.client_id, endpoint: 'revoke' }, action: { status: 503, retry_after: '2' } });
+        await c.admin('POST', '/admin/faults', { match: { client_id: client.client_id }, action: { status: 500 }, count: 1 });
+        const s0 = await c.admin('GET', '/admin/stats');
+        const since = Date.now();
+        const rev = await clientPost(client, '/revoke', { token: g.refresh_token, token_type_hint: 'refresh_token' });
+        assertError(rev, 503, 'temporarily_unavailable');
+        assert.equal(rev.headers['retry-after'], '2');
+        assert.equal((await c.admin('GET', `/admin/grants/${g.grant_id}`)).revoked, false);
+        assertError(await refresh(client, g.refresh_token), 500, 'temporarily_unavailable');
+        const r = await refresh(client, g.refresh_token);
+        assert.equal(r.status, 200);
+        await c.admin('DELETE', '/admin/faults');
+        assert.equal((await clientPost(client, '/revoke', { token: r.json.refresh_token, token_type_hint: 'refresh_token' })).status, 200);
+        assert.equal((await c.admin('GET', `/admin/grants/${g.grant_id}`)).revoked, true);
+        const s1 = await c.admin('GET', '/admin/stats');
+        assert.equal(s1.revoke.requests, s0.revoke.requests + 2);
+        assert.equal(s1.revocations, s0.revocations + 1);
+        assert.equal(s1.token_requests, s0.token_requests + 2);
+        const q = `since_ms=${since}&client_id=${encodeURIComponent(client.client_id)}`;
+        const tokenCalls = (await c.admin('GET', `/admin/calls?${q}`)).calls;
+        assert.deepEqual(tokenCalls.map((x) => [x.endpoint, x.status]), [['token', 500], ['token', 200]]);
+        const revCalls = (await c.admin('GET', `/admin/calls?${q}&endpoint=revoke`)).calls;
+        assert.deepEqual(revCalls.map((x) => [x.endpoint, x.status, x.error ?? null, x.grant_id, x.token_kind, x.token_type_hint, Boolean(x.fault_id)]), [
+            ['revoke', 503, 'temporarily_unavailable', g.grant_id, 'refresh_token', 'refresh_token', true],
+            ['revoke', 200, null, g.grant_id, 'refresh_token', 'refresh_token', false],
+        ]);
+        assert.equal((await c.admin('GET', `/admin/calls?${q}&endpoint=all`)).calls.length, 4);
+        await assert.rejects(c.admin('GET', `/admin/calls?${q}&endpoint=introspect`), { status: 400 });
+    });
+
+    test('drop before and after, delay, oauth_error and until_ms at /revoke', async () => {
+        const client = await newClient({ auth_method: 'client_secret_post' });
+        const g = await mint(client);
+        await c.admin('POST', '/admin/faults', { match: { grant_id: g.grant_id, endpoint: 'revoke' }, action: { drop: 'before' }, count: 1 });
+        await c.admin('POST', '/admin/faults', { match: { grant_id: g.grant_id, endpoint: 'revoke' }, action: { oauth_error: 'invalid_client' }, count: 1 });
+        await c.admin('POST', '/admin/faults', { match: { endpoint: 'revoke', subject: 'alice' }, action: { status: 500 }, until_ms: Date.now() - 1 });
+        const s0 = await c.admin('GET', '/admin/stats');
+        await assert.rejects(clientPost(client, '/revoke', { token: g.refresh_token }));
+        assert.equal((await c.admin('GET', `/admin/grants/${g.grant_id}`)).revoked, false);
+        assertError(await clientPost(client, '/revoke', { token: g.refresh_token }), 401, 'invalid_client');
+        assert.equal((await c.admin('GET', `/admin/grants/${g.grant_id}`)).revoked, false);
+        await c.admin('POST', '/admin/faults', { match: { grant_id: g.grant_id, endpoint: 'revoke' }, action: { delay_ms: 200, drop: 'after' }, count: 1 });
+        const t0 = Date.now();
+        await assert.rejects(clientPost(client, '/revoke', { token: g.refresh_token }));
+        assert.ok(Date.now() - t0 >= 200);
+        assert.equal((await c.admin('GET', `/admin/grants/${g.grant_id}`)).revoked, true, 'drop after: revoked, unanswered');
+        const s1 = await c.admin('GET', '/admin/stats');
+        assert.equal(s1.revoke.dropped, s0.revoke.dropped + 2);
+        assert.equal(s1.dropped, s0.dropped, '/token drops are counted apart');
+        assert.equal(s1.revocations, s0.revocations);
+    });
+
+    test('revoke rules are validated: endpoint name and token-only actions', async () => {
+        await assert.rejects(c.admin('POST', '/admin/faults', { match: { endpoint: 'introspect' }, action: { status: 500 } }), { status: 400 });
+        await assert.rejects(c.admin('POST', '/admin/faults', { match: { endpoint: 'revoke' }, action: { omit: ['access_token'] } }), { status: 400 });
+        await assert.rejects(c.admin('POST', '/admin/faults', { match: { endpoint: 'revoke' }, action: { id_token_claims: { sub: 'x' } } }), { status: 400 });
+        const ok = await c.admin('POST', '/admin/faults', { match: { endpoint: 'token' }, action: { omit: ['scope'] }, count: 1 });
+        assert.ok(ok.fault_id);
     });
 });

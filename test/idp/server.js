@@ -13,7 +13,15 @@ const https = require('node:https');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 
-const AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'none'];
+const AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'none', 'private_key_jwt'];
+const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+const ASSERTION_ALGS = ['RS256', 'ES256'];
+const ASSERTION_MAX_LIFETIME_S = 300;  // exp - iat may not exceed this
+const ASSERTION_SKEW_S = 30;           // iat may be this far in the future
+// Why a client assertion (RFC 7523) was refused; each has a counter in stats.assertions.
+const ASSERTION_REJECTIONS = ['malformed', 'bad_type', 'unknown_client', 'wrong_method', 'bad_alg',
+    'bad_signature', 'bad_iss', 'bad_sub', 'client_id_mismatch', 'bad_aud', 'expired', 'bad_iat',
+    'too_long', 'not_yet_valid', 'missing_jti', 'replayed'];
 const QUIRK_DEFAULTS = {
     no_expires_in: false,
     no_rotation: false,
@@ -22,11 +30,14 @@ const QUIRK_DEFAULTS = {
     narrow_scope: null,
     big_access_token: false,
 };
-const CLIENT_KEYS = ['client_id', 'client_secret', 'auth_method', 'access_ttl', 'id_token',
+const CLIENT_KEYS = ['client_id', 'client_secret', 'jwk_or_pem', 'auth_method', 'access_ttl', 'id_token',
     ...Object.keys(QUIRK_DEFAULTS)];
 const FAULT_ACTION_KEYS = ['delay_ms', 'status', 'retry_after', 'drop', 'malformed_json',
     'oversized_body_bytes', 'omit', 'id_token_claims', 'oauth_error', 'error_description'];
-const MATCH_KEYS = ['grant_id', 'client_id', 'subject'];
+const MATCH_KEYS = ['grant_id', 'client_id', 'subject', 'endpoint'];
+const FAULT_ENDPOINTS = ['token', 'revoke'];
+// Actions that make sense at /revoke (the others shape a token response).
+const REVOKE_ACTION_KEYS = ['delay_ms', 'status', 'retry_after', 'drop', 'malformed_json', 'oauth_error', 'error_description'];
 const DEFAULT_SCOPE = 'openid offline_access';
 const BIG_TOKEN_BYTES = 8192;
 const CALL_LOG_CAP = 200000;
@@ -118,6 +129,50 @@ function scopeSubset(asked, granted) {
     return asked.split(' ').filter(Boolean).every((s) => have.has(s));
 }
 
+// Splits and decodes a compact JWS (header.payload.signature); null when it is not one.
+function parseCompactJws(text) {
+    if (typeof text !== 'string') return null;
+    const parts = text.split('.');
+    if (parts.length !== 3 || parts.some((p) => !/^[A-Za-z0-9_-]*$/.test(p)) || !parts[0] || !parts[1]) return null;
+    try {
+        const header = JSON.parse(Buffer.from(parts[0], 'base64url').toString('utf8'));
+        const claims = JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8'));
+        if (!header || typeof header !== 'object' || !claims || typeof claims !== 'object' || Array.isArray(claims)) return null;
+        return { header, claims, signingInput: `${parts[0]}.${parts[1]}`, signature: Buffer.from(parts[2], 'base64url') };
+    } catch {
+        return null;
+    }
+}
+
+// Checks a JWS signature: RS256 is RSASSA-PKCS1-v1_5 with SHA-256; ES256 is the 64-byte R||S form.
+function verifyJwsSignature(alg, publicKey, signingInput, signature) {
+    const data = Buffer.from(signingInput, 'ascii');
+    if (alg === 'RS256') return crypto.verify('sha256', data, publicKey, signature);
+    if (alg === 'ES256') {
+        if (signature.length !== 64) return false;
+        return crypto.verify('sha256', data, { key: publicKey, dsaEncoding: 'ieee-p1363' }, signature);
+    }
+    return false;
+}
+
+// Imports a private_key_jwt client's key (PEM string or JWK object) as a public KeyObject and
+// derives the only alg it may sign with; throws a 400 admin error on anything else.
+function importClientKey(jwkOrPem) {
+    let key;
+    try {
+        if (typeof jwkOrPem === 'string') key = crypto.createPublicKey(jwkOrPem);
+        else if (jwkOrPem && typeof jwkOrPem === 'object' && !Array.isArray(jwkOrPem)) {
+            const { d, p, q, dp, dq, qi, ...pub } = jwkOrPem;  // a private JWK is accepted for its public half
+            key = crypto.createPublicKey({ key: pub, format: 'jwk' });
+        } else throw new Error('not a key');
+    } catch {
+        throw badAdmin('jwk_or_pem must be a public key as PEM or a JWK');
+    }
+    if (key.asymmetricKeyType === 'rsa') return { publicKey: key, alg: 'RS256' };
+    if (key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails.namedCurve === 'prime256v1') return { publicKey: key, alg: 'ES256' };
+    throw badAdmin('jwk_or_pem must be an RSA or EC P-256 key');
+}
+
 // Promise-based sleep for the delay_ms fault.
 function sleep(ms) {
     return new Promise((resolve) => setTimeout(resolve, ms));
@@ -197,6 +252,7 @@ class Provider {
         this.faults = [];
         this.settings = { issuer: null, discovery: null };
         this.calls = [];
+        this.seenJti = new Map();  // "client_id\0jti" -> exp in ms, for assertion replay detection
         this.nextGrant = 1;
         this.nextFault = 1;
         this.resetStats();
@@ -208,6 +264,8 @@ class Provider {
             token_requests: 0, token_success: 0, by_status: {}, by_error: {},
             reuse_detected: 0, revoked_grants: 0, max_in_flight: this.inFlight,
             revocations: 0, introspections: 0, dropped: 0, faults_applied: 0,
+            revoke: { requests: 0, by_status: {}, by_error: {}, dropped: 0 },
+            assertions: Object.fromEntries(['verified', ...ASSERTION_REJECTIONS].map((k) => [k, 0])),
         };
     }
 
@@ -215,6 +273,7 @@ class Provider {
     sweepAccessTokens() {
         const now = Date.now();
         for (const [key, at] of this.accessTokens) if (at.exp_ms <= now) this.accessTokens.delete(key);
+        for (const [key, exp] of this.seenJti) if (exp <= now) this.seenJti.delete(key);
     }
 
     // ------------------------------------------------------------ routing
@@ -264,20 +323,30 @@ class Provider {
         return basic ? basic.id : form.get('client_id') ?? null;
     }
 
-    // Authenticates the client (RFC 6749 2.3.1) with exactly its configured method; throws invalid_client.
-    authenticate(req, form) {
+    // Authenticates the client (RFC 6749 2.3.1, RFC 7523 2.2) with exactly its configured method;
+    // throws invalid_client. `endpoint` ('token', 'revoke', 'introspect') is the audience an
+    // assertion must name; `call` (a log entry, optional) records the assertion outcome.
+    authenticate(req, form, endpoint = 'token', call = null) {
         const header = req.headers.authorization;
         const bodyId = form.get('client_id');
         const bodySecret = form.get('client_secret');
+        const assertion = form.get('client_assertion');
+        const assertionType = form.get('client_assertion_type');
+        const hasAssertion = assertion !== undefined || assertionType !== undefined;
         let method;
         let id;
         let secret;
         if (header !== undefined) {
             const basic = parseBasic(header);
             if (!basic) throw oauthError(401, 'invalid_client', 'malformed Authorization header');
-            if (bodySecret !== undefined) throw oauthError(400, 'invalid_request', 'more than one client authentication method');
+            if (bodySecret !== undefined || hasAssertion) throw oauthError(400, 'invalid_request', 'more than one client authentication method');
             if (bodyId !== undefined && bodyId !== basic.id) throw oauthError(401, 'invalid_client');
             [method, id, secret] = ['client_secret_basic', basic.id, basic.secret];
+        } else if (hasAssertion) {
+            if (bodySecret !== undefined) throw oauthError(400, 'invalid_request', 'more than one client authentication method');
+            const client = this.verifyAssertion(assertionType, assertion, bodyId, endpoint);
+            if (call) call.assertion = 'verified';
+            return client;
         } else if (bodySecret !== undefined) {
             [method, id, secret] = ['client_secret_post', bodyId, bodySecret];
         } else if (bodyId !== undefined) {
@@ -288,6 +357,43 @@ class Provider {
         const client = this.clients.get(id);
         if (!client || client.auth_method !== method) throw oauthError(401, 'invalid_client');
         if (method !== 'none' && secret !== client.client_secret) throw oauthError(401, 'invalid_client');
+        return client;
+    }
+
+    // Verifies a private_key_jwt client assertion (RFC 7523 section 3) and returns its client;
+    // every refusal is counted in stats.assertions under its reason and answered invalid_client.
+    verifyAssertion(type, assertion, bodyId, endpoint) {
+        const reject = (reason) => {
+            this.stats.assertions[reason]++;
+            const err = oauthError(401, 'invalid_client', `client assertion refused: ${reason}`);
+            err.assertionReason = reason;
+            return err;
+        };
+        if (type !== ASSERTION_TYPE) throw reject('bad_type');
+        const jwt = parseCompactJws(assertion);
+        if (!jwt) throw reject('malformed');
+        const { header, claims } = jwt;
+        const client = this.clients.get(typeof claims.iss === 'string' ? claims.iss : bodyId);
+        if (!client) throw reject('unknown_client');
+        if (client.auth_method !== 'private_key_jwt') throw reject('wrong_method');
+        if (header.alg !== client.assertion_alg) throw reject('bad_alg');
+        if (!verifyJwsSignature(header.alg, client.publicKey, jwt.signingInput, jwt.signature)) throw reject('bad_signature');
+        if (claims.iss !== client.client_id) throw reject('bad_iss');
+        if (claims.sub !== client.client_id) throw reject('bad_sub');
+        if (bodyId !== undefined && bodyId !== client.client_id) throw reject('client_id_mismatch');
+        const aud = `${this.baseUrl}/${endpoint}`;
+        const auds = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
+        if (!auds.includes(aud)) throw reject('bad_aud');
+        const now = Date.now() / 1000;
+        if (typeof claims.exp !== 'number' || !(now < claims.exp)) throw reject('expired');
+        if (typeof claims.iat !== 'number' || claims.iat > now + ASSERTION_SKEW_S) throw reject('bad_iat');
+        if (claims.exp - claims.iat > ASSERTION_MAX_LIFETIME_S) throw reject('too_long');
+        if (claims.nbf !== undefined && !(typeof claims.nbf === 'number' && claims.nbf <= now + ASSERTION_SKEW_S)) throw reject('not_yet_valid');
+        if (typeof claims.jti !== 'string' || !claims.jti) throw reject('missing_jti');
+        const jtiKey = `${client.client_id}\0${claims.jti}`;
+        if (this.seenJti.has(jtiKey)) throw reject('replayed');
+        this.seenJti.set(jtiKey, claims.exp * 1000 + ASSERTION_SKEW_S * 1000);
+        this.stats.assertions.verified++;
         return client;
     }
 
@@ -390,9 +496,10 @@ class Provider {
         if (early) return this.answer(res, call, early.status, early.body, early.headers);
         let result;
         try {
-            result = this.refreshGrant(this.authenticate(req, form), form, action);
+            result = this.refreshGrant(this.authenticate(req, form, 'token', call), form, action);
         } catch (err) {
             if (!(err instanceof HttpError)) throw err;
+            if (err.assertionReason) call.assertion = err.assertionReason;
             result = { status: err.status, body: err.body, headers: err.headers };
         }
         if (action.drop === 'after') return this.drop(req, res, call, 'after');
@@ -476,13 +583,19 @@ class Provider {
 
     // Records a /token request's arrival (log entry, counters, in-flight gauge).
     startCall(res) {
-        const call = { t_ms: Date.now(), grant_id: null, client_id: null, status: null };
-        this.calls.push(call);
-        if (this.calls.length >= CALL_LOG_CAP * 1.25) this.calls = this.calls.slice(-CALL_LOG_CAP);
+        const call = this.logCall('token');
         this.stats.token_requests++;
         this.inFlight++;
         if (this.inFlight > this.stats.max_in_flight) this.stats.max_in_flight = this.inFlight;
         res.once('close', () => this.inFlight--);
+        return call;
+    }
+
+    // Appends an entry to the call log (a ring of CALL_LOG_CAP entries shared by /token and /revoke).
+    logCall(endpoint) {
+        const call = { t_ms: Date.now(), endpoint, grant_id: null, client_id: null, status: null };
+        this.calls.push(call);
+        if (this.calls.length >= CALL_LOG_CAP * 1.25) this.calls = this.calls.slice(-CALL_LOG_CAP);
         return call;
     }
 
@@ -512,10 +625,10 @@ class Provider {
     }
 
     // Finds the first live fault rule matching this request and consumes one use of it.
-    takeFault(clientId, grant) {
+    takeFault(clientId, grant, endpoint = 'token') {
         const now = Date.now();
         this.faults = this.faults.filter((f) => f.remaining !== 0 && !(f.until_ms !== null && now >= f.until_ms));
-        const fault = this.faults.find((f) => faultMatches(f.match, clientId, grant));
+        const fault = this.faults.find((f) => faultMatches(f.match, clientId, grant, endpoint));
         if (!fault) return null;
         if (fault.remaining !== null) fault.remaining--;
         fault.applied++;
@@ -526,23 +639,71 @@ class Provider {
     // ------------------------------------------------------------ /revoke and /introspect
 
     // POST /revoke (RFC 7009): a refresh token revokes its grant, an access token only itself.
+    // Logged in the call log (endpoint "revoke"); faults with match.endpoint "revoke" apply here.
     async onRevoke(req, res) {
-        const form = await this.readOAuthForm(req);
-        const client = this.authenticate(req, form);
+        const call = this.logCall('revoke');
+        const rs = this.stats.revoke;
+        rs.requests++;
+        const finish = (status, body, headers = {}) => {
+            call.status = status;
+            call.duration_ms = Date.now() - call.t_ms;
+            rs.by_status[status] = (rs.by_status[status] || 0) + 1;
+            if (body && typeof body === 'object' && body.error) {
+                call.error = body.error;
+                rs.by_error[body.error] = (rs.by_error[body.error] || 0) + 1;
+            }
+            sendJson(res, status, body, headers);
+        };
+        let form;
+        try {
+            form = await this.readOAuthForm(req);
+        } catch (err) {
+            if (!(err instanceof HttpError)) throw err;
+            return finish(err.status, err.body, err.headers);
+        }
         const token = form.get('token');
-        if (!token) throw oauthError(400, 'invalid_request', 'token missing');
-        const rt = this.refreshTokens.get(token);
+        const rt = token ? this.refreshTokens.get(token) : undefined;
+        const at = token && !rt ? this.accessTokens.get(accessKey(token)) : undefined;
+        const grant = rt ? rt.grant : at ? at.grant : null;
+        call.client_id = this.claimedClientId(req, form);
+        call.grant_id = grant ? grant.grant_id : null;
+        call.token_type_hint = form.get('token_type_hint') ?? null;
+        call.token_kind = rt ? 'refresh_token' : at ? 'access_token' : null;
+        const fault = this.takeFault(call.client_id, grant, 'revoke');
+        const action = fault ? fault.action : {};
+        if (fault) call.fault_id = fault.fault_id;
+        if (action.delay_ms) await sleep(action.delay_ms);
+        if (action.drop === 'before') return this.dropRevoke(req, call, 'before');
+        const early = this.earlyFaultAnswer(action);
+        if (early) return finish(early.status, early.body, early.headers);
+        let client;
+        try {
+            client = this.authenticate(req, form, 'revoke', call);
+            if (!token) throw oauthError(400, 'invalid_request', 'token missing');
+        } catch (err) {
+            if (!(err instanceof HttpError)) throw err;
+            if (err.assertionReason) call.assertion = err.assertionReason;
+            return finish(err.status, err.body, err.headers);
+        }
         if (rt && rt.grant.client_id === client.client_id) this.revokeGrant(rt.grant);
-        const at = this.accessTokens.get(accessKey(token));
         if (at && at.client_id === client.client_id) at.revoked = true;
+        if (action.drop === 'after') return this.dropRevoke(req, call, 'after');
         this.stats.revocations++;
-        sendJson(res, 200, {});
+        finish(200, {});
+    }
+
+    // Kills a /revoke connection without an answer (drop faults at the revocation endpoint).
+    dropRevoke(req, call, when) {
+        call.dropped = when;
+        call.duration_ms = Date.now() - call.t_ms;
+        this.stats.revoke.dropped++;
+        req.socket.destroy();
     }
 
     // POST /introspect (RFC 7662): any authenticated client may ask about any token.
     async onIntrospect(req, res) {
         const form = await this.readOAuthForm(req);
-        this.authenticate(req, form);
+        this.authenticate(req, form, 'introspect');
         const token = form.get('token');
         if (!token) throw oauthError(400, 'invalid_request', 'token missing');
         this.stats.introspections++;
@@ -583,6 +744,9 @@ class Provider {
             token_endpoint_auth_methods_supported: AUTH_METHODS,
             revocation_endpoint_auth_methods_supported: AUTH_METHODS,
             introspection_endpoint_auth_methods_supported: AUTH_METHODS,
+            token_endpoint_auth_signing_alg_values_supported: ASSERTION_ALGS,
+            revocation_endpoint_auth_signing_alg_values_supported: ASSERTION_ALGS,
+            introspection_endpoint_auth_signing_alg_values_supported: ASSERTION_ALGS,
             grant_types_supported: ['authorization_code', 'refresh_token'],
             response_types_supported: ['code'],
             subject_types_supported: ['public'],
@@ -635,8 +799,17 @@ class Provider {
         const c = { client_id: body.client_id, auth_method: 'client_secret_basic', access_ttl: 3600, id_token: false, ...QUIRK_DEFAULTS, ...body };
         if (typeof c.client_id !== 'string' || !c.client_id) throw badAdmin('client_id must be a non-empty string');
         if (!AUTH_METHODS.includes(c.auth_method)) throw badAdmin(`auth_method must be one of ${AUTH_METHODS.join(', ')}`);
-        if (c.auth_method !== 'none' && (typeof c.client_secret !== 'string' || !c.client_secret)) {
-            throw badAdmin('client_secret is required unless auth_method is none');
+        if (c.auth_method === 'private_key_jwt') {
+            if (c.client_secret != null) throw badAdmin('private_key_jwt clients have no client_secret (give jwk_or_pem)');
+            if (c.jwk_or_pem === undefined) throw badAdmin('jwk_or_pem is required for private_key_jwt');
+            const { publicKey, alg } = importClientKey(c.jwk_or_pem);
+            c.client_secret = null;
+            c.publicKey = publicKey;
+            c.assertion_alg = alg;
+        } else if (c.jwk_or_pem !== undefined) {
+            throw badAdmin('jwk_or_pem is only for auth_method private_key_jwt');
+        } else if (c.auth_method !== 'none' && (typeof c.client_secret !== 'string' || !c.client_secret)) {
+            throw badAdmin('client_secret is required unless auth_method is none or private_key_jwt');
         }
         if (c.auth_method === 'none') c.client_secret = null;
         optInt(c, 'access_ttl');
@@ -645,7 +818,7 @@ class Provider {
         if (c.narrow_scope !== null && typeof c.narrow_scope !== 'string') throw badAdmin('narrow_scope must be a string');
         if (typeof c.big_access_token !== 'boolean') optInt(c, 'big_access_token', 64);
         this.clients.set(c.client_id, c);
-        const { client_secret, ...visible } = c;
+        const { client_secret, publicKey, jwk_or_pem, ...visible } = c;
         return { client: visible };
     }
 
@@ -697,7 +870,10 @@ class Provider {
         if (Number.isNaN(since)) throw badAdmin('since_ms must be a number');
         const grantId = query.get('grant_id');
         const clientId = query.get('client_id');
+        const endpoint = query.get('endpoint') || 'token';
+        if (![...FAULT_ENDPOINTS, 'all'].includes(endpoint)) throw badAdmin('endpoint must be token, revoke or all');
         return this.calls.slice(-CALL_LOG_CAP).filter((c) => c.t_ms >= since
+            && (endpoint === 'all' || c.endpoint === endpoint)
             && (grantId === null || c.grant_id === grantId)
             && (clientId === null || c.client_id === clientId));
     }
@@ -707,7 +883,10 @@ class Provider {
         checkKeys(body, ['match', 'action', 'count', 'until_ms'], 'fault');
         const match = body.match ?? {};
         checkKeys(match, MATCH_KEYS, 'match');
-        validateAction(body.action);
+        if (match.endpoint !== undefined && !FAULT_ENDPOINTS.includes(match.endpoint)) {
+            throw badAdmin(`match.endpoint must be one of ${FAULT_ENDPOINTS.join(', ')}`);
+        }
+        validateAction(body.action, match.endpoint ?? 'token');
         const count = optInt(body, 'count', 1);
         if (body.until_ms !== undefined && typeof body.until_ms !== 'number') throw badAdmin('until_ms must be a number');
         const fault = {
@@ -754,8 +933,10 @@ function isDiscoveryPath(path) {
         || path.startsWith('/.well-known/oauth-authorization-server/');
 }
 
-// True when every field of a fault's match equals the request's client / grant.
-function faultMatches(match, clientId, grant) {
+// True when every field of a fault's match equals the request's endpoint / client / grant
+// (a rule without match.endpoint is for /token).
+function faultMatches(match, clientId, grant, endpoint) {
+    if ((match.endpoint ?? 'token') !== endpoint) return false;
     if (match.client_id !== undefined && match.client_id !== clientId) return false;
     if (match.grant_id !== undefined && (!grant || grant.grant_id !== match.grant_id)) return false;
     if (match.subject !== undefined && (!grant || grant.subject !== match.subject)) return false;
@@ -763,8 +944,8 @@ function faultMatches(match, clientId, grant) {
 }
 
 // Checks a fault action object, so a typo cannot silently make a rule a no-op.
-function validateAction(action) {
-    checkKeys(action, FAULT_ACTION_KEYS, 'action');
+function validateAction(action, endpoint) {
+    checkKeys(action, endpoint === 'revoke' ? REVOKE_ACTION_KEYS : FAULT_ACTION_KEYS, 'action');
     if (Object.keys(action).length === 0) throw badAdmin('action must not be empty');
     optInt(action, 'delay_ms');
     optInt(action, 'oversized_body_bytes', 1);

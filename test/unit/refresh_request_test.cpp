@@ -11,6 +11,21 @@
 namespace upstream_token {
 namespace {
 
+const Time kNow{seconds(1'700'000'000)};
+
+// The request for a client described the short way most tests here use.
+HttpRequest build_refresh_request(AuthMethod method, std::string_view client_id,
+                                  std::optional<std::string_view> secret,
+                                  std::string_view refresh_token,
+                                  std::optional<std::string_view> scope) {
+    ClientCredentials c;
+    c.method = method;
+    c.client_id = std::string(client_id);
+    if (secret) c.secret = std::string(*secret);
+    return upstream_token::build_refresh_request(c, "https://idp.example/token", refresh_token,
+                                                 scope, kNow);
+}
+
 // Whether a header line is present exactly.
 bool has_header(const HttpRequest& r, const std::string& line) {
     return std::find(r.headers.begin(), r.headers.end(), line) != r.headers.end();
@@ -28,7 +43,8 @@ std::string authorization(const HttpRequest& r) {
 
 TEST(AuthMethod, ParseAndName) {
     for (const AuthMethod m :
-         {AuthMethod::client_secret_basic, AuthMethod::client_secret_post, AuthMethod::none}) {
+         {AuthMethod::client_secret_basic, AuthMethod::client_secret_post, AuthMethod::none,
+          AuthMethod::private_key_jwt}) {
         EXPECT_EQ(parse_auth_method(auth_method_name(m)), m);
     }
     EXPECT_STREQ(auth_method_name(AuthMethod::client_secret_basic), "client_secret_basic");
@@ -36,7 +52,7 @@ TEST(AuthMethod, ParseAndName) {
 
 TEST(AuthMethod, UnknownIsRejectedWithoutEcho) {
     for (const char* text :
-         {"", "basic", "Client_Secret_Basic", "private_key_jwt", "s3cr3t-client-secret-value"}) {
+         {"", "basic", "Client_Secret_Basic", "Private_Key_JWT", "s3cr3t-client-secret-value"}) {
         try {
             parse_auth_method(text);
             FAIL() << text;
@@ -231,23 +247,23 @@ TEST(Endpoint, HttpOnlyWithPermission) {
     expect_bad("http://user@localhost/token", true);
 }
 
-}  // namespace
-}  // namespace upstream_token
 
 // RFC 7009: the token and its hint, with the same client authentication as a refresh.
 TEST(RevocationRequest, CarriesTokenHintAndClientAuthentication) {
-    const auto basic = upstream_token::build_revocation_request(
-        upstream_token::AuthMethod::client_secret_basic, "id", std::string_view("s3cret"),
-        "rt 1+2", "refresh_token");
+    ClientCredentials basic_client{AuthMethod::client_secret_basic, "id", std::string("s3cret"), {}, {}};
+    const auto basic = build_revocation_request(basic_client, "https://idp/revoke", "rt 1+2",
+                                                "refresh_token", kNow);
     EXPECT_EQ(basic.body, "token=rt+1%2B2&token_type_hint=refresh_token");
-    bool has_auth = false;
-    for (const auto& h : basic.headers) has_auth |= h.rfind("Authorization: Basic ", 0) == 0;
-    EXPECT_TRUE(has_auth);
-    const auto post = upstream_token::build_revocation_request(
-        upstream_token::AuthMethod::client_secret_post, "id", std::string_view("s3cret"), "rt",
-        "refresh_token");
+    EXPECT_FALSE(authorization(basic).empty());
+    ClientCredentials post_client{AuthMethod::client_secret_post, "id", std::string("s3cret"), {}, {}};
+    const auto post = build_revocation_request(post_client, "https://idp/revoke", "rt",
+                                               "refresh_token", kNow);
     EXPECT_EQ(post.body, "token=rt&token_type_hint=refresh_token&client_id=id&client_secret=s3cret");
-    EXPECT_THROW(upstream_token::build_revocation_request(upstream_token::AuthMethod::none, "id",
-                                                          std::nullopt, "", "refresh_token"),
-                 upstream_token::Error);
+    ClientCredentials public_client{AuthMethod::none, "id", std::nullopt, {}, {}};
+    EXPECT_THROW(build_revocation_request(public_client, "https://idp/revoke", "", "refresh_token",
+                                          kNow),
+                 Error);
 }
+
+}  // namespace
+}  // namespace upstream_token
