@@ -84,12 +84,20 @@ CREATE TABLE upstream_token.revocation (
 
 CREATE INDEX revocation_due_idx ON upstream_token.revocation (next_attempt_at);
 
+-- Provider metadata the engine fetched and checked for register_provider_from_issuer.
+CREATE TABLE upstream_token.discovery (
+    issuer     text PRIMARY KEY,
+    document   jsonb NOT NULL,
+    fetched_at timestamptz NOT NULL
+);
+
 -- Keep user data in pg_dump output.
 SELECT pg_catalog.pg_extension_config_dump('upstream_token.provider', '');
 SELECT pg_catalog.pg_extension_config_dump('upstream_token.token', '');
 SELECT pg_catalog.pg_extension_config_dump('upstream_token.revocation', '');
 
-REVOKE ALL ON upstream_token.provider, upstream_token.token, upstream_token.revocation FROM PUBLIC;
+REVOKE ALL ON upstream_token.provider, upstream_token.token, upstream_token.revocation,
+              upstream_token.discovery FROM PUBLIC;
 
 CREATE FUNCTION upstream_token.planned_refresh_at(provider text, session text, generation bigint,
                                                   expires_at timestamptz, threshold interval)
@@ -143,6 +151,28 @@ AS 'MODULE_PATHNAME', 'ut_register_provider';
 
 COMMENT ON FUNCTION upstream_token.register_provider(text, text, text, text, text, text, text, text, interval, interval, interval, interval, integer, text, text) IS
     'Creates or updates an OAuth provider. The client secret (for private_key_jwt: the PEM private key) is stored encrypted.';
+
+CREATE FUNCTION upstream_token.register_provider_from_issuer(
+    name               text,
+    issuer             text,
+    client_id          text,
+    client_secret      text DEFAULT NULL,
+    auth_method        text DEFAULT NULL,
+    scope              text DEFAULT NULL,
+    refresh_threshold  interval DEFAULT NULL,
+    refresh_token_ttl  interval DEFAULT NULL,
+    default_lifetime   interval DEFAULT '1 hour',
+    request_timeout    interval DEFAULT NULL,
+    max_concurrent     integer DEFAULT NULL,
+    assertion_alg      text DEFAULT NULL,
+    assertion_kid      text DEFAULT NULL)
+RETURNS void
+LANGUAGE c VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ut_register_provider_from_issuer';
+
+COMMENT ON FUNCTION upstream_token.register_provider_from_issuer(text, text, text, text, text, text, interval, interval, interval, interval, integer, text, text) IS
+    'Registers a provider from its OpenID Connect / RFC 8414 metadata, fetched by the engine: the document must name exactly this issuer; token and revocation endpoints come from it, and the client authentication from what it supports unless auth_method is given.';
 
 CREATE FUNCTION upstream_token.drop_provider(name text, cascade boolean DEFAULT false)
 RETURNS void

@@ -403,9 +403,13 @@ std::uint64_t HttpMulti::Impl::start(const HttpRequestSpec& spec) {
     set(CURLOPT_PROTOCOLS_STR, protocols);
     set(CURLOPT_REDIR_PROTOCOLS_STR, protocols);
     set(CURLOPT_FOLLOWLOCATION, 0L);
-    set(CURLOPT_POST, 1L);
-    set(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(raw->request_body.size()));
-    set(CURLOPT_POSTFIELDS, raw->request_body.c_str());
+    if (spec.get) {
+        set(CURLOPT_HTTPGET, 1L);
+    } else {
+        set(CURLOPT_POST, 1L);
+        set(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(raw->request_body.size()));
+        set(CURLOPT_POSTFIELDS, raw->request_body.c_str());
+    }
     set(CURLOPT_HTTPHEADER, raw->headers.get());
     set(CURLOPT_TIMEOUT_MS, timeout_ms(spec.total_timeout));
     set(CURLOPT_CONNECTTIMEOUT_MS, timeout_ms(spec.connect_timeout));
@@ -550,7 +554,7 @@ HttpMulti::HttpMulti() : impl_(std::make_unique<Impl>()) {}
 // Defined here because Impl is incomplete in the header.
 HttpMulti::~HttpMulti() = default;
 
-// Public entry: queue a POST; failures to start are reported through take_finished().
+// Public entry: queue a request; failures to start are reported through take_finished().
 std::uint64_t HttpMulti::start(const HttpRequestSpec& spec) {
     return impl_->start(spec);
 }

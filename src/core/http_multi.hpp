@@ -18,6 +18,7 @@ struct HttpRequestSpec {
     std::string url;
     std::vector<std::string> headers;   // complete header lines
     std::string body;                   // POSTed as is (form-encoded by the caller)
+    bool get = false;                   // a GET (body ignored), e.g. for provider metadata
     Micros total_timeout{seconds(10)};
     Micros connect_timeout{seconds(5)};
     std::string ca_file;                // empty: the system bundle
@@ -42,7 +43,7 @@ public:
     HttpMulti(const HttpMulti&) = delete;
     HttpMulti& operator=(const HttpMulti&) = delete;
 
-    // Starts a POST; returns its id. Never blocks.
+    // Starts the request (a POST unless spec.get); returns its id. Never blocks.
     std::uint64_t start(const HttpRequestSpec& spec);
 
     // An fd that becomes readable when some transfer needs attention (epoll descriptor).

@@ -21,8 +21,9 @@ void put(char (&dst)[N], std::string_view src) {
 
 // Finds a queued or running request for the same key, or claims a free slot.
 // Returns the slot index; -1 when the table is full. Caller holds the lock exclusively.
-int join_or_claim(EngineShared* s, std::string_view provider, std::string_view session,
-                  std::int64_t seen_generation, bool force, bool* joined) {
+int join_or_claim(EngineShared* s, RequestKind kind, std::string_view provider,
+                  std::string_view session, std::int64_t seen_generation, bool force,
+                  bool* joined) {
     int free_slot = -1;
     for (int i = 0; i < s->nslots; ++i) {
         RequestSlot& slot = s->slots[i];
@@ -31,7 +32,7 @@ int join_or_claim(EngineShared* s, std::string_view provider, std::string_view s
             continue;
         }
         if (slot.state == SlotState::done || slot.dbid != MyDatabaseId) continue;
-        if (provider == slot.provider && session == slot.session) {
+        if (slot.kind == kind && provider == slot.provider && session == slot.session) {
             if (slot.state == SlotState::pending && seen_generation > slot.seen_generation) {
                 slot.seen_generation = seen_generation;
             }
@@ -42,6 +43,7 @@ int join_or_claim(EngineShared* s, std::string_view provider, std::string_view s
     if (free_slot >= 0) {
         RequestSlot& slot = s->slots[free_slot];
         slot.state = SlotState::pending;
+        slot.kind = kind;
         slot.request_id = s->next_request_id++;
         slot.dbid = MyDatabaseId;
         slot.force = force;
@@ -100,8 +102,11 @@ bool take_result(EngineShared* s, int index, std::uint64_t request_id, RefreshRe
 
 }  // namespace
 
-RefreshResult request_refresh(std::string_view provider, std::string_view session,
-                              std::int64_t seen_generation, bool force) {
+namespace {
+// Queues a request (or joins the same one queued by another backend) and waits for it.
+RefreshResult enqueue_and_wait(RequestKind kind, std::string_view provider,
+                               std::string_view session, std::int64_t seen_generation,
+                               bool force) {
     EngineShared* s = engine_shared();
     if (s == nullptr) {
         throw Error(ErrorCode::engine_unavailable, "the upstream_token refresh engine is not loaded",
@@ -128,7 +133,7 @@ RefreshResult request_refresh(std::string_view provider, std::string_view sessio
         } else if (s->worker_dbid != MyDatabaseId) {
             refusal = "the upstream_token refresh engine serves another database";
         } else {
-            index = join_or_claim(s, provider, session, seen_generation, force, &joined);
+            index = join_or_claim(s, kind, provider, session, seen_generation, force, &joined);
             if (index >= 0) {
                 s->slots[index].waiters++;
                 request_id = s->slots[index].request_id;
@@ -165,6 +170,16 @@ RefreshResult request_refresh(std::string_view provider, std::string_view sessio
         pg_call([&] { (void)ConditionVariableTimedSleep(&slot->cv, remaining_ms, PG_WAIT_EXTENSION); });
     }
     return result;
+}
+}  // namespace
+
+RefreshResult request_refresh(std::string_view provider, std::string_view session,
+                              std::int64_t seen_generation, bool force) {
+    return enqueue_and_wait(RequestKind::refresh, provider, session, seen_generation, force);
+}
+
+RefreshResult request_discovery(std::string_view issuer) {
+    return enqueue_and_wait(RequestKind::discovery, "", issuer, 0, false);
 }
 
 }  // namespace upstream_token::pg

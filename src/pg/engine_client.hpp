@@ -23,4 +23,8 @@ struct RefreshResult {
 RefreshResult request_refresh(std::string_view provider, std::string_view session,
                               std::int64_t seen_generation, bool force);
 
+// Asks the engine to fetch and check an issuer's metadata (stored in upstream_token.discovery
+// when it succeeds) and waits like request_refresh.
+RefreshResult request_discovery(std::string_view issuer);
+
 }  // namespace upstream_token::pg

@@ -16,15 +16,22 @@ constexpr int kMessageBytes = 256;
 
 enum class SlotState : std::uint32_t { free = 0, pending, working, done };
 
+// What a request asks of the engine.
+enum class RequestKind : std::uint32_t {
+    refresh = 0,    // refresh (provider, session)
+    discovery = 1,  // fetch the metadata of the issuer held in `session`
+};
+
 struct RequestSlot {
     SlotState state;
+    RequestKind kind;
     std::uint32_t waiters;        // backends waiting on this slot
     std::uint64_t request_id;     // unique per use of the slot
     Oid dbid;
     bool force;
     std::int64_t seen_generation;  // the row generation the requester saw
     char provider[kProviderBytes];
-    char session[kSessionBytes];
+    char session[kSessionBytes];  // the session; for discovery the issuer URL
     // Result, valid in state done.
     bool ok;
     int error_code;                // upstream_token::ErrorCode when !ok

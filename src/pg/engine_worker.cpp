@@ -16,6 +16,7 @@ extern "C" {
 #include <random>
 #include <set>
 
+#include "core/discovery.hpp"
 #include "core/http_multi.hpp"
 #include "core/schedule.hpp"
 #include "core/scheduler.hpp"
@@ -81,6 +82,26 @@ void fail_all_slots(EngineShared* s, const char* why) {
     for (int i = 0; i < s->nslots; ++i) ConditionVariableBroadcast(&s->slots[i].cv);
 }
 
+// A metadata fetch asked for by register_provider_from_issuer.
+struct DiscoveryJob {
+    int slot = -1;
+    std::uint64_t request_id = 0;
+    std::string issuer;
+    std::vector<std::string> urls;  // OIDC Discovery, then RFC 8414
+    std::size_t next_url = 0;
+};
+
+// Keeps a fetched, checked metadata document for the backend that asked (own transaction).
+void save_discovery(const std::string& issuer, const std::string& document) {
+    WorkerTxn txn;
+    static Statement save(
+        "INSERT INTO upstream_token.discovery (issuer, document, fetched_at) "
+        "VALUES ($1, $2::jsonb, pg_catalog.now()) ON CONFLICT (issuer) DO UPDATE "
+        "SET document = EXCLUDED.document, fetched_at = EXCLUDED.fetched_at");
+    save.run({text_arg(issuer), text_arg(document)}, false);
+    txn.commit();
+}
+
 class Engine {
 public:
     explicit Engine(EngineShared* s)
@@ -115,6 +136,9 @@ private:
     void finish(RefreshJob& job);
     void run_deferred();
     void publish(const RefreshJob& job);
+    void answer_slot(int index, std::uint64_t request_id, const JobResult& result);
+    void start_discovery(DiscoveryJob job);
+    bool on_discovery_result(const HttpResult& r);
     void count(const RefreshJob& job);
     void scan_if_due(bool requested);
     void revoke_if_due(bool requested);
@@ -136,6 +160,7 @@ private:
     // process, so this, not the lock, keeps two of the engine's own jobs apart (I1).
     std::set<TokenKey> busy_;
     std::map<std::uint64_t, RevocationWork> revocations_;  // in flight, by HTTP request id
+    std::map<std::uint64_t, DiscoveryJob> discoveries_;    // metadata fetches, likewise
     std::set<std::int64_t> revoking_;                     // their queue ids
     Time next_scan_{};
     Time next_revocation_{};
@@ -152,6 +177,7 @@ bool Engine::extension_ready() {
 
 // Takes every pending request of this database into the engine.
 void Engine::claim_requests() {
+    std::vector<DiscoveryJob> discovery;
     {
         SharedLock guard(s_, LW_EXCLUSIVE);
         for (int i = 0; i < s_->nslots; ++i) {
@@ -159,6 +185,14 @@ void Engine::claim_requests() {
             if (slot.state != SlotState::pending || claimed_[i]) continue;
             slot.state = SlotState::working;
             claimed_[i] = true;
+            if (slot.kind == RequestKind::discovery) {
+                DiscoveryJob d;
+                d.slot = i;
+                d.request_id = slot.request_id;
+                d.issuer = slot.session;
+                discovery.push_back(std::move(d));
+                continue;
+            }
             RefreshJob job;
             job.slot = i;
             job.request_id = slot.request_id;
@@ -168,6 +202,18 @@ void Engine::claim_requests() {
             job.force = slot.force;
             waiting_.push_back(std::move(job));
         }
+    }
+    for (DiscoveryJob& d : discovery) {
+        try {
+            d.urls = metadata_urls(d.issuer, allow_insecure_http());
+        } catch (const Error& e) {
+            JobResult bad;
+            bad.code = e.code();
+            bad.message = e.what();
+            answer_slot(d.slot, d.request_id, bad);
+            continue;
+        }
+        start_discovery(std::move(d));
     }
     start_waiting();
 }
@@ -405,20 +451,70 @@ ProviderStats* Engine::provider_stats(const std::string& name) {
 }
 
 void Engine::publish(const RefreshJob& job) {
-    if (job.slot < 0) return;
-    RequestSlot& slot = s_->slots[job.slot];
+    if (job.slot >= 0) answer_slot(job.slot, job.request_id, job.result);
+}
+
+// Writes a result into a request slot and wakes its waiters.
+void Engine::answer_slot(int index, std::uint64_t request_id, const JobResult& result) {
+    RequestSlot& slot = s_->slots[index];
     {
         SharedLock guard(s_, LW_EXCLUSIVE);
-        if (slot.request_id == job.request_id && slot.state == SlotState::working) {
-            slot.ok = job.result.ok;
-            slot.error_code = static_cast<int>(job.result.code);
-            put(slot.message, job.result.message);
-            put(slot.detail, job.result.detail);
+        if (slot.request_id == request_id && slot.state == SlotState::working) {
+            slot.ok = result.ok;
+            slot.error_code = static_cast<int>(result.code);
+            put(slot.message, result.message);
+            put(slot.detail, result.detail);
             slot.state = slot.waiters == 0 ? SlotState::free : SlotState::done;
         }
     }
-    claimed_[job.slot] = false;
+    claimed_[index] = false;
     pg_call([&] { ConditionVariableBroadcast(&slot.cv); });
+}
+
+// Fetches the next metadata URL of a discovery request.
+void Engine::start_discovery(DiscoveryJob job) {
+    HttpRequestSpec spec;
+    spec.url = job.urls[job.next_url++];
+    spec.get = true;
+    spec.headers = {"Accept: application/json"};
+    spec.total_timeout = request_timeout();
+    spec.connect_timeout = std::min(spec.total_timeout, seconds(5));
+    spec.ca_file = ca_file();
+    spec.allow_http = allow_insecure_http();
+    const std::uint64_t id = http_.start(spec);
+    discoveries_.emplace(id, std::move(job));
+}
+
+// Handles a finished metadata fetch; false when `r` is not one.
+bool Engine::on_discovery_result(const HttpResult& r) {
+    auto it = discoveries_.find(r.id);
+    if (it == discoveries_.end()) return false;
+    DiscoveryJob job = std::move(it->second);
+    discoveries_.erase(it);
+    JobResult result;
+    result.code = ErrorCode::refresh_failed;
+    if (!r.transport_ok) {
+        result.message = "the issuer's metadata could not be fetched";
+        result.detail = r.transport_error;
+    } else if ((r.status < 200 || r.status > 299) && job.next_url < job.urls.size()) {
+        start_discovery(std::move(job));  // OIDC location failed: try RFC 8414's
+        return true;
+    } else if (r.status < 200 || r.status > 299) {
+        result.message = "the issuer publishes no metadata (HTTP " + std::to_string(r.status) + ")";
+    } else {
+        try {
+            (void)parse_metadata(r.body, job.issuer, allow_insecure_http());
+            save_discovery(job.issuer, r.body);
+            result.ok = true;
+        } catch (const Error& e) {
+            abort_worker_transaction();
+            result.code = e.code();
+            result.message = e.what();
+            result.detail = e.detail();
+        }
+    }
+    answer_slot(job.slot, job.request_id, result);
+    return true;
 }
 
 void Engine::run_deferred() {
@@ -551,7 +647,7 @@ void Engine::run() {
             if (ready) {
                 http_.drive();
                 for (const HttpResult& r : http_.take_finished()) {
-                    if (!on_revocation_result(r)) on_http_result(r);
+                    if (!on_revocation_result(r) && !on_discovery_result(r)) on_http_result(r);
                 }
                 if (deferred_.size() < kMaxHeldResults) claim_requests();
                 start_waiting();

@@ -4,11 +4,13 @@
 
 #include "core/client_assertion.hpp"
 #include "core/crypto.hpp"
+#include "core/discovery.hpp"
 #include "core/error.hpp"
 #include "core/expiry.hpp"
 #include "core/id_token.hpp"
 #include "core/refresh_request.hpp"
 #include "pg/args.hpp"
+#include "pg/engine_client.hpp"
 #include "pg/engine_shmem.hpp"
 #include "pg/guard.hpp"
 #include "pg/gucs.hpp"
@@ -17,6 +19,7 @@
 #include "pg/store.hpp"
 
 UT_SQL_FUNCTION(ut_register_provider)
+UT_SQL_FUNCTION(ut_register_provider_from_issuer)
 UT_SQL_FUNCTION(ut_store_upstream_token)
 UT_SQL_FUNCTION(ut_wake_engine_at_commit)
 
@@ -49,44 +52,73 @@ Arg interval_arg(FunctionCallInfo fcinfo, int n) {
     return datum_arg(INTERVALOID, PG_ARGISNULL(n) ? Datum(0) : PG_GETARG_DATUM(n), PG_ARGISNULL(n));
 }
 
-Datum register_provider(FunctionCallInfo fcinfo) {
-    const std::string name = nonempty_text_arg(fcinfo, 0, "provider name");
-    check_provider_name(name);
-    const std::string endpoint = nonempty_text_arg(fcinfo, 1, "token_endpoint");
-    validate_endpoint(endpoint, allow_insecure_http());
-    const std::string client_id = nonempty_text_arg(fcinfo, 2, "client_id");
-    const auto secret = opt_text_arg(fcinfo, 3);
-    const AuthMethod method =
-        parse_auth_method(text_arg_required(fcinfo, 4, "auth_method"));
-    const auto issuer = opt_text_arg(fcinfo, 5);
-    const auto revocation = opt_text_arg(fcinfo, 6);
-    if (revocation) validate_endpoint(*revocation, allow_insecure_http());
-    if (method == AuthMethod::none && secret) {
+// Everything register_provider stores about a provider, before validation.
+struct ProviderSpec {
+    std::string name;
+    std::string token_endpoint;
+    std::string client_id;
+    std::optional<std::string> secret;  // client secret, or the PEM key for private_key_jwt
+    AuthMethod method = AuthMethod::client_secret_basic;
+    std::optional<std::string> issuer;
+    std::optional<std::string> revocation_endpoint;
+    std::optional<std::string> scope;
+    Arg refresh_threshold, refresh_token_ttl, default_lifetime, request_timeout;
+    std::optional<std::int32_t> max_concurrent;
+    std::optional<std::string> assertion_alg, assertion_kid;
+};
+
+// Reads the options both registration functions share, from argument `first` on:
+// scope, refresh_threshold, refresh_token_ttl, default_lifetime, request_timeout,
+// max_concurrent, assertion_alg, assertion_kid.
+void read_provider_options(FunctionCallInfo fcinfo, int first, ProviderSpec& spec) {
+    spec.scope = opt_text_arg(fcinfo, first);
+    for (int i = first + 1; i <= first + 4; ++i) {
+        if (!PG_ARGISNULL(i)) {
+            const Interval* iv = PG_GETARG_INTERVAL_P(i);
+            if (iv->time < 0 || iv->day < 0 || iv->month < 0) {
+                throw Error(ErrorCode::invalid_parameter, "intervals must not be negative");
+            }
+        }
+    }
+    spec.refresh_threshold = interval_arg(fcinfo, first + 1);
+    spec.refresh_token_ttl = interval_arg(fcinfo, first + 2);
+    spec.default_lifetime = interval_arg(fcinfo, first + 3);
+    spec.request_timeout = interval_arg(fcinfo, first + 4);
+    spec.max_concurrent = opt_int4_arg(fcinfo, first + 5);
+    if (spec.max_concurrent && *spec.max_concurrent <= 0) {
+        throw Error(ErrorCode::invalid_parameter, "max_concurrent must be positive");
+    }
+    spec.assertion_alg = opt_text_arg(fcinfo, first + 6);
+    spec.assertion_kid = opt_text_arg(fcinfo, first + 7);
+}
+
+// Validates a provider and inserts or replaces it (the secret sealed).
+void save_provider(ProviderSpec& spec) {
+    check_provider_name(spec.name);
+    validate_endpoint(spec.token_endpoint, allow_insecure_http());
+    if (spec.revocation_endpoint) validate_endpoint(*spec.revocation_endpoint, allow_insecure_http());
+    if (spec.client_id.empty()) throw Error(ErrorCode::invalid_parameter, "client_id must not be empty");
+    if (spec.method == AuthMethod::none && spec.secret) {
         throw Error(ErrorCode::invalid_parameter,
                     "a client secret was given for auth_method \"none\"",
                     "Public clients have no secret; pass NULL or choose client_secret_basic.");
     }
-    if (method != AuthMethod::none && (!secret || secret->empty())) {
+    if (spec.method != AuthMethod::none && (!spec.secret || spec.secret->empty())) {
         throw Error(ErrorCode::invalid_parameter,
-                    std::string("auth_method \"") + auth_method_name(method) +
+                    std::string("auth_method \"") + auth_method_name(spec.method) +
                         "\" needs a client_secret" +
-                        (method == AuthMethod::private_key_jwt ? " (the PEM private key)" : ""));
+                        (spec.method == AuthMethod::private_key_jwt ? " (the PEM private key)" : ""));
     }
-    auto assertion_alg = opt_text_arg(fcinfo, 13);
-    const auto assertion_kid = opt_text_arg(fcinfo, 14);
-    if (method == AuthMethod::private_key_jwt) {
-        assertion_alg = assertion_alg_for_key(*secret, assertion_alg.value_or(""));
-    } else if (assertion_alg || assertion_kid) {
+    if (spec.method == AuthMethod::private_key_jwt) {
+        spec.assertion_alg = assertion_alg_for_key(*spec.secret, spec.assertion_alg.value_or(""));
+    } else if (spec.assertion_alg || spec.assertion_kid) {
         throw Error(ErrorCode::invalid_parameter,
                     "assertion_alg and assertion_kid apply to auth_method private_key_jwt only");
-    }
-    if (!PG_ARGISNULL(12) && PG_GETARG_INT32(12) <= 0) {
-        throw Error(ErrorCode::invalid_parameter, "max_concurrent must be positive");
     }
 
     SpiConnection spi;
     std::optional<std::string> sealed;
-    if (secret) sealed = seal(name, "", "client_secret", *secret);
+    if (spec.secret) sealed = seal(spec.name, "", "client_secret", *spec.secret);
     static Statement upsert(
         "INSERT INTO upstream_token.provider AS p (name, token_endpoint, client_id, "
         "client_secret, auth_method, issuer, revocation_endpoint, scope, refresh_threshold, "
@@ -104,21 +136,64 @@ Datum register_provider(FunctionCallInfo fcinfo) {
         "request_timeout = EXCLUDED.request_timeout, max_concurrent = EXCLUDED.max_concurrent, "
         "assertion_alg = EXCLUDED.assertion_alg, assertion_kid = EXCLUDED.assertion_kid, "
         "updated_at = pg_catalog.now()");
-    for (int i : {8, 9, 10, 11}) {
-        if (!PG_ARGISNULL(i)) {
-            Interval* iv = PG_GETARG_INTERVAL_P(i);
-            if (iv->time < 0 || iv->day < 0 || iv->month < 0) {
-                throw Error(ErrorCode::invalid_parameter, "intervals must not be negative");
-            }
-        }
-    }
     scan_on_commit();  // thresholds may have changed: the engine re-plans after commit
-    upsert.run({text_arg(name), text_arg(endpoint), text_arg(client_id), bytea_arg(sealed),
-                text_arg(auth_method_name(method)), text_arg(issuer), text_arg(revocation),
-                text_arg(opt_text_arg(fcinfo, 7)), interval_arg(fcinfo, 8),
-                interval_arg(fcinfo, 9), interval_arg(fcinfo, 10), interval_arg(fcinfo, 11),
-                int4_arg(opt_int4_arg(fcinfo, 12)), text_arg(assertion_alg), text_arg(assertion_kid)},
+    upsert.run({text_arg(spec.name), text_arg(spec.token_endpoint), text_arg(spec.client_id),
+                bytea_arg(sealed), text_arg(auth_method_name(spec.method)), text_arg(spec.issuer),
+                text_arg(spec.revocation_endpoint), text_arg(spec.scope), spec.refresh_threshold,
+                spec.refresh_token_ttl, spec.default_lifetime, spec.request_timeout,
+                int4_arg(spec.max_concurrent), text_arg(spec.assertion_alg),
+                text_arg(spec.assertion_kid)},
                false);
+}
+
+Datum register_provider(FunctionCallInfo fcinfo) {
+    ProviderSpec spec;
+    spec.name = nonempty_text_arg(fcinfo, 0, "provider name");
+    spec.token_endpoint = nonempty_text_arg(fcinfo, 1, "token_endpoint");
+    spec.client_id = nonempty_text_arg(fcinfo, 2, "client_id");
+    spec.secret = opt_text_arg(fcinfo, 3);
+    spec.method = parse_auth_method(text_arg_required(fcinfo, 4, "auth_method"));
+    spec.issuer = opt_text_arg(fcinfo, 5);
+    spec.revocation_endpoint = opt_text_arg(fcinfo, 6);
+    read_provider_options(fcinfo, 7, spec);
+    save_provider(spec);
+    PG_RETURN_VOID();
+}
+
+Datum register_provider_from_issuer(FunctionCallInfo fcinfo) {
+    ProviderSpec spec;
+    spec.name = nonempty_text_arg(fcinfo, 0, "provider name");
+    check_provider_name(spec.name);
+    const std::string issuer = nonempty_text_arg(fcinfo, 1, "issuer");
+    spec.client_id = nonempty_text_arg(fcinfo, 2, "client_id");
+    spec.secret = opt_text_arg(fcinfo, 3);
+    const auto method = opt_text_arg(fcinfo, 4);
+    read_provider_options(fcinfo, 5, spec);
+    (void)metadata_urls(issuer, allow_insecure_http());  // refuse a bad issuer before queuing
+
+    const RefreshResult fetched = request_discovery(issuer);
+    if (!fetched.ok) throw Error(fetched.code, fetched.message, fetched.detail);
+    std::string document;
+    {
+        SpiConnection spi;
+        static Statement read(
+            "SELECT document::text FROM upstream_token.discovery WHERE issuer = $1");
+        if (read.run({text_arg(issuer)}, true, 1, pg_call([] { return GetLatestSnapshot(); })) == 0) {
+            throw Error(ErrorCode::internal, "the engine's metadata for this issuer vanished");
+        }
+        document = ResultRow().text(1).value_or("");
+    }
+    const ProviderMetadata meta = parse_metadata(document, issuer, allow_insecure_http());
+    spec.token_endpoint = meta.token_endpoint;
+    spec.revocation_endpoint = meta.revocation_endpoint;
+    spec.issuer = meta.issuer;
+    if (method) {
+        spec.method = parse_auth_method(*method);
+        require_supported(meta.auth_methods, spec.method);
+    } else {
+        spec.method = choose_auth_method(meta.auth_methods, spec.secret.has_value());
+    }
+    save_provider(spec);
     PG_RETURN_VOID();
 }
 
@@ -217,6 +292,10 @@ Datum ut_wake_engine_at_commit(PG_FUNCTION_ARGS) {
         upstream_token::pg::scan_on_commit();
         PG_RETURN_VOID();
     });
+}
+
+Datum ut_register_provider_from_issuer(PG_FUNCTION_ARGS) {
+    return entry_guard([&] { return upstream_token::pg::register_provider_from_issuer(fcinfo); });
 }
 
 Datum ut_store_upstream_token(PG_FUNCTION_ARGS) {

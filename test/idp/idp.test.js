@@ -326,6 +326,17 @@ describe('quirks', () => {
         assert.equal((await c.admin('GET', `/admin/grants/${g.grant_id}`)).active, false);
     });
 
+    test('refresh_expires_field renames the field (Keycloak style)', async () => {
+        const client = await newClient({ refresh_token_expires_in: 30, refresh_expires_field: 'refresh_expires_in' });
+        const g = await mint(client);
+        assert.equal(g.refresh_expires_in, 30);
+        assert.equal('refresh_token_expires_in' in g, false);
+        const res = await refresh(client, g.refresh_token);
+        assert.equal(res.json.refresh_expires_in, 30);
+        assert.equal('refresh_token_expires_in' in res.json, false);
+        await assert.rejects(c.admin('POST', '/admin/clients', { client_id: 'rx', client_secret: 's', refresh_expires_field: 'x' }), { status: 400 });
+    });
+
     test('token_type_case', async () => {
         for (const tt of ['bearer', 'BEARER']) {
             const client = await newClient({ token_type_case: tt });
@@ -505,6 +516,18 @@ describe('faults', () => {
         const res = await refresh(client, g.refresh_token);
         assert.equal(decodeJwt(res.json.id_token).payload.sub, 'someone-else');
         assert.equal(decodeJwt(res.json.id_token).payload.iss, idp.url);
+    });
+
+    test('id_token_omit leaves claims out', async () => {
+        const g = await mint(client);
+        await c.admin('POST', '/admin/faults', { match: { grant_id: g.grant_id }, action: { id_token_omit: ['auth_time', 'azp'], id_token_claims: { acr: '1' } }, count: 1 });
+        const res = await refresh(client, g.refresh_token);
+        const { payload } = decodeJwt(res.json.id_token);
+        assert.equal('auth_time' in payload, false);
+        assert.equal('azp' in payload, false);
+        assert.equal(payload.acr, '1');
+        assert.equal(payload.sub, 'alice');
+        await assert.rejects(c.admin('POST', '/admin/faults', { action: { id_token_omit: 'azp' } }), { status: 400 });
     });
 
     test('oauth_error answers, without rotation', async () => {
@@ -688,6 +711,9 @@ describe('private_key_jwt', () => {
         assert.equal(s1.verified, s0.verified);
         const { calls } = await c.admin('GET', `/admin/calls?since_ms=${since}&client_id=${rsaClient}`);
         assert.deepEqual(calls.map((x) => [x.endpoint, x.status, x.assertion]), [['token', 401, 'replayed']]);
+        assert.deepEqual(calls[0].assertion_header, { alg: 'RS256', typ: 'JWT' });
+        const sent = JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString());
+        assert.deepEqual(calls[0].assertion_claims, sent);
     });
 
     test('each defect is refused with invalid_client and counted under its reason', async () => {

@@ -26,6 +26,7 @@ const QUIRK_DEFAULTS = {
     no_expires_in: false,
     no_rotation: false,
     refresh_token_expires_in: null,
+    refresh_expires_field: 'refresh_token_expires_in',
     token_type_case: null,
     narrow_scope: null,
     big_access_token: false,
@@ -33,7 +34,7 @@ const QUIRK_DEFAULTS = {
 const CLIENT_KEYS = ['client_id', 'client_secret', 'jwk_or_pem', 'auth_method', 'access_ttl', 'id_token',
     ...Object.keys(QUIRK_DEFAULTS)];
 const FAULT_ACTION_KEYS = ['delay_ms', 'status', 'retry_after', 'drop', 'malformed_json',
-    'oversized_body_bytes', 'omit', 'id_token_claims', 'oauth_error', 'error_description'];
+    'oversized_body_bytes', 'omit', 'id_token_claims', 'id_token_omit', 'oauth_error', 'error_description'];
 const MATCH_KEYS = ['grant_id', 'client_id', 'subject', 'endpoint'];
 const FAULT_ENDPOINTS = ['token', 'revoke'];
 // Actions that make sense at /revoke (the others shape a token response).
@@ -171,6 +172,11 @@ function importClientKey(jwkOrPem) {
     if (key.asymmetricKeyType === 'rsa') return { publicKey: key, alg: 'RS256' };
     if (key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails.namedCurve === 'prime256v1') return { publicKey: key, alg: 'ES256' };
     throw badAdmin('jwk_or_pem must be an RSA or EC P-256 key');
+}
+
+// A copy of the listed fields of an object (those present).
+function pick(obj, keys) {
+    return Object.fromEntries(keys.filter((k) => obj[k] !== undefined).map((k) => [k, obj[k]]));
 }
 
 // Promise-based sleep for the delay_ms fault.
@@ -344,7 +350,7 @@ class Provider {
             [method, id, secret] = ['client_secret_basic', basic.id, basic.secret];
         } else if (hasAssertion) {
             if (bodySecret !== undefined) throw oauthError(400, 'invalid_request', 'more than one client authentication method');
-            const client = this.verifyAssertion(assertionType, assertion, bodyId, endpoint);
+            const client = this.verifyAssertion(assertionType, assertion, bodyId, endpoint, call);
             if (call) call.assertion = 'verified';
             return client;
         } else if (bodySecret !== undefined) {
@@ -362,7 +368,8 @@ class Provider {
 
     // Verifies a private_key_jwt client assertion (RFC 7523 section 3) and returns its client;
     // every refusal is counted in stats.assertions under its reason and answered invalid_client.
-    verifyAssertion(type, assertion, bodyId, endpoint) {
+    // The decoded header and claims (no secret in them) go to the call log entry, if any.
+    verifyAssertion(type, assertion, bodyId, endpoint, call = null) {
         const reject = (reason) => {
             this.stats.assertions[reason]++;
             const err = oauthError(401, 'invalid_client', `client assertion refused: ${reason}`);
@@ -373,6 +380,10 @@ class Provider {
         const jwt = parseCompactJws(assertion);
         if (!jwt) throw reject('malformed');
         const { header, claims } = jwt;
+        if (call) {
+            call.assertion_header = pick(header, ['alg', 'typ', 'kid']);
+            call.assertion_claims = pick(claims, ['iss', 'sub', 'aud', 'iat', 'exp', 'nbf', 'jti']);
+        }
         const client = this.clients.get(typeof claims.iss === 'string' ? claims.iss : bodyId);
         if (!client) throw reject('unknown_client');
         if (client.auth_method !== 'private_key_jwt') throw reject('wrong_method');
@@ -414,7 +425,7 @@ class Provider {
             access_token: this.issueAccessToken(grant, client, now),
             refresh_token: rt.token, expires_in: client.access_ttl,
         };
-        if (client.refresh_token_expires_in !== null) out.refresh_token_expires_in = client.refresh_token_expires_in;
+        if (client.refresh_token_expires_in !== null) out[client.refresh_expires_field] = client.refresh_token_expires_in;
         if (client.id_token) out.id_token = this.idToken(grant, client, now, null);
         return out;
     }
@@ -449,14 +460,16 @@ class Provider {
         return this.sign({ alg: 'HS256', typ: 'at+jwt' }, claims);
     }
 
-    // An ID token for the grant: HS256 with a per-run random key; `overrides` come from a fault.
-    idToken(grant, client, now, overrides) {
+    // An ID token for the grant: HS256 with a per-run random key; `overrides` and `omit` (claim
+    // names to leave out) come from a fault.
+    idToken(grant, client, now, overrides, omit = []) {
         const iat = Math.floor(now / 1000);
         const claims = {
             iss: this.issuer, sub: grant.subject, aud: client.client_id, azp: client.client_id,
             iat, exp: iat + Math.max(client.access_ttl, 60), auth_time: grant.auth_time,
             ...(overrides || {}),
         };
+        for (const name of omit || []) delete claims[name];
         return this.sign({ alg: 'HS256', typ: 'JWT', kid: 'test-hs256' }, claims);
     }
 
@@ -571,10 +584,12 @@ class Provider {
             rec.used = true;
             grant.rotations++;
             body.refresh_token = this.issueRefreshToken(grant, client, now).token;
-            if (client.refresh_token_expires_in !== null) body.refresh_token_expires_in = client.refresh_token_expires_in;
+            if (client.refresh_token_expires_in !== null) body[client.refresh_expires_field] = client.refresh_token_expires_in;
         }
         body.scope = client.narrow_scope ?? scope;
-        if (client.id_token || action.id_token_claims) body.id_token = this.idToken(grant, client, now, action.id_token_claims);
+        if (client.id_token || action.id_token_claims || action.id_token_omit) {
+            body.id_token = this.idToken(grant, client, now, action.id_token_claims, action.id_token_omit);
+        }
         for (const field of omit) delete body[field];
         return body;
     }
@@ -814,6 +829,9 @@ class Provider {
         if (c.auth_method === 'none') c.client_secret = null;
         optInt(c, 'access_ttl');
         optInt(c, 'refresh_token_expires_in');
+        if (!['refresh_token_expires_in', 'refresh_expires_in'].includes(c.refresh_expires_field)) {
+            throw badAdmin('refresh_expires_field must be refresh_token_expires_in or refresh_expires_in');
+        }
         if (c.token_type_case !== null && typeof c.token_type_case !== 'string') throw badAdmin('token_type_case must be a string');
         if (c.narrow_scope !== null && typeof c.narrow_scope !== 'string') throw badAdmin('narrow_scope must be a string');
         if (typeof c.big_access_token !== 'boolean') optInt(c, 'big_access_token', 64);
@@ -956,6 +974,9 @@ function validateAction(action, endpoint) {
         throw badAdmin('omit must be an array of field names');
     }
     if (action.id_token_claims !== undefined) requireObject(action.id_token_claims, 'id_token_claims');
+    if (action.id_token_omit !== undefined && !(Array.isArray(action.id_token_omit) && action.id_token_omit.every((f) => typeof f === 'string'))) {
+        throw badAdmin('id_token_omit must be an array of claim names');
+    }
     if (action.oauth_error !== undefined && typeof action.oauth_error !== 'string') throw badAdmin('oauth_error must be a string');
 }
 

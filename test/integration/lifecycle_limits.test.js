@@ -28,6 +28,18 @@ async function setProviderLimit(ctx, p, maxConcurrent) {
         [p.provider, `${ctx.idp.url}/token`, p.clientId, p.secret, p.threshold || null, maxConcurrent]);
 }
 
+// Most calls open at one instant, from the IdP call log (arrival to answer, end exclusive):
+// the IdP's own gauge drops only when a socket's 'close' event runs, a little after the answer.
+function maxOverlap(calls) {
+    const edges = [];
+    for (const c of calls) edges.push([c.t_ms, 1], [c.t_ms + c.duration_ms, -1]);
+    edges.sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+    let cur = 0;
+    let max = 0;
+    for (const [, d] of edges) { cur += d; max = Math.max(max, cur); }
+    return max;
+}
+
 // Generation of each session of a provider (a refresh bumps it).
 async function generations(pool, provider) {
     const r = await pool.query(
@@ -74,27 +86,30 @@ test('500 tokens issued together: refreshes spread over the window, max_concurre
     await storeMany(ctx.pool, p.provider, rows);
     const stored = await ctx.pool.query(
         'SELECT session, expires_at FROM upstream_token.token_status WHERE provider = $1', [p.provider]);
-    const expiresAt = stored.rows[0].expires_at.getTime();
-    assert.ok(stored.rows.every((r) => r.expires_at.getTime() === expiresAt), 'issued at the same instant');
+    const expiry = stored.rows.map((r) => r.expires_at.getTime());
+    const expiresAt = Math.min(...expiry);
+    assert.ok(Math.max(...expiry) - expiresAt < 1000, 'issued together (one statement)');
 
     await waitFor(async () => [...(await generations(ctx.pool, p.provider)).values()].every((g) => g >= 2),
         { timeoutMs: (THRESHOLD_S + 10) * 1000, intervalMs: 500, what: 'all 500 tokens refreshed' });
     const after = await ctx.engine();
     const stats = await ctx.stats();
-    const calls = (await callLog(ctx.idp, p.clientId, t0)).filter((c) => c.status === 200);
+    const calls = await callLog(ctx.idp, p.clientId, t0);
     assert.strictEqual(calls.length, N, 'one call per token');
+    assert.ok(calls.every((c) => c.status === 200), 'every call succeeded');
     const times = calls.map((c) => c.t_ms);
     const span = Math.max(...times) - Math.min(...times);
     assert.ok(span >= (THRESHOLD_S * 1000) / 2, `refreshes spread over ${span} ms, at least half the window`);
     assert.ok(Math.max(...calls.map((c) => c.t_ms + c.duration_ms)) < expiresAt, 'all refreshed before expiry');
-    assert.ok(stats.max_in_flight <= LIMIT, `at most ${LIMIT} at once at the provider, saw ${stats.max_in_flight}`);
+    const overlap = maxOverlap(calls);
+    t.diagnostic(`provider gauge max_in_flight ${stats.max_in_flight}; max overlap in the call log ${overlap}`);
+    assert.ok(overlap <= LIMIT, `at most ${LIMIT} at once at the provider, saw ${overlap}`);
     assert.strictEqual(stats.reuse_detected, 0);
     assert.strictEqual(Number(after.requests) - Number(before.requests), 0, 'all proactive');
-    t.diagnostic(`calls spread over ${span} ms of the ${THRESHOLD_S * 1000} ms window; provider max in flight ` +
-        `${stats.max_in_flight} (limit ${LIMIT}); ${Date.now() - t0} ms`);
+    t.diagnostic(`calls spread over ${span} ms of the ${THRESHOLD_S * 1000} ms window; ${Date.now() - t0} ms`);
 });
 
-test("a provider's max_concurrent bounds its refreshes (forced, on demand and proactive)", async (t) => {
+test("a provider's max_concurrent bounds on-demand and proactive refreshes of due tokens", async (t) => {
     const N = 30;
     const LIMIT = 3;
     const t0 = Date.now();
@@ -102,31 +117,39 @@ test("a provider's max_concurrent bounds its refreshes (forced, on demand and pr
     await setProviderLimit(ctx, p, LIMIT);
     await ctx.fault({ match: { client_id: p.clientId }, action: { delay_ms: 200 } });
     t.after(() => ctx.clearFaults());
-
-    // Fresh tokens, all forced at once: nothing was due, so no scan has seen this provider.
-    const fresh = await mint(ctx, p, N, 3600, 'forced');
-    await storeMany(ctx.pool, p.provider, fresh);
-    await ctx.idp.client.admin('POST', '/admin/stats/reset', {});
-    const forced = await Promise.all(fresh.map((r) => onOwnConnection(
-        'SELECT refreshed, sqlstate FROM upstream_token.refresh_upstream_token($1, $2)', [r.session, p.provider])));
-    const forcedStats = await ctx.stats();
-    assert.deepStrictEqual(forced.filter((o) => !o.ok || !o.rows[0].refreshed).map((o) => o.code || o.rows[0].sqlstate), [],
-        'every forced refresh succeeded');
-
     // Expired tokens, read at once: proactive and on-demand refreshes together.
     const expired = await mint(ctx, p, N, 0, 'expired');
-    await ctx.idp.client.admin('POST', '/admin/stats/reset', {});
     await storeMany(ctx.pool, p.provider, expired);
     const gets = await Promise.all(expired.map((r) => onOwnConnection(
         'SELECT upstream_token.get_upstream_token($1, $2) AS t', [r.session, p.provider])));
-    const dueStats = await ctx.stats();
     assert.deepStrictEqual(gets.filter((o) => !o.ok).map((o) => o.code), [], 'every get succeeded');
+    const overlap = maxOverlap(await callLog(ctx.idp, p.clientId, t0));
+    t.diagnostic(`provider max in flight ${overlap} (limit ${LIMIT}); ${Date.now() - t0} ms`);
+    assert.ok(overlap <= LIMIT, `at most ${LIMIT} at once, saw ${overlap}`);
+    assert.ok(overlap >= 2, 'refreshes did overlap');
+});
 
-    t.diagnostic(`provider max in flight: forced ${forcedStats.max_in_flight}, due ${dueStats.max_in_flight} ` +
-        `(limit ${LIMIT}); ${Date.now() - t0} ms`);
-    assert.ok(forcedStats.max_in_flight <= LIMIT, `forced: at most ${LIMIT} at once, saw ${forcedStats.max_in_flight}`);
-    assert.ok(dueStats.max_in_flight <= LIMIT, `due: at most ${LIMIT} at once, saw ${dueStats.max_in_flight}`);
-    assert.ok(forcedStats.max_in_flight >= 2 && dueStats.max_in_flight >= 2, 'refreshes did overlap');
+// Known engine bug (.tmp/bugs-life.md, B1): the provider's limit is learned only from a scan
+// that found one of its tokens due, so forced refreshes of fresh tokens run unbounded.
+test("a provider's max_concurrent bounds forced refreshes of fresh tokens", async (t) => {
+    const N = 30;
+    const LIMIT = 3;
+    const t0 = Date.now();
+    const p = await ctx.provider({ accessTtl: 3600 });
+    await setProviderLimit(ctx, p, LIMIT);
+    await ctx.fault({ match: { client_id: p.clientId }, action: { delay_ms: 200 } });
+    t.after(() => ctx.clearFaults());
+    // Fresh tokens, all forced at once: nothing is due, so no scan has seen this provider.
+    const fresh = await mint(ctx, p, N, 3600, 'forced');
+    await storeMany(ctx.pool, p.provider, fresh);
+    const forced = await Promise.all(fresh.map((r) => onOwnConnection(
+        'SELECT refreshed, sqlstate FROM upstream_token.refresh_upstream_token($1, $2)', [r.session, p.provider])));
+    assert.deepStrictEqual(forced.filter((o) => !o.ok || !o.rows[0].refreshed).map((o) => o.code || o.rows[0].sqlstate), [],
+        'every forced refresh succeeded');
+    const overlap = maxOverlap(await callLog(ctx.idp, p.clientId, t0));
+    t.diagnostic(`provider max in flight ${overlap} (limit ${LIMIT}); ${Date.now() - t0} ms`);
+    assert.ok(overlap <= LIMIT, `at most ${LIMIT} at once, saw ${overlap} (bug B1)`);
+    assert.ok(overlap >= 2, 'refreshes did overlap');
 });
 
 test('429 with Retry-After pauses that provider only; its token is refreshed after the pause', async (t) => {
@@ -149,10 +172,6 @@ test('429 with Retry-After pauses that provider only; its token is refreshed aft
     const bNow = await mint(ctx, b, 10, 0, 'b-now');
     await storeMany(ctx.pool, a.provider, aLater);
     await storeMany(ctx.pool, b.provider, bNow);
-    // An on-demand read of A during the pause is answered at once, without a call.
-    const during = await onOwnConnection('SELECT upstream_token.get_upstream_token($1, $2)', [aLater[0].session, a.provider]);
-    assert.strictEqual(during.ok, false);
-    assert.strictEqual(during.code, 'UT003', `paused provider: refresh_failed, got ${during.code}`);
     const statusDuring = (await ctx.pool.query(
         'SELECT paused_until FROM upstream_token.provider_status WHERE provider = $1', [a.provider])).rows[0];
     assert.ok(statusDuring && statusDuring.paused_until && statusDuring.paused_until.getTime() >= pauseEnds - 1000,
@@ -160,15 +179,21 @@ test('429 with Retry-After pauses that provider only; its token is refreshed aft
     await sleep(1500);
     const bLater = await mint(ctx, b, 5, 0, 'b-later');
     await storeMany(ctx.pool, b.provider, bLater);
+    // An on-demand read of A during the pause is answered at once, without a call; the token
+    // is still refreshed once the pause ends (bug B3 in .tmp/bugs-life.md: it was not).
+    const during = await onOwnConnection('SELECT upstream_token.get_upstream_token($1, $2)', [aLater[0].session, a.provider]);
+    assert.ok(Date.now() < pauseEnds, 'the read happened during the pause');
+    assert.strictEqual(during.ok, false);
+    assert.strictEqual(during.code, 'UT003', `paused provider: refresh_failed, got ${during.code}`);
 
     // Every token of both providers ends refreshed.
     await waitFor(async () => {
         const ga = await generations(ctx.pool, a.provider);
         const gb = await generations(ctx.pool, b.provider);
         return [...ga.values(), ...gb.values()].every((g) => g >= 2);
-    }, { timeoutMs: 20000, intervalMs: 200, what: 'all tokens of A and B refreshed' });
+    }, { timeoutMs: 20000, intervalMs: 200, what: 'all tokens of A and B refreshed (bug B3 if the one read during the pause is not)' });
 
-    const aCalls = (await callLog(ctx.idp, a.clientId, t0)).filter((c) => c !== undefined);
+    const aCalls = await callLog(ctx.idp, a.clientId, t0);
     const bCalls = await callLog(ctx.idp, b.clientId, t0);
     const aAfter429 = aCalls.filter((c) => c.t_ms > limited.t_ms);
     assert.ok(aAfter429.length >= 6, 'A refreshed after the pause');
@@ -182,6 +207,8 @@ test('429 with Retry-After pauses that provider only; its token is refreshed aft
         `after the pause ended; B calls during the pause: ${bDuringPause.length}; ${Date.now() - t0} ms`);
 });
 
+// Known engine bug (.tmp/bugs-life.md, B2): a reload does not make the engine rescan, so the
+// new threshold is applied only at the next scheduled scan (up to 5 minutes later).
 test('SIGHUP: a larger refresh_threshold is used by the engine without a restart', async (t) => {
     const OLD_S = 300;
     const NEW_S = 1000;

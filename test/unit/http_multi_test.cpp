@@ -639,3 +639,31 @@ TEST(HttpMulti, DestructorCleansUpInFlightTransfers) {
 
 }  // namespace
 }  // namespace upstream_token
+
+namespace upstream_token {
+namespace {
+
+// Provider metadata is fetched with a GET that carries no body.
+TEST(HttpMulti, GetSendsNoBody) {
+    TestServer server([](const SeenRequest&) {
+        Reply r;
+        r.status = 200;
+        r.body = R"({"issuer":"x"})";
+        return r;
+    });
+    HttpMulti http;
+    HttpRequestSpec spec = spec_for(server.url("/.well-known/openid-configuration"), "ignored");
+    spec.get = true;
+    http.start(spec);
+    const Driven d = drive_until(http, 1);
+    ASSERT_EQ(d.results.size(), 1U);
+    EXPECT_TRUE(d.results[0].transport_ok) << d.results[0].transport_error;
+    EXPECT_EQ(d.results[0].body, R"({"issuer":"x"})");
+    const std::vector<SeenRequest> seen = server.requests();
+    ASSERT_EQ(seen.size(), 1U);
+    EXPECT_EQ(seen[0].method, "GET");
+    EXPECT_TRUE(seen[0].body.empty());
+}
+
+}  // namespace
+}  // namespace upstream_token
