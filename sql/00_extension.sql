@@ -18,7 +18,7 @@ SELECT want AS missing_member
     'table upstream_token.token',
     'view upstream_token.token_status',
     'view upstream_token.engine_status',
-    'function upstream_token.register_provider(text,text,text,text,text,text,text,text,interval,interval,interval,interval,integer)',
+    'function upstream_token.register_provider(text,text,text,text,text,text,text,text,interval,interval,interval,interval,integer,text,text)',
     'function upstream_token.drop_provider(text,boolean)',
     'function upstream_token.store_upstream_token(text,text,text,text,integer,text,text,text,integer)',
     'function upstream_token.get_upstream_token(text,text)',

@@ -21,7 +21,7 @@ ScanResult scan_due_tokens(Time window_end, std::size_t limit) {
 
     static Statement due(
         "SELECT t.session, t.provider, t.generation, t.expires_at, t.next_attempt_at, "
-        "(extract(epoch FROM p.refresh_threshold) * 1000000)::int8, p.max_concurrent "
+        "(extract(epoch FROM p.refresh_threshold) * 1000000)::int8 "
         "FROM upstream_token.token t JOIN upstream_token.provider p ON p.name = t.provider "
         "WHERE t.status = 'active' AND t.expires_at <= $1 AND t.refresh_token IS NOT NULL "
         "ORDER BY t.expires_at LIMIT $2");
@@ -39,8 +39,12 @@ ScanResult scan_due_tokens(Time window_end, std::size_t limit) {
         t.next_attempt = r.timestamptz(5);
         const auto thr = r.int8(6);
         t.threshold = thr ? Micros{*thr} : refresh_threshold();
-        t.max_concurrent = r.int4(7).value_or(0);
         if (t.expires_at - t.threshold <= window_end) out.tokens.push_back(std::move(t));
+    }
+    static Statement limits("SELECT name, coalesce(max_concurrent, 0) FROM upstream_token.provider");
+    for (std::uint64_t i = 0, m = limits.run({}, true); i < m; ++i) {
+        ResultRow r(i);
+        out.provider_limits.emplace_back(r.text(1).value_or(""), r.int4(2).value_or(0));
     }
     if (!out.truncated) {
         static Statement next(

@@ -4,6 +4,8 @@
 
 #include <cstddef>
 #include <optional>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "core/scheduler.hpp"
@@ -17,11 +19,11 @@ struct DueToken {
     Time expires_at{};
     Micros threshold{};
     std::optional<Time> next_attempt;
-    int max_concurrent = 0;  // the provider's limit, 0 for none
 };
 
 struct ScanResult {
     std::vector<DueToken> tokens;     // windows opening by `window_end`, earliest first
+    std::vector<std::pair<std::string, int>> provider_limits;  // every provider's max_concurrent
     std::optional<Time> next_window;  // earliest window opening after the scanned range
     bool truncated = false;           // `limit` was reached: scan again soon
 };

@@ -270,6 +270,7 @@ void Engine::start_job(RefreshJob job) {
         job.result.ok = false;
         job.result.code = ErrorCode::refresh_failed;
         job.result.message = "the provider asked to be left alone for a while (Retry-After)";
+        job.retry_planned = *until;  // refreshed when the pause ends, not at some later scan
         finish(job);
         return;
     }
@@ -540,9 +541,10 @@ void Engine::scan_if_due(bool requested) {
     if (!requested && now < next_scan_) return;
     const Time window_end = now + kScanHorizon;
     ScanResult found = scan_due_tokens(window_end, kScanBatch);
+    for (const auto& [provider, limit] : found.provider_limits) plan_.set_provider_limit(provider, limit);
     for (const DueToken& t : found.tokens) {
-        plan_.set_provider_limit(t.key.provider, t.max_concurrent);
-        if (plan_.planned(t.key, t.generation) || busy_.count(t.key) > 0) continue;
+        // Re-planned every scan: the due time depends on thresholds that may have changed.
+        if (busy_.count(t.key) > 0) continue;
         Time due = proactive_due(t.expires_at, t.threshold,
                                  spread_unit(t.key.provider, t.key.session, t.generation));
         if (t.next_attempt && *t.next_attempt > due) due = *t.next_attempt;
@@ -626,6 +628,7 @@ void Engine::run() {
     for (;;) {
         const long timeout = ready ? wait_timeout_ms() : kIdleCheckMs;
         WaitEvent events[3];
+        bool reloaded = false;
         pg_call([&] {
             (void)WaitEventSetWait(set, timeout, events, 3, PG_WAIT_EXTENSION);
             ResetLatch(MyLatch);
@@ -633,6 +636,7 @@ void Engine::run() {
             if (ConfigReloadPending) {
                 ConfigReloadPending = false;
                 ProcessConfigFile(PGC_SIGHUP);
+                reloaded = true;  // thresholds and limits may have changed: scan again
             }
         });
         MemoryContext old = MemoryContextSwitchTo(loop_cxt);
@@ -651,10 +655,10 @@ void Engine::run() {
                 }
                 if (deferred_.size() < kMaxHeldResults) claim_requests();
                 start_waiting();
-                bool requested = false;
+                bool requested = reloaded;
                 {
                     SharedLock guard(s_, LW_EXCLUSIVE);
-                    requested = s_->scan_requested;
+                    requested |= s_->scan_requested;
                     s_->scan_requested = false;
                 }
                 scan_if_due(requested);

@@ -164,6 +164,7 @@ BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
         const std::string last = r.text(9).value_or("");
         txn.commit();
         job.result.detail = last;
+        job.retry_planned = *next_attempt;  // keep the token planned for when backoff ends
         // Report the class of the failure that started the backoff, not "transient" for all.
         const bool misconfigured = last.rfind(class_name(FailureClass::client_misconfigured), 0) == 0;
         return answer(job, false,

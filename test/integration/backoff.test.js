@@ -121,3 +121,35 @@ test('6c. after the outage the next attempt refreshes: UT003 gone, a new token, 
         expired.login.grant.id_token, tok, g.refresh_token, due.login.grant.access_token,
         due.login.grant.refresh_token, due.login.grant.id_token, dueTok, gd.refresh_token]);
 });
+
+// Fails while bug B2 (.tmp/bugs-engine.md) stands: the engine re-refreshes such a token at once,
+// thousands of times per second, and a caller times out behind that loop.
+test('6d. tokens that live shorter than the refresh threshold are not refreshed in a loop', async () => {
+    // Access tokens of 60 s against the default 300 s threshold: due as soon as issued.
+    const p = await ctx.provider({ accessTtl: 60 });
+    const login = await storeLoginWithStatus(ctx, p, { expiresIn: 60 });
+    const c = await connect();
+    const notices = [];
+    c.on('notice', (n) => notices.push(n));
+    try {
+        await waitFor(async () => (await ctx.grant(login.grant.grant_id)).refresh_calls >= 1,
+            { what: 'the first (proactive) refresh' });
+        await sleep(2000);  // the observation window: how many more refreshes follow on their own
+        const calls = (await ctx.grant(login.grant.grant_id)).refresh_calls;
+        // Every refresh hands out a full 60 s token: a sane schedule needs no second one within 2 s.
+        assert.ok(calls <= 2, `${calls} provider calls within about 2 s for one token`);
+        await c.query("SET upstream_token.wait_timeout = '2s'");
+        const tok = (await c.query(GET, [login.session, p.provider])).rows[0].t;
+        assert.ok(tok, 'a token is served');
+        assert.deepStrictEqual(notices.map((n) => n.severity), [], 'served without a WARNING (no timeout)');
+        const st = await tokenStatus(ctx.pool, login.session, p.provider);
+        const saved = Number(st.generation) - Number(login.before.generation);
+        assert.ok(saved <= 3, `${saved} saved refreshes`);
+        const g = await ctx.grant(login.grant.grant_id);
+        assertNoSecretsInLog([login.grant.access_token, login.grant.refresh_token, login.grant.id_token, tok, g.refresh_token]);
+    } finally {
+        await c.end().catch(() => {});
+        // Stops a runaway refresh loop at once rather than at the end of the file.
+        await ctx.pool.query('SELECT upstream_token.delete_upstream_token($1)', [login.session]).catch(() => {});
+    }
+});

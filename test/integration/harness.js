@@ -296,3 +296,89 @@ async function storeLoginWithStatus(ctx, p, opts = {}) {
 }
 
 Object.assign(module.exports, { storeLoginWithStatus });
+
+// ---- Helpers added for the protocol tests (client authentication, revocation, quirks, binding, key rotation). ----
+
+const INTERVAL_ARGS = new Set(['refresh_threshold', 'refresh_token_ttl', 'default_lifetime', 'request_timeout']);
+
+// Registers an IdP client (any auth method, key or quirk: `client` is the /admin/clients body)
+// and a provider with any register_provider named arguments (`args`), for what ctx.provider()
+// cannot express; the provider is dropped by ctx.close() like ctx.provider()'s. Returns
+// {provider, clientId, secret, authMethod}.
+async function providerWith(ctx, { client = {}, args = {} } = {}) {
+    const clientId = client.client_id || unique('client');
+    const authMethod = client.auth_method || 'client_secret_basic';
+    const secret = authMethod === 'none' || authMethod === 'private_key_jwt'
+        ? null : (client.client_secret || `secret ${unique('s')} :+%`);
+    await ctx.idp.client.admin('POST', '/admin/clients', {
+        id_token: true, ...client, client_id: clientId, auth_method: authMethod,
+        ...(secret ? { client_secret: secret } : {}),
+    });
+    const provider = args.name || unique('p').replace(/[^A-Za-z0-9_.:-]/g, '_').slice(0, 60);
+    const named = {
+        token_endpoint: `${ctx.idp.url}/token`, client_id: clientId, client_secret: secret,
+        auth_method: authMethod, ...args, name: provider,
+    };
+    const keys = Object.keys(named);
+    for (const k of keys) if (!/^[a-z_]+$/.test(k)) throw new Error(`bad argument name ${k}`);
+    const list = keys.map((k, i) => `${k} => $${i + 1}::${INTERVAL_ARGS.has(k) ? 'interval' : k === 'max_concurrent' ? 'integer' : 'text'}`);
+    if (!ctx.protocolProviders) {
+        ctx.protocolProviders = [];
+        const close = ctx.close;
+        ctx.close = async () => {
+            for (const name of ctx.protocolProviders) {
+                await ctx.pool.query('SELECT upstream_token.drop_provider($1, cascade => true)', [name]).catch(() => {});
+            }
+            return close.call(ctx);
+        };
+    }
+    await ctx.pool.query(`SELECT upstream_token.register_provider(${list.join(', ')})`, keys.map((k) => named[k]));
+    ctx.protocolProviders.push(provider);
+    return { provider, clientId, secret, authMethod };
+}
+
+// A basic-auth client of the test IdP that only introspects: any client may introspect any
+// token, so tests of public or private_key_jwt clients can still ask "is this token active?".
+async function introspector(ctx) {
+    const id = unique('introspector');
+    const secret = `s-${unique('i')}`;
+    await ctx.idp.client.admin('POST', '/admin/clients', { client_id: id, client_secret: secret });
+    return async (token) => {
+        const r = await ctx.idp.client.request('POST', '/introspect', { form: { token }, basic: [id, secret] });
+        if (r.status !== 200) throw new Error(`introspection answered HTTP ${r.status}`);
+        return r.json;
+    };
+}
+
+// LISTENs on upstream_token_events on a connection of its own and collects the parsed
+// payloads, so tests can wait for an event (or check one never came) without polling tables.
+async function listenEvents() {
+    const c = await connect();
+    const events = [];
+    c.on('notification', (n) => {
+        if (n.channel !== 'upstream_token_events') return;
+        try {
+            events.push(JSON.parse(n.payload));
+        } catch {
+            events.push({ unparsed: n.payload });
+        }
+    });
+    await c.query('LISTEN upstream_token_events');
+    return { events, close: () => c.end().catch(() => {}) };
+}
+
+// The revocation queue rows of one provider (no token column): what is still to be delivered.
+async function revocationQueue(pool, provider) {
+    const r = await pool.query(
+        `SELECT id, session, token_column, attempts, next_attempt_at, last_error
+           FROM upstream_token.revocation WHERE provider = $1 ORDER BY id`, [provider]);
+    return r.rows;
+}
+
+// The IdP's /revoke call log for one client since an instant (epoch ms).
+async function revokeCalls(idp, clientId, sinceMs = 0) {
+    const q = `since_ms=${sinceMs}&client_id=${encodeURIComponent(clientId)}&endpoint=revoke`;
+    return (await idp.client.admin('GET', `/admin/calls?${q}`)).calls;
+}
+
+Object.assign(module.exports, { providerWith, introspector, listenEvents, revocationQueue, revokeCalls });
