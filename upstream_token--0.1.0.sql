@@ -49,6 +49,7 @@ CREATE TABLE upstream_token.token (
     id_token            bytea,
     token_type          text NOT NULL DEFAULT 'Bearer',
     scope               text,
+    issued_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),  -- the access token's
     expires_at          timestamptz NOT NULL,
     refresh_expires_at  timestamptz,
     generation          bigint NOT NULL DEFAULT 1,  -- bumped on every saved refresh or store
@@ -100,13 +101,14 @@ REVOKE ALL ON upstream_token.provider, upstream_token.token, upstream_token.revo
               upstream_token.discovery FROM PUBLIC;
 
 CREATE FUNCTION upstream_token.planned_refresh_at(provider text, session text, generation bigint,
-                                                  expires_at timestamptz, threshold interval)
+                                                  issued_at timestamptz, expires_at timestamptz,
+                                                  threshold interval)
 RETURNS timestamptz
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'ut_planned_refresh_at';
 
-COMMENT ON FUNCTION upstream_token.planned_refresh_at(text, text, bigint, timestamptz, interval) IS
-    'When the engine refreshes this version of a token on its own: inside the threshold window, spread per token.';
+COMMENT ON FUNCTION upstream_token.planned_refresh_at(text, text, bigint, timestamptz, timestamptz, interval) IS
+    'When the engine refreshes this version of a token on its own: inside the threshold window (at most half the token''s lifetime), spread per token.';
 
 -- Per-token state with no secrets.
 CREATE VIEW upstream_token.token_status AS
@@ -117,7 +119,8 @@ SELECT t.session, t.provider, t.subject, t.status,
        t.created_at, t.updated_at, t.refreshed_at,
        CASE WHEN t.status = 'active' AND t.refresh_token IS NOT NULL THEN
            GREATEST(
-               upstream_token.planned_refresh_at(t.provider, t.session, t.generation, t.expires_at,
+               upstream_token.planned_refresh_at(t.provider, t.session, t.generation, t.issued_at,
+                   t.expires_at,
                    coalesce(p.refresh_threshold,
                             pg_catalog.current_setting('upstream_token.refresh_threshold')::interval)),
                t.next_attempt_at)
@@ -292,7 +295,7 @@ LANGUAGE c VOLATILE
 AS 'MODULE_PATHNAME', 'ut_engine_status';
 
 COMMENT ON FUNCTION upstream_token.engine_stats() IS
-    'Refresh engine counters since server start; no row when the library is not preloaded.';
+    'Refresh engine counters since server start (queued: requests not yet taken by the engine; in_flight: exchanges with providers under way); no row when the library is not preloaded.';
 
 CREATE VIEW upstream_token.engine_status AS SELECT * FROM upstream_token.engine_stats();
 
@@ -448,7 +451,7 @@ GRANT EXECUTE ON FUNCTION
     upstream_token.refresh_lock_key(text, text),
     upstream_token.engine_stats(),
     upstream_token.provider_stats(),
-    upstream_token.planned_refresh_at(text, text, bigint, timestamptz, interval)
+    upstream_token.planned_refresh_at(text, text, bigint, timestamptz, timestamptz, interval)
     TO upstream_token_client;
 GRANT SELECT ON upstream_token.token_status, upstream_token.engine_status,
                 upstream_token.provider_status TO upstream_token_client;

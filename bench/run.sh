@@ -57,7 +57,7 @@ cleanup() {
     bash scripts/cluster.sh stop || true
 }
 trap cleanup EXIT
-for _ in $(seq 100); do grep -q '^listening' "$work/idp.out" && break; sleep 0.1; done
+for _ in $(seq 100); do grep -qs "^listening" "$work/idp.out" && break; sleep 0.1; done
 idp_port=$(sed -n 's/^listening \([0-9]*\)$/\1/p' "$work/idp.out")
 [ -n "$idp_port" ] || { echo "the identity provider did not start"; cat "$work/idp.err"; exit 1; }
 export UT_BENCH_IDP=https://127.0.0.1:$idp_port UT_BENCH_CA=$certs/ca.pem UT_BENCH_WORK=$work

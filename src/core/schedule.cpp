@@ -1,5 +1,7 @@
 #include "core/schedule.hpp"
 
+#include <algorithm>
+
 #include "core/lock_key.hpp"
 
 namespace upstream_token {
@@ -14,10 +16,16 @@ double spread_unit(std::string_view provider, std::string_view session, std::int
     return static_cast<double>(h >> 11) / static_cast<double>(1ULL << 53);
 }
 
-Time proactive_due(Time expires_at, Micros threshold, double unit) {
-    const auto spread = static_cast<std::int64_t>(static_cast<double>(threshold.count()) *
-                                                  kSpreadShare * unit);
-    return expires_at - threshold + Micros{spread};
+Micros effective_threshold(Micros configured, Time issued_at, Time expires_at) {
+    const Micros half_life = std::max(Micros{0}, (expires_at - issued_at) / 2);
+    return std::min(configured, half_life);
+}
+
+Time proactive_due(Time issued_at, Time expires_at, Micros threshold, double unit) {
+    const Micros t = effective_threshold(threshold, issued_at, expires_at);
+    const auto spread =
+        static_cast<std::int64_t>(static_cast<double>(t.count()) * kSpreadShare * unit);
+    return std::max(expires_at - t + Micros{spread}, issued_at + kMinRefreshSpacing);
 }
 
 bool caller_must_wait(Freshness f, Time now, Time expires_at, Micros threshold) {

@@ -23,10 +23,20 @@ inline constexpr double kUrgentShare = 0.25;
 // refresh time and tokens issued together land at different times.
 double spread_unit(std::string_view provider, std::string_view session, std::int64_t generation);
 
-// The instant the engine refreshes a token on its own.
-Time proactive_due(Time expires_at, Micros threshold, double unit);
+// Minimum time between a token's issue and its proactive refresh, whatever the provider said.
+inline constexpr Micros kMinRefreshSpacing{1000000};
 
-// Whether a caller must wait for a refresh instead of serving the token it has.
+// The threshold applied to one token: the configured one, but at most half the lifetime the
+// provider granted, so a token that lives shorter than the threshold is not refreshed again
+// the moment it arrives (and never in a loop).
+Micros effective_threshold(Micros configured, Time issued_at, Time expires_at);
+
+// The instant the engine refreshes a token on its own: inside the (effective) threshold
+// window, spread by `unit`, and never sooner than kMinRefreshSpacing after its issue.
+Time proactive_due(Time issued_at, Time expires_at, Micros threshold, double unit);
+
+// Whether a caller must wait for a refresh instead of serving the token it has (`threshold`
+// is the effective one).
 bool caller_must_wait(Freshness f, Time now, Time expires_at, Micros threshold);
 
 }  // namespace upstream_token

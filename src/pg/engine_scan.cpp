@@ -1,6 +1,7 @@
 #include "pg/prelude.hpp"
 #include "pg/engine_scan.hpp"
 
+#include "core/schedule.hpp"
 #include "pg/gucs.hpp"
 #include "pg/spi.hpp"
 #include "pg/worker_txn.hpp"
@@ -21,7 +22,7 @@ ScanResult scan_due_tokens(Time window_end, std::size_t limit) {
 
     static Statement due(
         "SELECT t.session, t.provider, t.generation, t.expires_at, t.next_attempt_at, "
-        "(extract(epoch FROM p.refresh_threshold) * 1000000)::int8 "
+        "(extract(epoch FROM p.refresh_threshold) * 1000000)::int8, t.issued_at "
         "FROM upstream_token.token t JOIN upstream_token.provider p ON p.name = t.provider "
         "WHERE t.status = 'active' AND t.expires_at <= $1 AND t.refresh_token IS NOT NULL "
         "ORDER BY t.expires_at LIMIT $2");
@@ -39,7 +40,9 @@ ScanResult scan_due_tokens(Time window_end, std::size_t limit) {
         t.next_attempt = r.timestamptz(5);
         const auto thr = r.int8(6);
         t.threshold = thr ? Micros{*thr} : refresh_threshold();
-        if (t.expires_at - t.threshold <= window_end) out.tokens.push_back(std::move(t));
+        t.issued_at = r.timestamptz(7).value_or(t.expires_at);
+        const Micros effective = effective_threshold(t.threshold, t.issued_at, t.expires_at);
+        if (t.expires_at - effective <= window_end) out.tokens.push_back(std::move(t));
     }
     static Statement limits("SELECT name, coalesce(max_concurrent, 0) FROM upstream_token.provider");
     for (std::uint64_t i = 0, m = limits.run({}, true); i < m; ++i) {

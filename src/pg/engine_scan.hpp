@@ -16,8 +16,9 @@ namespace upstream_token::pg {
 struct DueToken {
     TokenKey key;
     std::int64_t generation = 0;
+    Time issued_at{};
     Time expires_at{};
-    Micros threshold{};
+    Micros threshold{};  // configured (the provider's or the GUC)
     std::optional<Time> next_attempt;
 };
 

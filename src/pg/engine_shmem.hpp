@@ -85,6 +85,7 @@ struct EngineShared {
     TimestampTz next_scan_at;    // when the engine scans for due tokens next
     bool scan_requested;         // a committed store wants an earlier scan
     int planned;                 // proactive refreshes in the engine's plan
+    int http_in_flight;          // exchanges with providers under way
     ProviderStats providers[kMaxProviderStats];
     int nslots;
     RequestSlot slots[FLEXIBLE_ARRAY_MEMBER];

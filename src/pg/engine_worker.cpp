@@ -146,6 +146,7 @@ private:
     void maintain_if_due();
     void plan_after(const RefreshJob& job);
     void publish_plan_state();
+    void forget_dropped_providers(const std::vector<std::pair<std::string, int>>& existing);
     ProviderStats* provider_stats(const std::string& name);
     double unit_random() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
 
@@ -375,7 +376,7 @@ void Engine::plan_after(const RefreshJob& job) {
     std::int64_t generation = 0;
     if (job.result.ok && job.new_generation > 0) {
         generation = job.new_generation;
-        due = proactive_due(job.new_expires_at, job.threshold,
+        due = proactive_due(job.new_issued_at, job.new_expires_at, job.threshold,
                             spread_unit(job.provider, job.session, generation));
     } else if (job.retry_planned) {
         generation = job.seen_generation;
@@ -542,10 +543,11 @@ void Engine::scan_if_due(bool requested) {
     const Time window_end = now + kScanHorizon;
     ScanResult found = scan_due_tokens(window_end, kScanBatch);
     for (const auto& [provider, limit] : found.provider_limits) plan_.set_provider_limit(provider, limit);
+    forget_dropped_providers(found.provider_limits);
     for (const DueToken& t : found.tokens) {
         // Re-planned every scan: the due time depends on thresholds that may have changed.
         if (busy_.count(t.key) > 0) continue;
-        Time due = proactive_due(t.expires_at, t.threshold,
+        Time due = proactive_due(t.issued_at, t.expires_at, t.threshold,
                                  spread_unit(t.key.provider, t.key.session, t.generation));
         if (t.next_attempt && *t.next_attempt > due) due = *t.next_attempt;
         plan_.plan(t.key, t.generation, due);
@@ -585,6 +587,16 @@ bool Engine::on_revocation_result(const HttpResult& r) {
         next_revocation_ = std::min(next_revocation_, *retry);
     }
     return true;
+}
+
+// Frees the statistics entries of providers that no longer exist, so new ones get theirs.
+void Engine::forget_dropped_providers(const std::vector<std::pair<std::string, int>>& existing) {
+    std::set<std::string> names;
+    for (const auto& [name, limit] : existing) names.insert(name);
+    SharedLock guard(s_, LW_EXCLUSIVE);
+    for (ProviderStats& p : s_->providers) {
+        if (p.name[0] != '\0' && names.count(p.name) == 0) p = ProviderStats{};
+    }
 }
 
 // Marks expired refresh tokens and purges old ones, once a minute.
@@ -667,6 +679,9 @@ void Engine::run() {
                 http_.drive();
                 run_deferred();
                 maintain_if_due();
+                SharedLock guard(s_, LW_EXCLUSIVE);
+                s_->http_in_flight =
+                    static_cast<int>(in_flight_.size() + revocations_.size() + discoveries_.size());
             }
         } catch (const std::exception& e) {
             abort_worker_transaction();

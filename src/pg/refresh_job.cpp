@@ -222,18 +222,21 @@ bool save_tokens(RefreshJob& job, const TokenResponse& t, std::int64_t* new_gene
         "refresh_token = coalesce($4, refresh_token), id_token = coalesce($5, id_token), "
         "token_type = $6, scope = coalesce($7, scope), expires_at = $8, "
         "refresh_expires_at = coalesce($9, refresh_expires_at), generation = generation + 1, "
+        "issued_at = $11, "
         "status = 'active', failure_count = 0, next_attempt_at = NULL, last_error = NULL, "
         "refreshed_at = pg_catalog.now(), updated_at = pg_catalog.now() "
         "WHERE session = $1 AND provider = $2 AND refresh_token = $10 RETURNING generation");
     const auto n = update.run({text_arg(job.session), text_arg(job.provider), bytea_arg(access_ct),
                                bytea_arg(refresh_ct), bytea_arg(id_ct), text_arg(t.token_type),
                                text_arg(t.scope), timestamptz_arg(expires_at),
-                               timestamptz_arg(refresh_expires_at), bytea_arg(job.old_refresh_ct)},
+                               timestamptz_arg(refresh_expires_at), bytea_arg(job.old_refresh_ct),
+                               timestamptz_arg(now)},
                               false);
     if (n == 0) return false;
     *new_generation = ResultRow().int8(1).value_or(0);
     job.new_generation = *new_generation;
     job.new_expires_at = expires_at;
+    job.new_issued_at = now;
     notify_event(job, "refreshed");
     return true;
 }

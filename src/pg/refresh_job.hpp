@@ -57,6 +57,7 @@ struct RefreshJob {
     // After a saved refresh.
     std::int64_t new_generation = 0;
     Time new_expires_at{};
+    Time new_issued_at{};
     std::optional<Time> retry_planned;        // after a transient failure: next attempt
 
     JobResult result;

@@ -9,6 +9,7 @@
 #include "core/expiry.hpp"
 #include "core/id_token.hpp"
 #include "core/refresh_request.hpp"
+#include "core/schedule.hpp"
 #include "pg/args.hpp"
 #include "pg/engine_client.hpp"
 #include "pg/engine_shmem.hpp"
@@ -257,23 +258,25 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
 
     static Statement upsert(
         "INSERT INTO upstream_token.token AS t (session, provider, subject, client_id, id_claims, "
-        "access_token, refresh_token, id_token, scope, expires_at, refresh_expires_at) "
-        "VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11) "
+        "access_token, refresh_token, id_token, scope, expires_at, refresh_expires_at, issued_at) "
+        "VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12) "
         "ON CONFLICT (session, provider) DO UPDATE SET subject = EXCLUDED.subject, "
         "client_id = EXCLUDED.client_id, id_claims = EXCLUDED.id_claims, "
         "access_token = EXCLUDED.access_token, refresh_token = EXCLUDED.refresh_token, "
         "id_token = EXCLUDED.id_token, token_type = 'Bearer', scope = EXCLUDED.scope, "
         "expires_at = EXCLUDED.expires_at, refresh_expires_at = EXCLUDED.refresh_expires_at, "
-        "generation = t.generation + 1, status = 'active', failure_count = 0, "
+        "issued_at = EXCLUDED.issued_at, generation = t.generation + 1, status = 'active', failure_count = 0, "
         "next_attempt_at = NULL, last_error = NULL, updated_at = pg_catalog.now()");
     upsert.run({text_arg(session), text_arg(provider_name), text_arg(subject),
                 text_arg(provider->client_id), text_arg(claims_json), bytea_arg(access_ct),
                 bytea_arg(refresh_ct), bytea_arg(id_ct), text_arg(scope),
-                timestamptz_arg(expires_at), timestamptz_arg(refresh_expires_at)},
+                timestamptz_arg(expires_at), timestamptz_arg(refresh_expires_at),
+                timestamptz_arg(now)},
                false);
     if (refresh) {
         scan_on_commit(to_timestamptz(
-            expires_at - provider->refresh_threshold.value_or(refresh_threshold())));
+            expires_at - effective_threshold(provider->refresh_threshold.value_or(refresh_threshold()),
+                                             now, expires_at)));
     }
     PG_RETURN_VOID();
 }

@@ -59,6 +59,12 @@ void warn_serving_unrefreshed(const std::string& why) {
                 {}, "Store one with upstream_token.store_upstream_token() after the login.");
 }
 
+// The threshold that applies to this token (the provider's or the GUC, capped by its lifetime).
+Micros token_threshold(const TokenView& v) {
+    return effective_threshold(v.provider_threshold.value_or(refresh_threshold()), v.issued_at,
+                               v.expires_at);
+}
+
 // Decrypts what a row view holds and classifies it against the threshold.
 Freshness open_view(const std::string& session, const std::string& provider, const TokenView& v,
                     Obtained* out, Time now) {
@@ -71,8 +77,7 @@ Freshness open_view(const std::string& session, const std::string& provider, con
     out->access = open_sealed(provider, session, "access_token", v.access_ct).value_or("");
     out->id_token = open_sealed(provider, session, "id_token", v.id_ct);
     out->expires_at = v.expires_at;
-    return classify(now, v.expires_at, v.provider_threshold.value_or(refresh_threshold()),
-                    out->access.empty());
+    return classify(now, v.expires_at, token_threshold(v), out->access.empty());
 }
 
 // Serves a still-valid token with a WARNING, or raises the error when it has expired (I6).
@@ -108,8 +113,7 @@ Obtained obtain(const std::string& session, const std::string& provider, bool wi
     }
     // Inside the window the engine refreshes on its own; a caller waits only once that is
     // overdue, so readers of a healthy engine never pay the provider's latency.
-    const Micros threshold = view->provider_threshold.value_or(refresh_threshold());
-    if (!caller_must_wait(f, now, view->expires_at, threshold)) return current;
+    if (!caller_must_wait(f, now, view->expires_at, token_threshold(*view))) return current;
     if (pg_call([&] { return TransactionIdIsCurrentTransactionId(view->xmin); })) {
         serve_or_throw(valid, ErrorCode::uncommitted_change,
                        "the token was changed by this transaction, which is not committed",
@@ -286,10 +290,8 @@ Datum engine_status(FunctionCallInfo fcinfo) {
         pid = s->worker_pid;
         ready = s->worker_ready;
         starts = s->worker_starts;
-        for (int i = 0; i < s->nslots; ++i) {
-            queued += s->slots[i].state == SlotState::pending;
-            working += s->slots[i].state == SlotState::working;
-        }
+        for (int i = 0; i < s->nslots; ++i) queued += s->slots[i].state == SlotState::pending;
+        working = s->http_in_flight;
     }
     const auto i8 = [](std::uint64_t v) { return Int64GetDatum(static_cast<std::int64_t>(v)); };
     sink.put({Int32GetDatum(pid), BoolGetDatum(pid != 0 && ready), i8(starts), Int32GetDatum(queued),
@@ -347,13 +349,14 @@ Datum planned_refresh_at_sql(FunctionCallInfo fcinfo) {
     const std::string provider = text_arg_required(fcinfo, 0, "provider");
     const std::string session = text_arg_required(fcinfo, 1, "session");
     const std::int64_t generation = PG_GETARG_INT64(2);
-    const Time expires_at = from_timestamptz(PG_GETARG_TIMESTAMPTZ(3));
-    const Interval* iv = PG_GETARG_INTERVAL_P(4);
+    const Time issued_at = from_timestamptz(PG_GETARG_TIMESTAMPTZ(3));
+    const Time expires_at = from_timestamptz(PG_GETARG_TIMESTAMPTZ(4));
+    const Interval* iv = PG_GETARG_INTERVAL_P(5);
     const Micros threshold{iv->time + (static_cast<std::int64_t>(iv->day) +
                                        static_cast<std::int64_t>(iv->month) * DAYS_PER_MONTH) *
                                           USECS_PER_DAY};
     const Time due =
-        proactive_due(expires_at, threshold, spread_unit(provider, session, generation));
+        proactive_due(issued_at, expires_at, threshold, spread_unit(provider, session, generation));
     PG_RETURN_TIMESTAMPTZ(to_timestamptz(due));
 }
 

@@ -530,6 +530,32 @@ describe('faults', () => {
         await assert.rejects(c.admin('POST', '/admin/faults', { action: { id_token_omit: 'azp' } }), { status: 400 });
     });
 
+    test('respond_delay_ms rotates first, then answers late; revoke_used_noop', async () => {
+        const quiet = await newClient({ revoke_used_noop: true });
+        const g = await mint(quiet);
+        await c.admin('POST', '/admin/faults', { match: { grant_id: g.grant_id }, action: { respond_delay_ms: 400 }, count: 1 });
+        const t0 = Date.now();
+        const pending = refresh(quiet, g.refresh_token);
+        await new Promise((r) => setTimeout(r, 150));
+        const view = await c.admin('GET', `/admin/grants/${g.grant_id}`);
+        assert.equal(view.rotations, 1, 'rotated before the answer');
+        // The used token's revocation is a no-op for this client; the current one's is not.
+        assert.equal((await clientPost(quiet, '/revoke', { token: g.refresh_token })).status, 200);
+        assert.equal((await c.admin('GET', `/admin/grants/${g.grant_id}`)).revoked, false);
+        const res = await pending;
+        assert.ok(Date.now() - t0 >= 400);
+        assert.equal(res.status, 200);
+        assert.equal(res.json.refresh_token, view.refresh_token);
+        assert.equal((await clientPost(quiet, '/revoke', { token: res.json.refresh_token })).status, 200);
+        assert.equal((await c.admin('GET', `/admin/grants/${g.grant_id}`)).revoked, true);
+        // By default, revoking a used token revokes its grant.
+        const g2 = await mint(client);
+        const r2 = await refresh(client, g2.refresh_token);
+        assert.equal(r2.status, 200);
+        await clientPost(client, '/revoke', { token: g2.refresh_token });
+        assert.equal((await c.admin('GET', `/admin/grants/${g2.grant_id}`)).revoked, true);
+    });
+
     test('oauth_error answers, without rotation', async () => {
         const g = await mint(client);
         await c.admin('POST', '/admin/faults', { match: { grant_id: g.grant_id }, action: { oauth_error: 'invalid_grant', status: 400 }, count: 1 });

@@ -30,11 +30,13 @@ const QUIRK_DEFAULTS = {
     token_type_case: null,
     narrow_scope: null,
     big_access_token: false,
+    revoke_used_noop: false,
 };
 const CLIENT_KEYS = ['client_id', 'client_secret', 'jwk_or_pem', 'auth_method', 'access_ttl', 'id_token',
     ...Object.keys(QUIRK_DEFAULTS)];
 const FAULT_ACTION_KEYS = ['delay_ms', 'status', 'retry_after', 'drop', 'malformed_json',
-    'oversized_body_bytes', 'omit', 'id_token_claims', 'id_token_omit', 'oauth_error', 'error_description'];
+    'oversized_body_bytes', 'omit', 'id_token_claims', 'id_token_omit', 'oauth_error', 'error_description',
+    'respond_delay_ms'];
 const MATCH_KEYS = ['grant_id', 'client_id', 'subject', 'endpoint'];
 const FAULT_ENDPOINTS = ['token', 'revoke'];
 // Actions that make sense at /revoke (the others shape a token response).
@@ -515,6 +517,7 @@ class Provider {
             if (err.assertionReason) call.assertion = err.assertionReason;
             result = { status: err.status, body: err.body, headers: err.headers };
         }
+        if (action.respond_delay_ms) await sleep(action.respond_delay_ms);
         if (action.drop === 'after') return this.drop(req, res, call, 'after');
         if (result.status === 200) {
             this.stats.token_success++;
@@ -700,7 +703,9 @@ class Provider {
             if (err.assertionReason) call.assertion = err.assertionReason;
             return finish(err.status, err.body, err.headers);
         }
-        if (rt && rt.grant.client_id === client.client_id) this.revokeGrant(rt.grant);
+        // revoke_used_noop: a refresh token already rotated away is no longer valid, so some
+        // providers do nothing when it is revoked; by default it revokes its grant.
+        if (rt && rt.grant.client_id === client.client_id && !(rt.used && client.revoke_used_noop)) this.revokeGrant(rt.grant);
         if (at && at.client_id === client.client_id) at.revoked = true;
         if (action.drop === 'after') return this.dropRevoke(req, call, 'after');
         this.stats.revocations++;
@@ -835,6 +840,7 @@ class Provider {
         if (c.token_type_case !== null && typeof c.token_type_case !== 'string') throw badAdmin('token_type_case must be a string');
         if (c.narrow_scope !== null && typeof c.narrow_scope !== 'string') throw badAdmin('narrow_scope must be a string');
         if (typeof c.big_access_token !== 'boolean') optInt(c, 'big_access_token', 64);
+        if (typeof c.revoke_used_noop !== 'boolean') throw badAdmin('revoke_used_noop must be a boolean');
         this.clients.set(c.client_id, c);
         const { client_secret, publicKey, jwk_or_pem, ...visible } = c;
         return { client: visible };
@@ -966,6 +972,7 @@ function validateAction(action, endpoint) {
     checkKeys(action, endpoint === 'revoke' ? REVOKE_ACTION_KEYS : FAULT_ACTION_KEYS, 'action');
     if (Object.keys(action).length === 0) throw badAdmin('action must not be empty');
     optInt(action, 'delay_ms');
+    optInt(action, 'respond_delay_ms');
     optInt(action, 'oversized_body_bytes', 1);
     const status = optInt(action, 'status', 100);
     if (status !== null && status > 599) throw badAdmin('status must be an HTTP status');

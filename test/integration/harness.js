@@ -183,10 +183,13 @@ async function setSystemGucs(pool, settings) {
         const c = await connect();
         try {
             for (const [name, value] of Object.entries(settings)) {
-                const r = await c.query(
-                    'SELECT setting, boot_val, unit FROM pg_settings WHERE name = $1', [name]);
-                const want = value === null ? r.rows[0].boot_val : String(value);
-                if (r.rows[0].setting !== want) return false;
+                const r = (await c.query(
+                    'SELECT setting, sourcefile FROM pg_settings WHERE name = $1', [name])).rows[0];
+                if (value === null) {
+                    if ((r.sourcefile || '').endsWith('postgresql.auto.conf')) return false;
+                } else if (r.setting !== String(value)) {
+                    return false;
+                }
             }
             return true;
         } finally { await c.end(); }

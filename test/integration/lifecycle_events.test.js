@@ -33,6 +33,7 @@ test('events: refreshed, reauth_required, invalid_binding, expired', async (t) =
     const [gRefreshed, gReauth, gBinding, gExpired] = grants;
     await ctx.fault({ match: { grant_id: gReauth.grant_id }, action: { oauth_error: 'invalid_grant' } });
     await ctx.fault({ match: { grant_id: gBinding.grant_id }, action: { id_token_claims: { sub: 'someone-else' } } });
+    // A store row for a minted grant.
     const row = (g, name, expiresIn, refreshExpiresIn) => ({
         session: unique(name), access: g.access_token, refresh: g.refresh_token, idToken: g.id_token,
         expiresIn, refreshExpiresIn });
@@ -43,6 +44,7 @@ test('events: refreshed, reauth_required, invalid_binding, expired', async (t) =
     await storeMany(ctx.pool, p.provider, [sRefreshed, sReauth, sBinding, sExpired]);
 
     // The three due tokens: the outcome callers see.
+    // get_upstream_token as {ok, token} or {ok: false, code}.
     const get = async (s) => {
         try {
             const r = await ctx.pool.query('SELECT upstream_token.get_upstream_token($1, $2) AS t', [s.session, p.provider]);
@@ -64,6 +66,7 @@ test('events: refreshed, reauth_required, invalid_binding, expired', async (t) =
 
     const ours = new Map([[sRefreshed.session, 'refreshed'], [sReauth.session, 'reauth_required'],
         [sBinding.session, 'invalid_binding'], [sExpired.session, 'expired']]);
+    // The notifications about this test's sessions (and any payload that is not JSON).
     const mine = () => received.filter((e) => {
         try { return ours.has(JSON.parse(e.payload).session); } catch { return true; }
     });
@@ -88,6 +91,7 @@ test('events: refreshed, reauth_required, invalid_binding, expired', async (t) =
     }
     // Per session, in order. The binding check runs after the new tokens are committed (I3),
     // so that session may first announce `refreshed`, then `invalid_binding`.
+    // The events of one session, in arrival order.
     const bySession = (s) => mine().map((e) => JSON.parse(e.payload)).filter((e) => e.session === s).map((e) => e.event);
     assert.deepStrictEqual(bySession(sRefreshed.session), ['refreshed']);
     assert.deepStrictEqual(bySession(sReauth.session), ['reauth_required']);

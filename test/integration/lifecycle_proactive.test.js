@@ -100,6 +100,7 @@ test('1,000 tokens are refreshed proactively before they expire; readers never w
 
     const sessions = rows.map((r) => r.session);
     const out = { reads: 0, errors: [], expired: [], inactive: [], notices: [], introspected: 0, minSlackMs: Infinity };
+    // Asks the provider whether a served access token is active.
     const idpCheck = (token) => introspectActive(ctx.idp, token, p.clientId, p.secret);
     await Promise.all(Array.from({ length: READERS }, (_, id) =>
         reader(id, sessions, p.provider, stopAt, idpCheck, out)));

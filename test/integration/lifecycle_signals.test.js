@@ -151,6 +151,7 @@ test('purge_after = 0: an expired refresh token is purged, an expired access tok
     // stays expired while its refresh token is valid for its default lifetime.
     await ctx.fault({ match: { grant_id: gKept.grant_id }, action: { status: 503 } });
     t.after(() => ctx.clearFaults());
+    // A store row for a minted grant.
     const row = (g, name, expiresIn, refreshExpiresIn) => ({ session: unique(name), access: g.access_token,
         refresh: g.refresh_token, idToken: g.id_token, expiresIn, refreshExpiresIn });
     const gone = row(gGone, 'purge-gone', 3600, 1);

@@ -6,6 +6,7 @@
 // postmaster starts the engine there within seconds: it refreshes an expired token on demand
 // and a due one on its own, and no stored token is lost (all present and decrypting).
 const fs = require('node:fs');
+const net = require('node:net');
 const path = require('node:path');
 const test = require('node:test');
 const assert = require('node:assert');
@@ -19,6 +20,19 @@ const THRESHOLD_S = 20;
 function asPostgres(program, args) {
     return execFileSync('runuser', ['-u', 'postgres', '--', path.join(BIN, program), ...args],
         { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+}
+
+// A TCP port on 127.0.0.1 nobody listens on, from `start` upwards (below the ephemeral range).
+async function freePort(start) {
+    for (let port = start; port < start + 50; port += 1) {
+        const ok = await new Promise((resolve) => {
+            const srv = net.createServer();
+            srv.once('error', () => resolve(false));
+            srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+        });
+        if (ok) return port;
+    }
+    throw new Error(`no free port from ${start}`);
 }
 
 // Whether the server on a data directory is running.
@@ -67,7 +81,7 @@ test('standby serves valid tokens and refuses refreshes; after promotion the eng
     const ctx = await setup({ poolSize: 4 });
     const primaryData = (await ctx.pool.query('SHOW data_directory')).rows[0].data_directory;
     const primaryLog = process.env.UT_SERVER_LOG || path.join(path.dirname(primaryData), 'server.log');
-    const standbyPort = Number(process.env.UT_STANDBY_PORT || Number(process.env.PGPORT) + 1);
+    const standbyPort = Number(process.env.UT_STANDBY_PORT || await freePort(Number(process.env.PGPORT) + 1));
     const dir = path.join(REPO, '.tmp', `standby-${process.pid}`);
     const standbyData = path.join(dir, 'data');
     const standbySock = path.join(dir, 'sock');
@@ -85,6 +99,7 @@ test('standby serves valid tokens and refuses refreshes; after promotion the eng
     const p = await ctx.provider({ accessTtl: 3600, threshold: `${THRESHOLD_S} seconds` });
     const { grants } = await ctx.idp.client.admin('POST', '/admin/grants',
         { client_id: p.clientId, subject: unique('user'), count: 22 });
+    // A store row for a minted grant.
     const row = (g, name, expiresIn, session = unique(name)) => ({ session, grantId: g.grant_id,
         access: g.access_token, refresh: g.refresh_token, idToken: g.id_token, expiresIn });
     const fresh = grants.slice(0, 10).map((g) => row(g, 'standby-fresh', 3600));

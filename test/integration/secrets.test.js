@@ -45,6 +45,17 @@ function errorText(e) {
         e.constraint].filter(Boolean).join('\n');
 }
 
+// Mints a login at the IdP, installs a fault for its grant, then stores it already expired.
+async function loginWithFault(ctx, p, action) {
+    const grant = (await ctx.idp.client.admin('POST', '/admin/grants',
+        { client_id: p.clientId, subject: unique('user') })).grants[0];
+    await ctx.fault({ match: { grant_id: grant.grant_id }, action: action(grant) });
+    const session = unique('sess');
+    await ctx.pool.query('SELECT upstream_token.store_upstream_token($1, $2, $3, $4, 0, $5)',
+        [session, p.provider, grant.access_token, grant.refresh_token, grant.id_token || null]);
+    return { session, grant };
+}
+
 test('no plaintext secret in relation files, WAL, server log, views or errors', async (t) => {
     const dataDir = process.env.UT_DATA;
     assert.ok(dataDir, 'UT_DATA is set (scripts/cluster.sh env)');
@@ -84,19 +95,18 @@ test('no plaintext secret in relation files, WAL, server log, views or errors', 
     assert.ok(malformed, 'a malformed id_token is refused');
     clientErrors.push(errorText(malformed));
 
-    const [cLogin] = await ctx.logins(p, { expiresIn: 0 });
-    await ctx.fault({ match: { grant_id: cLogin.grant.grant_id },
-        action: { oauth_error: 'invalid_request', status: 400,
-            error_description: `bad refresh_token "${cLogin.grant.refresh_token}" (${M}) rt=${cLogin.grant.refresh_token}` } });
+    // The fault goes in before the login is stored: the engine refreshes an expired token as
+    // soon as it is committed.
+    const cLogin = await loginWithFault(ctx, p, (g) => ({ oauth_error: 'invalid_request', status: 400,
+        error_description: `bad refresh_token "${g.refresh_token}" (${M}) rt=${g.refresh_token}` }));
     const failed = await ctx.pool.query('SELECT upstream_token.get_upstream_token($1, $2) AS t',
         [cLogin.session, p.provider]).then(() => null, (e) => e);
     assert.ok(failed, 'the refresh failed');
     assert.match(failed.code, /^UT0/);
     clientErrors.push(errorText(failed));
 
-    const [dLogin] = await ctx.logins(p, { expiresIn: 0 });
-    await ctx.fault({ match: { grant_id: dLogin.grant.grant_id },
-        action: { oauth_error: 'invalid_grant', error_description: `${dLogin.grant.refresh_token} is dead ${M}` } });
+    const dLogin = await loginWithFault(ctx, p, (g) => ({ oauth_error: 'invalid_grant',
+        error_description: `${g.refresh_token} is dead ${M}` }));
     const reauth = await ctx.pool.query('SELECT upstream_token.get_upstream_token($1, $2) AS t',
         [dLogin.session, p.provider]).then(() => null, (e) => e);
     assert.strictEqual(reauth && reauth.code, 'UT004');

@@ -34,15 +34,15 @@ TEST(Schedule, TokensIssuedTogetherSpreadOverMoreThanHalfTheWindow) {
         hi = std::max(hi, u);
     }
     const ut::Time exp = kNow + ut::seconds(600);
-    const auto first = ut::proactive_due(exp, kThreshold, lo);
-    const auto last = ut::proactive_due(exp, kThreshold, hi);
+    const auto first = ut::proactive_due(kNow, exp, kThreshold, lo);
+    const auto last = ut::proactive_due(kNow, exp, kThreshold, hi);
     EXPECT_GT((last - first).count(), kThreshold.count() / 2);
 }
 
 TEST(Schedule, DueTimeStaysInsideTheWindowBeforeTheUrgentPoint) {
     const ut::Time exp = kNow + ut::seconds(600);
-    EXPECT_EQ(ut::proactive_due(exp, kThreshold, 0.0), exp - kThreshold);
-    const auto latest = ut::proactive_due(exp, kThreshold, 0.999999);
+    EXPECT_EQ(ut::proactive_due(kNow, exp, kThreshold, 0.0), exp - kThreshold);
+    const auto latest = ut::proactive_due(kNow, exp, kThreshold, 0.999999);
     EXPECT_LT(latest, exp);
     const auto urgent_remaining =
         ut::Micros{static_cast<std::int64_t>(kThreshold.count() * ut::kUrgentShare)};
@@ -58,4 +58,16 @@ TEST(Schedule, CallerWaitsOnlyWhenExpiredOrUrgent) {
     EXPECT_FALSE(ut::caller_must_wait(ut::Freshness::refresh_due, kNow,
                                       kNow + ut::seconds(75) + ut::Micros{1}, kThreshold));
     EXPECT_TRUE(ut::caller_must_wait(ut::Freshness::expired, kNow, kNow, kThreshold));
+}
+
+TEST(Schedule, ShortLivedTokensAreNotRefreshedAtOnce) {
+    // A 60 s token under a 300 s threshold: the threshold shrinks to half its life.
+    const ut::Time exp = kNow + ut::seconds(60);
+    EXPECT_EQ(ut::effective_threshold(kThreshold, kNow, exp), ut::seconds(30));
+    EXPECT_EQ(ut::effective_threshold(kThreshold, kNow, kNow + ut::seconds(3600)), kThreshold);
+    EXPECT_GE(ut::proactive_due(kNow, exp, kThreshold, 0.0), kNow + ut::seconds(30));
+    EXPECT_LT(ut::proactive_due(kNow, exp, kThreshold, 0.99), exp);
+    // A provider that grants no lifetime at all is still not refreshed in a loop.
+    EXPECT_EQ(ut::effective_threshold(kThreshold, kNow, kNow), ut::Micros{0});
+    EXPECT_EQ(ut::proactive_due(kNow, kNow, kThreshold, 0.5), kNow + ut::kMinRefreshSpacing);
 }
