@@ -38,6 +38,7 @@ namespace upstream_token::pg {
 namespace {
 
 constexpr long kIdleCheckMs = 5000;       // how often an idle engine looks for the extension
+constexpr long kErrorPauseMs = 1000;      // the least wait after an unexpected error
 constexpr Micros kLockRetry{20000};       // another refresher holds the advisory lock
 constexpr Micros kPersistRetry{100000};   // a client transaction holds the row
 constexpr std::size_t kMaxHeldResults = 10000;
@@ -633,12 +634,14 @@ void Engine::run() {
         return w;
     });
     bool ready = false;
+    long pause_ms = 0;  // after an unexpected error: do not spin on it
     MemoryContext loop_cxt = pg_call([] {
         return AllocSetContextCreate(TopMemoryContext, "upstream_token engine loop",
                                      ALLOCSET_DEFAULT_SIZES);
     });
     for (;;) {
-        const long timeout = ready ? wait_timeout_ms() : kIdleCheckMs;
+        const long timeout = std::max(ready ? wait_timeout_ms() : kIdleCheckMs, pause_ms);
+        pause_ms = 0;
         WaitEvent events[3];
         bool reloaded = false;
         pg_call([&] {
@@ -686,6 +689,15 @@ void Engine::run() {
         } catch (const std::exception& e) {
             abort_worker_transaction();
             log_recovered("loop", e.what());
+            pause_ms = kErrorPauseMs;
+            try {  // the extension may have been dropped or replaced under the engine
+                ready = extension_ready();
+            } catch (const std::exception&) {
+                abort_worker_transaction();
+                ready = false;
+            }
+            SharedLock guard(s_, LW_EXCLUSIVE);
+            s_->worker_ready = ready;
         }
         MemoryContextSwitchTo(old);
         MemoryContextReset(loop_cxt);
