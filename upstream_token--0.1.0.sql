@@ -49,7 +49,7 @@ CREATE TABLE upstream_token.token (
     id_token            bytea,
     token_type          text NOT NULL DEFAULT 'Bearer',
     scope               text,
-    issued_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),  -- the access token's
+    issued_at           timestamptz,    -- when the engine obtained the access token (NULL: stored by the app)
     expires_at          timestamptz NOT NULL,
     refresh_expires_at  timestamptz,
     generation          bigint NOT NULL DEFAULT 1,  -- bumped on every saved refresh or store
@@ -104,7 +104,7 @@ CREATE FUNCTION upstream_token.planned_refresh_at(provider text, session text, g
                                                   issued_at timestamptz, expires_at timestamptz,
                                                   threshold interval)
 RETURNS timestamptz
-LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'ut_planned_refresh_at';
 
 COMMENT ON FUNCTION upstream_token.planned_refresh_at(text, text, bigint, timestamptz, timestamptz, interval) IS

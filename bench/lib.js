@@ -92,6 +92,12 @@ function memory(pid) {
     return { VmRSS: kb('VmRSS'), RssAnon: kb('RssAnon'), RssFile: kb('RssFile'), RssShmem: kb('RssShmem') };
 }
 
+// CPU time (user + system) a process has used, in ms (from /proc/<pid>/stat, 100 Hz ticks).
+function cpuMs(pid) {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * (1000 / 100);
+}
+
 // Polls `check` until it returns a truthy value; throws after the deadline.
 async function waitFor(check, { timeoutMs = 60000, intervalMs = 20, what = 'a condition' } = {}) {
     const deadline = Date.now() + timeoutMs;
@@ -218,6 +224,6 @@ function shuffled(n) {
 }
 
 module.exports = {
-    REPO, env, pgConfig, connect, pool, idp, engine, engineDelta, idpDelta, memory, waitFor, sleep,
+    REPO, env, pgConfig, connect, pool, idp, engine, engineDelta, idpDelta, memory, cpuMs, waitFor, sleep,
     msSince, quantile, median, summary, setGucs, provider, mint, storeMany, calls, run, concurrently, shuffled,
 };

@@ -5,8 +5,10 @@
 // TLS connections (client_secret_basic), and reports the wall time and latencies.
 //
 //   node bench/loadgen.js --url https://127.0.0.1:PORT --ca ca.pem --count 10000 --concurrency 32 \
-//        [--client-id ID --secret S] [--times FILE]
-// Prints one JSON line: {count, concurrency, ok, failed, wall_ms, rate, p50_ms, p95_ms, p99_ms}.
+//        [--client-id ID --secret S] [--times FILE] [--cpu-pid PID]
+// Prints one JSON line: {count, concurrency, ok, failed, wall_ms, rate, p50_ms, p95_ms, p99_ms,
+// cpu_ms: {loadgen, pid?}}; --times writes each completion time (ms from the start), --cpu-pid
+// adds the CPU time another process (the IdP) used during the timed part.
 
 const fs = require('node:fs');
 const https = require('node:https');
@@ -48,6 +50,12 @@ function redeem(agent, url, auth, refreshToken) {
     });
 }
 
+// CPU time (user + system) of a process in ms, from /proc/<pid>/stat (100 Hz ticks).
+function cpuMs(pid) {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
 // A keep-alive agent and the Basic header for one client: what a well-written app would use.
 function connection(url, caPem, clientId, secret, concurrency) {
     return {
@@ -74,7 +82,7 @@ async function prepare(admin, clientId, secret, count) {
 
 // Redeems every refresh token once from `concurrency` loops; connections are warmed first
 // (the engine's libcurl connections are warm too). Returns the measurement.
-async function run({ url, caPem, count = 10000, concurrency = 32, clientId, secret, timesFile }) {
+async function run({ url, caPem, count = 10000, concurrency = 32, clientId, secret, timesFile, cpuPid }) {
     const admin = new IdpClient(url, caPem);
     clientId = clientId || `loadgen-${crypto.randomBytes(4).toString('hex')}`;
     secret = secret || crypto.randomBytes(16).toString('hex');
@@ -89,6 +97,8 @@ async function run({ url, caPem, count = 10000, concurrency = 32, clientId, secr
     let next = 0;
     let ok = 0;
     let failed = 0;
+    const cpu0 = process.cpuUsage();
+    const other0 = cpuPid ? cpuMs(cpuPid) : 0;
     const t0 = process.hrtime.bigint();
     const loop = async () => {
         while (next < tokens.length) {
@@ -101,6 +111,9 @@ async function run({ url, caPem, count = 10000, concurrency = 32, clientId, secr
     };
     await Promise.all(Array.from({ length: concurrency }, loop));
     const wallMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    const used = process.cpuUsage(cpu0);
+    const cpu = { loadgen: (used.user + used.system) / 1000 };
+    if (cpuPid) cpu.pid = cpuMs(cpuPid) - other0;
     conn.agent.destroy();
     if (timesFile) fs.writeFileSync(timesFile, done.map((t) => t.toFixed(3)).join('\n') + '\n');
     latencies.sort((a, b) => a - b);
@@ -108,6 +121,7 @@ async function run({ url, caPem, count = 10000, concurrency = 32, clientId, secr
         count: tokens.length, concurrency, ok, failed, wall_ms: wallMs,
         rate: tokens.length / (wallMs / 1000),
         p50_ms: quantile(latencies, 0.5), p95_ms: quantile(latencies, 0.95), p99_ms: quantile(latencies, 0.99),
+        cpu_ms: cpu,
     };
 }
 
@@ -124,12 +138,12 @@ function parseArgs(argv) {
 if (require.main === module) {
     const a = parseArgs(process.argv.slice(2));
     if (!a.url || !a.ca) {
-        console.error('usage: loadgen.js --url URL --ca CA.pem [--count N] [--concurrency C] [--client-id ID --secret S] [--times FILE]');
+        console.error('usage: loadgen.js --url URL --ca CA.pem [--count N] [--concurrency C] [--client-id ID --secret S] [--times FILE] [--cpu-pid PID]');
         process.exit(2);
     }
     run({
         url: a.url, caPem: a.ca, count: Number(a.count || 10000), concurrency: Number(a.concurrency || 32),
-        clientId: a['client-id'], secret: a.secret, timesFile: a.times,
+        clientId: a['client-id'], secret: a.secret, timesFile: a.times, cpuPid: a['cpu-pid'] ? Number(a['cpu-pid']) : undefined,
     }).then((r) => console.log(JSON.stringify(r)), (e) => {
         console.error(e.stack || String(e));
         process.exit(1);

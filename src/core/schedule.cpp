@@ -16,16 +16,18 @@ double spread_unit(std::string_view provider, std::string_view session, std::int
     return static_cast<double>(h >> 11) / static_cast<double>(1ULL << 53);
 }
 
-Micros effective_threshold(Micros configured, Time issued_at, Time expires_at) {
-    const Micros half_life = std::max(Micros{0}, (expires_at - issued_at) / 2);
+Micros effective_threshold(Micros configured, std::optional<Time> issued_at, Time expires_at) {
+    if (!issued_at) return configured;
+    const Micros half_life = std::max(Micros{0}, (expires_at - *issued_at) / 2);
     return std::min(configured, half_life);
 }
 
-Time proactive_due(Time issued_at, Time expires_at, Micros threshold, double unit) {
+Time proactive_due(std::optional<Time> issued_at, Time expires_at, Micros threshold, double unit) {
     const Micros t = effective_threshold(threshold, issued_at, expires_at);
     const auto spread =
         static_cast<std::int64_t>(static_cast<double>(t.count()) * kSpreadShare * unit);
-    return std::max(expires_at - t + Micros{spread}, issued_at + kMinRefreshSpacing);
+    const Time due = expires_at - t + Micros{spread};
+    return issued_at ? std::max(due, *issued_at + kMinRefreshSpacing) : due;
 }
 
 bool caller_must_wait(Freshness f, Time now, Time expires_at, Micros threshold) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
 #include "expiry.hpp"
@@ -26,14 +27,16 @@ double spread_unit(std::string_view provider, std::string_view session, std::int
 // Minimum time between a token's issue and its proactive refresh, whatever the provider said.
 inline constexpr Micros kMinRefreshSpacing{1000000};
 
-// The threshold applied to one token: the configured one, but at most half the lifetime the
-// provider granted, so a token that lives shorter than the threshold is not refreshed again
-// the moment it arrives (and never in a loop).
-Micros effective_threshold(Micros configured, Time issued_at, Time expires_at);
+// The threshold applied to one token: the configured one, but for a token the engine obtained
+// (issued_at known) at most half the lifetime the provider granted, so a token that lives
+// shorter than the threshold is not refreshed again the moment it arrives (and never in a
+// loop). A token the application stored has no issued_at: its remaining time is all that is
+// known, and the configured threshold applies.
+Micros effective_threshold(Micros configured, std::optional<Time> issued_at, Time expires_at);
 
 // The instant the engine refreshes a token on its own: inside the (effective) threshold
 // window, spread by `unit`, and never sooner than kMinRefreshSpacing after its issue.
-Time proactive_due(Time issued_at, Time expires_at, Micros threshold, double unit);
+Time proactive_due(std::optional<Time> issued_at, Time expires_at, Micros threshold, double unit);
 
 // Whether a caller must wait for a refresh instead of serving the token it has (`threshold`
 // is the effective one).

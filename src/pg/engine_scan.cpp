@@ -40,7 +40,7 @@ ScanResult scan_due_tokens(Time window_end, std::size_t limit) {
         t.next_attempt = r.timestamptz(5);
         const auto thr = r.int8(6);
         t.threshold = thr ? Micros{*thr} : refresh_threshold();
-        t.issued_at = r.timestamptz(7).value_or(t.expires_at);
+        t.issued_at = r.timestamptz(7);
         const Micros effective = effective_threshold(t.threshold, t.issued_at, t.expires_at);
         if (t.expires_at - effective <= window_end) out.tokens.push_back(std::move(t));
     }

@@ -16,7 +16,7 @@ namespace upstream_token::pg {
 struct DueToken {
     TokenKey key;
     std::int64_t generation = 0;
-    Time issued_at{};
+    std::optional<Time> issued_at;  // NULL for tokens the application stored
     Time expires_at{};
     Micros threshold{};  // configured (the provider's or the GUC)
     std::optional<Time> next_attempt;

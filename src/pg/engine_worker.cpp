@@ -393,6 +393,7 @@ void Engine::plan_after(const RefreshJob& job) {
 // Releases the lock and the concurrency place, answers the waiters, counts the result.
 void Engine::finish(RefreshJob& job) {
     release_refresh_lock(job);
+    if (job.orphan_revocation_queued) next_revocation_ = now_time();
     if (job.holds_key) {
         busy_.erase(TokenKey{job.provider, job.session});
         job.holds_key = false;

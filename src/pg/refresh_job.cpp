@@ -24,6 +24,7 @@ namespace upstream_token::pg {
 namespace {
 
 constexpr std::size_t kLastErrorMax = 200;
+constexpr Micros kProviderClockSkew{1000000};
 
 // The lock pg_advisory_lock(refresh_lock_key(provider, session)) takes, held by session.
 LOCKTAG advisory_tag(std::int64_t key) {
@@ -203,8 +204,9 @@ namespace {
 // Saves new tokens with the optimistic UPDATE (I2); false when another writer moved the row.
 bool save_tokens(RefreshJob& job, const TokenResponse& t, std::int64_t* new_generation) {
     // The provider counted expires_in from some instant after the request was sent: the send
-    // time is the safe (early) base; the save time would be late by the whole exchange.
-    const Time now = job.sent_at == Time{} ? now_time() : job.sent_at;
+    // time is the safe (early) base, less a second for providers that truncate their clock;
+    // the save time would be late by the whole exchange.
+    const Time now = (job.sent_at == Time{} ? now_time() : job.sent_at) - kProviderClockSkew;
     const Time expires_at = access_expiry(now, t.expires_in, job.default_lifetime);
     std::optional<Time> refresh_expires_at;
     if (t.refresh_token) {
@@ -239,6 +241,20 @@ bool save_tokens(RefreshJob& job, const TokenResponse& t, std::int64_t* new_gene
     job.new_issued_at = now;
     notify_event(job, "refreshed");
     return true;
+}
+
+// A rotated refresh token that lost the race to a delete or a new login is live at the
+// provider with no row to hold it: queue its revocation (in the same transaction) so no
+// usable credential is left behind.
+void revoke_orphan(RefreshJob& job, const std::string& refresh_token) {
+    static Statement queue(
+        "INSERT INTO upstream_token.revocation (provider, session, token, token_column) "
+        "SELECT name, $2, $3, 'refresh_token' FROM upstream_token.provider "
+        "WHERE name = $1 AND revocation_endpoint IS NOT NULL");
+    const std::string sealed = seal(job.provider, job.session, "refresh_token", refresh_token);
+    if (queue.run({text_arg(job.provider), text_arg(job.session), bytea_arg(sealed)}, false) > 0) {
+        job.orphan_revocation_queued = true;
+    }
 }
 
 // Records a failed exchange on the row (same optimistic condition), with backoff.
@@ -306,6 +322,7 @@ PersistStep persist_outcome(RefreshJob& job, double unit_random) {
         WorkerTxn txn;
         if (o.failure == FailureClass::none) {
             saved = save_tokens(job, *o.tokens, &generation);
+            if (!saved && o.tokens->refresh_token) revoke_orphan(job, *o.tokens->refresh_token);
         } else {
             save_failure(job, o, unit_random);
         }

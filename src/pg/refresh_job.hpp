@@ -59,6 +59,7 @@ struct RefreshJob {
     Time new_expires_at{};
     Time new_issued_at{};
     std::optional<Time> retry_planned;        // after a transient failure: next attempt
+    bool orphan_revocation_queued = false;    // a lost-race refresh token awaits revocation
 
     JobResult result;
 };

@@ -271,12 +271,11 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
                 text_arg(provider->client_id), text_arg(claims_json), bytea_arg(access_ct),
                 bytea_arg(refresh_ct), bytea_arg(id_ct), text_arg(scope),
                 timestamptz_arg(expires_at), timestamptz_arg(refresh_expires_at),
-                timestamptz_arg(now)},
+                timestamptz_arg(std::nullopt)},
                false);
     if (refresh) {
         scan_on_commit(to_timestamptz(
-            expires_at - effective_threshold(provider->refresh_threshold.value_or(refresh_threshold()),
-                                             now, expires_at)));
+            expires_at - provider->refresh_threshold.value_or(refresh_threshold())));
     }
     PG_RETURN_VOID();
 }

@@ -346,10 +346,14 @@ Datum provider_stats_sql(FunctionCallInfo fcinfo) {
 }
 
 Datum planned_refresh_at_sql(FunctionCallInfo fcinfo) {
+    for (int i : {0, 1, 2, 4, 5}) {
+        if (PG_ARGISNULL(i)) PG_RETURN_NULL();  // strict but for issued_at
+    }
     const std::string provider = text_arg_required(fcinfo, 0, "provider");
     const std::string session = text_arg_required(fcinfo, 1, "session");
     const std::int64_t generation = PG_GETARG_INT64(2);
-    const Time issued_at = from_timestamptz(PG_GETARG_TIMESTAMPTZ(3));
+    std::optional<Time> issued_at;
+    if (!PG_ARGISNULL(3)) issued_at = from_timestamptz(PG_GETARG_TIMESTAMPTZ(3));
     const Time expires_at = from_timestamptz(PG_GETARG_TIMESTAMPTZ(4));
     const Interval* iv = PG_GETARG_INTERVAL_P(5);
     const Micros threshold{iv->time + (static_cast<std::int64_t>(iv->day) +

@@ -103,7 +103,7 @@ std::optional<TokenView> read_token_view(std::string_view session, std::string_v
     bool isnull = false;
     v.xmin = DatumGetTransactionId(r.raw(7, &isnull));
     v.id_ct = r.bytea(8);
-    v.issued_at = r.timestamptz(9).value_or(Time{});
+    v.issued_at = r.timestamptz(9);
     return v;
 }
 

@@ -46,7 +46,7 @@ HttpRequestSpec provider_request(const ProviderRow& p, std::string url, HttpRequ
 struct TokenView {
     std::optional<std::string> access_ct;
     std::optional<std::string> id_ct;  // read only when asked for
-    Time issued_at;
+    std::optional<Time> issued_at;
     Time expires_at;
     std::string status;
     bool has_refresh_token = false;

@@ -223,7 +223,7 @@ test('SIGHUP: a larger refresh_threshold is used by the engine without a restart
     await storeMany(ctx.pool, p.provider, rows);
     const before = (await ctx.pool.query(
         `SELECT next_refresh_at, generation,
-                upstream_token.planned_refresh_at(provider, session, generation, expires_at,
+                upstream_token.planned_refresh_at(provider, session, generation, NULL, expires_at,
                                                   make_interval(secs => $2)) <= now() AS due_under_new
            FROM upstream_token.token_status WHERE session = $1`, [rows[0].session, NEW_S])).rows[0];
     assert.ok(before.next_refresh_at.getTime() > Date.now() + 60000, 'not due under the old threshold');

@@ -69,7 +69,7 @@ async function earlySession(pool, provider) {
     for (let i = 0; i < 200; i += 1) {
         const s = unique('standby-due');
         const r = await pool.query(
-            `SELECT extract(epoch FROM upstream_token.planned_refresh_at($1, $2, 1, now(), $3::interval) - now())
+            `SELECT extract(epoch FROM upstream_token.planned_refresh_at($1, $2, 1, NULL, now(), $3::interval) - now())
                     + $4 AS offset_s`, [provider, s, `${THRESHOLD_S} seconds`, THRESHOLD_S]);
         if (Number(r.rows[0].offset_s) < 0.2 * THRESHOLD_S) return s;
     }

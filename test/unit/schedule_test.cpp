@@ -70,4 +70,7 @@ TEST(Schedule, ShortLivedTokensAreNotRefreshedAtOnce) {
     // A provider that grants no lifetime at all is still not refreshed in a loop.
     EXPECT_EQ(ut::effective_threshold(kThreshold, kNow, kNow), ut::Micros{0});
     EXPECT_EQ(ut::proactive_due(kNow, kNow, kThreshold, 0.5), kNow + ut::kMinRefreshSpacing);
+    // A token the application stored: only its remaining time is known, the threshold stands.
+    EXPECT_EQ(ut::effective_threshold(kThreshold, std::nullopt, exp), kThreshold);
+    EXPECT_EQ(ut::proactive_due(std::nullopt, exp, kThreshold, 0.0), exp - kThreshold);
 }
