@@ -50,10 +50,9 @@ function redeem(agent, url, auth, refreshToken) {
     });
 }
 
-// CPU time (user + system) of a process in ms, from /proc/<pid>/stat (100 Hz ticks).
+// CPU time a process has run, in ms (/proc/<pid>/schedstat, nanoseconds).
 function cpuMs(pid) {
-    const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return (Number(fields[11]) + Number(fields[12])) * 10;
+    return Number(fs.readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6;
 }
 
 // A keep-alive agent and the Basic header for one client: what a well-written app would use.

@@ -132,7 +132,8 @@ test('7f. an answer without expires_in gets the provider default lifetime (1 hou
     assert.ok(tok && tok !== login.grant.access_token);
     const st = await tokenStatus(ctx.pool, login.session, p.provider);
     const hour = 3600 * 1000;
-    assert.ok(st.expires_at.getTime() >= t0.getTime() + hour && st.expires_at.getTime() <= t1.getTime() + hour,
+    const skew = 1000;  // the engine allows one second for providers that truncate their clock
+    assert.ok(st.expires_at.getTime() >= t0.getTime() + hour - skew && st.expires_at.getTime() <= t1.getTime() + hour,
         'expires_at is one hour after the refresh was sent');
     assertNoSecretsInLog([login.grant.access_token, login.grant.refresh_token, login.grant.id_token, tok]);
 });

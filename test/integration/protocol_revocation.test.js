@@ -237,8 +237,8 @@ test('h: a new login stored for the same session while the revocation waits: onl
     assert.strictEqual(t, fresh.grant.access_token, 'the new login is served');
 });
 
-// Fails while bug P1 (.tmp/bugs-proto.md) stands: the refresh's answer finds the row gone and
-// is dropped, so the refresh token it brought back stays live at the provider, unknown to all.
+// Regression test for bug P1 (.tmp/bugs-proto.md, fixed in 125af98): the refresh's answer found
+// the row gone and was dropped, so the refresh token it brought back stayed live at the provider.
 test('i: a revoke committed while a refresh of the row is in flight leaves no live refresh token behind', async () => {
     const p = await providerWith(ctx, {
         client: { revoke_used_noop: true },
@@ -262,9 +262,11 @@ test('i: a revoke committed while a refresh of the row is in flight leaves no li
     assert.strictEqual(await tokenStatus(ctx.pool, login.session, p.provider), undefined, 'the row stays deleted');
     if (typeof served === 'string') assert.strictEqual((await active(served)).active, false, 'a token served after the revoke is dead');
     // Once both settled, nothing of this login may still work at the provider.
+    await waitFor(async () => {
+        const g = await ctx.grant(login.grant.grant_id);
+        return g.revoked || !(await active(g.refresh_token)).active;
+    }, { timeoutMs: 15000, what: 'the refresh token issued by the in-flight refresh to be revoked (bug P1)' });
     await waitFor(async () => (await revocationQueue(ctx.pool, p.provider)).length === 0,
-        { timeoutMs: 15000, what: 'any follow-up revocation to be delivered' });
-    const g = await ctx.grant(login.grant.grant_id);
-    assert.ok(g.revoked || !(await active(g.refresh_token)).active,
-        'the refresh token issued by the in-flight refresh is not left active');
+        { timeoutMs: 15000, what: 'the revocation queue to drain' });
+    assert.strictEqual(await tokenStatus(ctx.pool, login.session, p.provider), undefined, 'the row stays deleted');
 });
