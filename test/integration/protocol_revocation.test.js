@@ -152,7 +152,7 @@ test('c: a rolled-back revoke sends nothing, keeps the row and the token stays a
     assert.strictEqual((await active(kept.grant.refresh_token)).active, true, 'refresh token still active');
     assert.strictEqual((await ctx.grant(kept.grant.grant_id)).revoked, false);
     const t = (await ctx.pool.query(GET, [kept.session, p.provider])).rows[0].t;
-    assert.strictEqual(t, kept.grant.access_token, 'the stored token is still served');
+    assert.ok(t === kept.grant.access_token, 'the stored token is still served');
 });
 
 test('d: a provider without revocation_endpoint: row deleted, nothing queued, nothing sent', async () => {
@@ -234,7 +234,7 @@ test('h: a new login stored for the same session while the revocation waits: onl
     assert.strictEqual((await ctx.grant(fresh.grant.grant_id)).revoked, false, 'the new login is untouched');
     assert.strictEqual((await active(fresh.grant.refresh_token)).active, true);
     const t = (await ctx.pool.query(GET, [session, p.provider])).rows[0].t;
-    assert.strictEqual(t, fresh.grant.access_token, 'the new login is served');
+    assert.ok(t === fresh.grant.access_token, 'the new login is served');
 });
 
 // Regression test for bug P1 (.tmp/bugs-proto.md, fixed in 125af98): the refresh's answer found
