@@ -316,6 +316,9 @@ async function proactiveRound(db, idpc, p, sessions) {
             } catch {
                 readErrors += 1;
             }
+            // Paced like an application's readers (~1 read/ms each): in a tight loop they
+            // would take the CPU the engine and the provider need on a 2-core machine.
+            await lib.sleep(1);
         }
     });
     // Wait for the window without polling the engine, then count CPU from just before it.
@@ -638,6 +641,25 @@ function table() {
     return rows.join('\n');
 }
 
+// CPU time per refresh by process in the median B2 and B3 rounds and the median run of the
+// provider alone: on 2 cores, where the time of a CPU-bound scenario goes.
+function cpuTable() {
+    const mid = (xs, key) => (xs && xs.length ? [...xs].sort((a, b) => a[key] - b[key])[Math.floor(xs.length / 2)] : null);
+    const rows = ['| Run (median) | engine | provider (IdP) | backends of the callers | Node client | total |', '|---|---|---|---|---|---|'];
+    const add = (name, c) => {
+        const v = (x) => (x === undefined ? '–' : `${fmt(x, 0)} µs`);
+        const total = ['engine', 'provider', 'backends', 'client'].reduce((a, k) => a + (c[k] || 0), 0);
+        rows.push(`| ${name} | ${v(c.engine)} | ${v(c.provider)} | ${v(c.backends)} | ${v(c.client)} | ${fmt(total, 0)} µs |`);
+    };
+    const lg = mid(capacity, 'wall_ms');
+    if (lg) add('provider alone (loadgen.js)', lg.cpu_us_per_refresh);
+    const b2 = mid(results.details.B2 && results.details.B2.rounds, 'ratio');
+    if (b2) add('B2 storm', b2.cpu_us_per_refresh);
+    const b3 = mid(results.details.B3 && results.details.B3.rounds, 'ratio');
+    if (b3) add('B3 proactive burst (backends and client: the readers)', b3.cpu_us_per_refresh);
+    return rows.length > 2 ? rows.join('\n') : '';
+}
+
 // Writes bench/RESULTS.md: the table, the run's command, machine and settings, the details.
 function writeReport(m, seconds, failure) {
     const missed = results.checks.filter((c) => !c.ok);
@@ -670,7 +692,13 @@ ${m.free}
 
 ## Provider capacity runs (bench/loadgen.js, ${S.callers} concurrent loops)
 
-${capacity.map((c) => `- ${c.label}: ${c.count} refreshes in ${fmt(c.wall_ms, 0)} ms (${fmt(c.rate, 0)}/s), latency p50 ${fmt(c.p50_ms)} ms, p99 ${fmt(c.p99_ms)} ms`).join('\n')}
+${capacity.map((c) => `- ${c.label}: ${c.count} refreshes in ${fmt(c.wall_ms, 0)} ms (${fmt(c.rate, 0)}/s), latency p50 ${fmt(c.p50_ms)} ms, p99 ${fmt(c.p99_ms)} ms; CPU per refresh: client ${fmt(c.cpu_us_per_refresh.client, 0)} µs, provider ${fmt(c.cpu_us_per_refresh.provider, 0)} µs`).join('\n')}
+
+## CPU per refresh
+
+From \`/proc/<pid>/schedstat\` (the client of the provider-alone runs: \`process.cpuUsage()\`).
+
+${cpuTable()}
 
 ## Details
 

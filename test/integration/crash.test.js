@@ -57,7 +57,8 @@ test('SIGKILL of the engine with refreshes in flight: nobody hangs, nothing is c
     for (const o of outcomes) {
         // A result, a connection error (the crash restart kills every backend: no SQLSTATE, or
         // a socket error such as ECONNRESET), or a typed error (UT*, 57P* shutdown/crash).
-        const sqlstate = /^[0-9A-Z]{5}$/.test(o.code || '') ? o.code : null;
+        // Node socket errors (EPIPE, ECONNRESET...) are connection errors, not SQLSTATEs.
+        const sqlstate = /^[0-9A-Z]{5}$/.test(o.code || '') && !/^E[A-Z]+$/.test(o.code) ? o.code : null;
         if (!o.ok && sqlstate) assert.ok(/^(UT|57P)/.test(sqlstate), `typed error, got ${sqlstate}`);
     }
     await ctx.clearFaults();
