@@ -35,7 +35,8 @@ using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
 // The error for every unusable key: says what is wrong, never what the key is.
 [[noreturn]] void bad_key(const std::string& why) {
     throw Error(ErrorCode::invalid_parameter, "unusable private key for private_key_jwt: " + why,
-                {}, "Pass a PEM private key: RSA (2048 bits or more) for RS256, EC P-256 for ES256.");
+                {},
+                "Pass a PEM private key: RSA (2048 bits or more) for RS256, EC P-256 for ES256.");
 }
 
 // Parses a PEM private key (PKCS#8 or traditional, unencrypted).
@@ -56,8 +57,8 @@ std::string natural_alg(EVP_PKEY* key) {
         case EVP_PKEY_EC: {
             char group[64] = {};
             std::size_t len = 0;
-            if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group,
-                                               sizeof group, &len) != 1 ||
+            if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group,
+                                               &len) != 1 ||
                 std::string_view(group, len) != "prime256v1") {
                 bad_key("EC keys must be on curve P-256");
             }
@@ -82,7 +83,8 @@ std::string base64url(std::string_view bytes) {
 // A DER ECDSA signature as JOSE wants it: R and S, 32 bytes each.
 std::string der_to_jose(const std::vector<unsigned char>& der) {
     const unsigned char* p = der.data();
-    std::unique_ptr<ECDSA_SIG, SigFree> sig(d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(der.size())));
+    std::unique_ptr<ECDSA_SIG, SigFree> sig(
+        d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(der.size())));
     if (!sig) throw Error(ErrorCode::internal, "could not decode an ECDSA signature");
     const BIGNUM* r = nullptr;
     const BIGNUM* s = nullptr;
@@ -111,13 +113,14 @@ std::string sign(EVP_PKEY* key, std::string_view alg, std::string_view input) {
     }
     sig.resize(len);
     if (alg == "ES256") return der_to_jose(sig);
-    return std::string(sig.begin(), sig.end());
+    return {sig.begin(), sig.end()};
 }
 
 // 16 random bytes, base64url: the assertion's jti.
 std::string random_jti() {
     unsigned char bytes[16];
-    if (RAND_bytes(bytes, sizeof bytes) != 1) throw Error(ErrorCode::internal, "no randomness for a jti");
+    if (RAND_bytes(bytes, sizeof bytes) != 1)
+        throw Error(ErrorCode::internal, "no randomness for a jti");
     return base64url(std::string_view(reinterpret_cast<const char*>(bytes), sizeof bytes));
 }
 
@@ -127,8 +130,7 @@ std::string assertion_alg_for_key(std::string_view pem, std::string_view request
     Pkey key = load_key(pem);
     std::string alg = natural_alg(key.get());
     if (!requested.empty() && requested != alg) {
-        throw Error(ErrorCode::invalid_parameter,
-                    "assertion_alg does not fit the private key",
+        throw Error(ErrorCode::invalid_parameter, "assertion_alg does not fit the private key",
                     "RS256 needs an RSA key, ES256 an EC P-256 key.");
     }
     return alg;
@@ -141,7 +143,8 @@ std::string make_client_assertion(std::string_view pem, std::string_view alg, st
     const std::string use = alg.empty() ? natural_alg(key.get()) : std::string(alg);
     nlohmann::json header = {{"alg", use}, {"typ", "JWT"}};
     if (!kid.empty()) header["kid"] = std::string(kid);
-    const auto iat = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+    const auto iat =
+        std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
     const auto ttl = std::chrono::duration_cast<std::chrono::seconds>(lifetime).count();
     const nlohmann::json claims = {{"iss", std::string(client_id)},
                                    {"sub", std::string(client_id)},

@@ -12,7 +12,7 @@
 namespace upstream_token {
 
 struct Key {
-    std::uint32_t id = 0;                      // derived from the key bytes, see key_id_of
+    std::uint32_t id = 0;  // derived from the key bytes, see key_id_of
     std::array<unsigned char, 32> bytes{};
 };
 
@@ -25,7 +25,8 @@ Key parse_key_text(std::string_view text);
 std::uint32_t key_id_of(const std::array<unsigned char, 32>& bytes);
 
 // The associated data that ties a ciphertext to its place.
-std::string secret_aad(std::string_view provider, std::string_view session, std::string_view column);
+std::string secret_aad(std::string_view provider, std::string_view session,
+                       std::string_view column);
 
 // Ciphertext layout (binary): version byte 0x01 | key id (4 bytes, big endian) |
 // nonce (12 bytes) | AES-256-GCM ciphertext | tag (16 bytes).
@@ -36,6 +37,7 @@ std::uint32_t ciphertext_key_id(std::string_view blob);
 
 // Opens a ciphertext with whichever key in `keys` matches its key id.
 // Error(decryption_failed) on a malformed blob, unknown key id, or failed authentication.
-std::string decrypt_secret(const std::vector<Key>& keys, std::string_view blob, std::string_view aad);
+std::string decrypt_secret(const std::vector<Key>& keys, std::string_view blob,
+                           std::string_view aad);
 
 }  // namespace upstream_token

@@ -55,7 +55,8 @@ ProviderMetadata parse_metadata(std::string_view body, std::string_view expected
                     "OpenID Connect Discovery 4.3 and RFC 8414 3.3 require them to be identical.");
     }
     auto token = string_member(doc, "token_endpoint");
-    if (!token) throw Error(ErrorCode::invalid_parameter, "provider metadata has no token_endpoint");
+    if (!token)
+        throw Error(ErrorCode::invalid_parameter, "provider metadata has no token_endpoint");
     validate_endpoint(*token, allow_http);
     m.token_endpoint = *token;
     m.revocation_endpoint = string_member(doc, "revocation_endpoint");
@@ -84,9 +85,9 @@ AuthMethod choose_auth_method(const std::vector<std::string>& supported, bool ha
 
 void require_supported(const std::vector<std::string>& supported, AuthMethod method) {
     if (!supports(supported, method)) {
-        throw Error(ErrorCode::invalid_parameter,
-                    std::string("the provider does not support auth_method ") +
-                        auth_method_name(method));
+        throw Error(
+            ErrorCode::invalid_parameter,
+            std::string("the provider does not support auth_method ") + auth_method_name(method));
     }
 }
 

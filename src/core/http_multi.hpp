@@ -16,28 +16,28 @@ namespace upstream_token {
 
 struct HttpRequestSpec {
     std::string url;
-    std::vector<std::string> headers;   // complete header lines
-    std::string body;                   // POSTed as is (form-encoded by the caller)
-    bool get = false;                   // a GET (body ignored), e.g. for provider metadata
+    std::vector<std::string> headers;  // complete header lines
+    std::string body;                  // POSTed as is (form-encoded by the caller)
+    bool get = false;                  // a GET (body ignored), e.g. for provider metadata
     Micros total_timeout{seconds(10)};
     Micros connect_timeout{seconds(5)};
-    std::string ca_file;                // empty: the system bundle
-    bool allow_http = false;            // otherwise only https:// is allowed (also no redirects)
+    std::string ca_file;      // empty: the system bundle
+    bool allow_http = false;  // otherwise only https:// is allowed (also no redirects)
     std::size_t max_response_bytes = 1 << 20;
 };
 
 struct HttpResult {
     std::uint64_t id = 0;
-    bool transport_ok = false;          // false: no HTTP response (connect, TLS, timeout, too big)
-    std::string transport_error;        // short description when !transport_ok; no secrets
+    bool transport_ok = false;    // false: no HTTP response (connect, TLS, timeout, too big)
+    std::string transport_error;  // short description when !transport_ok; no secrets
     long status = 0;
     std::string body;
-    std::string retry_after;            // raw Retry-After header value, if any
+    std::string retry_after;  // raw Retry-After header value, if any
     Micros elapsed{0};
 };
 
 class HttpMulti {
-public:
+  public:
     HttpMulti();
     ~HttpMulti();
     HttpMulti(const HttpMulti&) = delete;
@@ -61,7 +61,7 @@ public:
 
     std::size_t in_flight() const;
 
-private:
+  private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

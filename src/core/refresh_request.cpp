@@ -212,8 +212,8 @@ HttpRequest client_request(const ClientCredentials& client, std::string_view end
         throw Error(ErrorCode::invalid_parameter, "client_id must not be empty");
     }
     if (client.method != AuthMethod::none && (!client.secret || client.secret->empty())) {
-        throw Error(ErrorCode::invalid_parameter,
-                    std::string("a client secret is required for ") + auth_method_name(client.method));
+        throw Error(ErrorCode::invalid_parameter, std::string("a client secret is required for ") +
+                                                      auth_method_name(client.method));
     }
     HttpRequest req;
     req.headers.emplace_back("Content-Type: application/x-www-form-urlencoded");
@@ -222,7 +222,8 @@ HttpRequest client_request(const ClientCredentials& client, std::string_view end
     switch (client.method) {
         case AuthMethod::client_secret_basic: {
             // RFC 6749 2.3.1: id and secret are form-encoded before joining with ':'.
-            std::string credentials = form_encode(client.client_id) + ":" + form_encode(*client.secret);
+            std::string credentials =
+                form_encode(client.client_id) + ":" + form_encode(*client.secret);
             req.headers.emplace_back("Authorization: Basic " + base64_encode(credentials));
             wipe(credentials);
             break;
@@ -237,10 +238,12 @@ HttpRequest client_request(const ClientCredentials& client, std::string_view end
         case AuthMethod::private_key_jwt:
             req.body += "&client_id=" + form_encode(client.client_id);
             req.body +=
-                "&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer";
-            req.body += "&client_assertion=" +
-                        make_client_assertion(*client.secret, client.assertion_alg,
-                                              client.assertion_kid, client.client_id, endpoint, now);
+                "&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-"
+                "bearer";
+            req.body +=
+                "&client_assertion=" + make_client_assertion(*client.secret, client.assertion_alg,
+                                                             client.assertion_kid, client.client_id,
+                                                             endpoint, now);
             break;
     }
     return req;

@@ -34,7 +34,7 @@ struct PlannedRefresh {
 };
 
 class Scheduler {
-public:
+  public:
     explicit Scheduler(std::size_t capacity) : capacity_(capacity) {}
 
     // Plans (or re-plans) a token's refresh; false when the plan is full and this one is
@@ -68,7 +68,7 @@ public:
     std::optional<Time> next_due() const;
     std::size_t size() const { return by_key_.size(); }
 
-private:
+  private:
     struct Entry {
         std::int64_t generation;
         Time due;

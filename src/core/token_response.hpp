@@ -12,29 +12,30 @@
 namespace upstream_token {
 
 struct TokenResponse {
-    std::string access_token;                      // required, non-empty
-    std::optional<std::string> refresh_token;      // absent: keep the old one
+    std::string access_token;                  // required, non-empty
+    std::optional<std::string> refresh_token;  // absent: keep the old one
     std::optional<std::string> id_token;
-    std::string token_type;                        // as sent ("Bearer" when absent)
+    std::string token_type;  // as sent ("Bearer" when absent)
     std::optional<std::string> scope;
-    std::optional<std::int64_t> expires_in;        // number or numeric string
-    std::optional<std::int64_t> refresh_expires_in;  // refresh_expires_in or refresh_token_expires_in
+    std::optional<std::int64_t> expires_in;  // number or numeric string
+    std::optional<std::int64_t>
+        refresh_expires_in;  // refresh_expires_in or refresh_token_expires_in
 };
 
 enum class FailureClass {
-    none,                    // success
-    reauth_required,         // invalid_grant: the refresh token is dead
-    client_misconfigured,    // invalid_client / unauthorized_client
-    transient,               // 429, 5xx, network, timeouts: retry with backoff
-    protocol,                // unusable answer (malformed JSON, missing access_token, other 4xx)
+    none,                  // success
+    reauth_required,       // invalid_grant: the refresh token is dead
+    client_misconfigured,  // invalid_client / unauthorized_client
+    transient,             // 429, 5xx, network, timeouts: retry with backoff
+    protocol,              // unusable answer (malformed JSON, missing access_token, other 4xx)
 };
 
 struct ExchangeOutcome {
     FailureClass failure = FailureClass::none;
-    std::optional<TokenResponse> tokens;   // set only on success
-    std::string error;                     // OAuth "error" value or a short class like "http_503"
-    std::string message;                   // human text, never contains a secret
-    std::optional<Micros> retry_after;     // from a Retry-After header
+    std::optional<TokenResponse> tokens;  // set only on success
+    std::string error;                    // OAuth "error" value or a short class like "http_503"
+    std::string message;                  // human text, never contains a secret
+    std::optional<Micros> retry_after;    // from a Retry-After header
 };
 
 // Classifies one HTTP exchange. `retry_after_header` is the raw header value or empty.

@@ -18,7 +18,8 @@ std::string text_arg_required(FunctionCallInfo fcinfo, int n, const char* what) 
 
 std::string nonempty_text_arg(FunctionCallInfo fcinfo, int n, const char* what) {
     std::string v = text_arg_required(fcinfo, n, what);
-    if (v.empty()) throw Error(ErrorCode::invalid_parameter, std::string(what) + " must not be empty");
+    if (v.empty())
+        throw Error(ErrorCode::invalid_parameter, std::string(what) + " must not be empty");
     return v;
 }
 

@@ -61,7 +61,7 @@ int join_or_claim(EngineShared* s, RequestKind kind, std::string_view provider,
 // Membership in a slot's waiter count, released however the wait ends (result, timeout,
 // cancel): the last waiter of a finished slot frees it.
 class SlotWait {
-public:
+  public:
     SlotWait(EngineShared* s, int index) : s_(s), index_(index) {}
     ~SlotWait() {
         try {
@@ -77,7 +77,7 @@ public:
     SlotWait(const SlotWait&) = delete;
     SlotWait& operator=(const SlotWait&) = delete;
 
-private:
+  private:
     EngineShared* s_;
     int index_;
 };
@@ -105,17 +105,16 @@ bool take_result(EngineShared* s, int index, std::uint64_t request_id, RefreshRe
 namespace {
 // Queues a request (or joins the same one queued by another backend) and waits for it.
 RefreshResult enqueue_and_wait(RequestKind kind, std::string_view provider,
-                               std::string_view session, std::int64_t seen_generation,
-                               bool force) {
+                               std::string_view session, std::int64_t seen_generation, bool force) {
     EngineShared* s = engine_shared();
     if (s == nullptr) {
-        throw Error(ErrorCode::engine_unavailable, "the upstream_token refresh engine is not loaded",
+        throw Error(ErrorCode::engine_unavailable,
+                    "the upstream_token refresh engine is not loaded",
                     "Tokens can be read, but none can be refreshed.",
                     "Add upstream_token to shared_preload_libraries and restart the server.");
     }
     if (RecoveryInProgress()) {
-        throw Error(ErrorCode::engine_unavailable,
-                    "tokens cannot be refreshed on a standby server",
+        throw Error(ErrorCode::engine_unavailable, "tokens cannot be refreshed on a standby server",
                     "The refresh engine runs on the primary only.",
                     "Connect to the primary to get a refreshed token.");
     }
@@ -148,8 +147,8 @@ RefreshResult enqueue_and_wait(RequestKind kind, std::string_view provider,
                     "created in that database.");
     }
     if (index < 0) {
-        throw Error(ErrorCode::queue_full, "the refresh request table is full",
-                    {}, "Raise upstream_token.max_requests (needs a restart).");
+        throw Error(ErrorCode::queue_full, "the refresh request table is full", {},
+                    "Raise upstream_token.max_requests (needs a restart).");
     }
     SlotWait membership(s, index);
     if (!joined) wake_engine(s);
@@ -161,13 +160,13 @@ RefreshResult enqueue_and_wait(RequestKind kind, std::string_view provider,
     while (!take_result(s, index, request_id, &result)) {
         const long remaining_ms = (deadline - GetCurrentTimestamp()) / 1000;
         if (remaining_ms <= 0) {
-            throw Error(ErrorCode::wait_timeout,
-                        "timed out waiting for the refresh engine",
+            throw Error(ErrorCode::wait_timeout, "timed out waiting for the refresh engine",
                         "The refresh goes on and is saved when it completes.",
                         "Raise upstream_token.wait_timeout, or retry.");
         }
         // Cancel and statement_timeout arrive here as an ERROR, turned into PgError.
-        pg_call([&] { (void)ConditionVariableTimedSleep(&slot->cv, remaining_ms, PG_WAIT_EXTENSION); });
+        pg_call(
+            [&] { (void)ConditionVariableTimedSleep(&slot->cv, remaining_ms, PG_WAIT_EXTENSION); });
     }
     return result;
 }

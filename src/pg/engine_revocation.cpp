@@ -49,16 +49,17 @@ std::vector<RevocationWork> due_revocations(const std::set<std::int64_t>& runnin
         const std::string token =
             open_sealed(row.provider, row.session, row.column, row.token).value_or("");
         const ClientCredentials client = client_credentials(*provider);
-        w.request = provider_request(
-            *provider, *provider->revocation_endpoint,
-            build_revocation_request(client, *provider->revocation_endpoint, token, row.column,
-                                     now_time()));
+        w.request =
+            provider_request(*provider, *provider->revocation_endpoint,
+                             build_revocation_request(client, *provider->revocation_endpoint, token,
+                                                      row.column, now_time()));
         w.secrets = {token};
         if (client.secret) w.secrets.push_back(*client.secret);
         out.push_back(std::move(w));
     }
-    static Statement next("SELECT min(next_attempt_at) FROM upstream_token.revocation "
-                          "WHERE next_attempt_at > pg_catalog.now()");
+    static Statement next(
+        "SELECT min(next_attempt_at) FROM upstream_token.revocation "
+        "WHERE next_attempt_at > pg_catalog.now()");
     next.run({}, true, 1);
     *next_due = ResultRow().timestamptz(1);
     txn.commit();
@@ -68,10 +69,10 @@ std::vector<RevocationWork> due_revocations(const std::set<std::int64_t>& runnin
 std::optional<Time> finish_revocation(const RevocationWork& work, const HttpResult& result,
                                       double unit_random) {
     WorkerTxn txn;
-    ExchangeOutcome o = result.transport_ok
-                            ? interpret_token_response(result.status, result.body,
-                                                       result.retry_after, now_time())
-                            : transport_failure(result.transport_error);
+    ExchangeOutcome o =
+        result.transport_ok
+            ? interpret_token_response(result.status, result.body, result.retry_after, now_time())
+            : transport_failure(result.transport_error);
     const bool delivered = result.transport_ok && result.status >= 200 && result.status < 300;
     // RFC 7009 2.2.1: a provider that cannot revoke this kind of token never will.
     if (delivered || o.error == "unsupported_token_type") {
@@ -80,8 +81,8 @@ std::optional<Time> finish_revocation(const RevocationWork& work, const HttpResu
         txn.commit();
         return std::nullopt;
     }
-    std::string last = redact_secrets(o.error + (o.message.empty() ? "" : " (" + o.message + ")"),
-                                      work.secrets);
+    std::string last =
+        redact_secrets(o.error + (o.message.empty() ? "" : " (" + o.message + ")"), work.secrets);
     if (last.size() > 200) last.resize(200);
     Micros delay = backoff_delay(work.attempts + 1, seconds(1), seconds(600), unit_random);
     if (o.retry_after) delay = std::max(delay, *o.retry_after);

@@ -26,8 +26,8 @@ ScanResult scan_due_tokens(Time window_end, std::size_t limit) {
         "FROM upstream_token.token t JOIN upstream_token.provider p ON p.name = t.provider "
         "WHERE t.status = 'active' AND t.expires_at <= $1 AND t.refresh_token IS NOT NULL "
         "ORDER BY t.expires_at LIMIT $2");
-    const auto n = due.run({timestamptz_arg(bound), int8_arg(static_cast<std::int64_t>(limit))},
-                           true);
+    const auto n =
+        due.run({timestamptz_arg(bound), int8_arg(static_cast<std::int64_t>(limit))}, true);
     ScanResult out;
     out.truncated = n >= limit;
     for (std::uint64_t i = 0; i < n; ++i) {
@@ -44,7 +44,8 @@ ScanResult scan_due_tokens(Time window_end, std::size_t limit) {
         const Micros effective = effective_threshold(t.threshold, t.issued_at, t.expires_at);
         if (t.expires_at - effective <= window_end) out.tokens.push_back(std::move(t));
     }
-    static Statement limits("SELECT name, coalesce(max_concurrent, 0) FROM upstream_token.provider");
+    static Statement limits(
+        "SELECT name, coalesce(max_concurrent, 0) FROM upstream_token.provider");
     for (std::uint64_t i = 0, m = limits.run({}, true); i < m; ++i) {
         ResultRow r(i);
         out.provider_limits.emplace_back(r.text(1).value_or(""), r.int4(2).value_or(0));
@@ -73,7 +74,8 @@ std::uint64_t expire_and_purge() {
     expire.run({}, false);
     static Statement purge(
         "DELETE FROM upstream_token.token "
-        "WHERE refresh_expires_at <= pg_catalog.now() - make_interval(secs => $1::float8 / 1000000)");
+        "WHERE refresh_expires_at <= pg_catalog.now() - make_interval(secs => $1::float8 / "
+        "1000000)");
     const auto purged = purge.run({int8_arg(purge_after().count())}, false);
     txn.commit();
     return purged;

@@ -23,7 +23,7 @@ struct DueToken {
 };
 
 struct ScanResult {
-    std::vector<DueToken> tokens;     // windows opening by `window_end`, earliest first
+    std::vector<DueToken> tokens;  // windows opening by `window_end`, earliest first
     std::vector<std::pair<std::string, int>> provider_limits;  // every provider's max_concurrent
     std::optional<Time> next_window;  // earliest window opening after the scanned range
     bool truncated = false;           // `limit` was reached: scan again soon

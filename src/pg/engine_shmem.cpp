@@ -51,7 +51,8 @@ void startup_shmem() {
     if (prev_shmem_startup != nullptr) prev_shmem_startup();
     LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
     bool found = false;
-    auto* s = static_cast<EngineShared*>(ShmemInitStruct("upstream_token engine", shared_size(), &found));
+    auto* s =
+        static_cast<EngineShared*>(ShmemInitStruct("upstream_token engine", shared_size(), &found));
     if (!found) {
         std::memset(static_cast<void*>(s), 0, shared_size());
         s->lock_tranche = LWLockNewTrancheId();
@@ -88,7 +89,9 @@ void engine_preload_init() {
     register_engine();
 }
 
-EngineShared* engine_shared() { return shared_state; }
+EngineShared* engine_shared() {
+    return shared_state;
+}
 
 void scan_on_commit(std::optional<TimestampTz> window_start) {
     EngineShared* s = shared_state;
@@ -99,7 +102,9 @@ void scan_on_commit(std::optional<TimestampTz> window_start) {
     }
 }
 
-void register_commit_wakeup() { RegisterXactCallback(on_xact_event, nullptr); }
+void register_commit_wakeup() {
+    RegisterXactCallback(on_xact_event, nullptr);
+}
 
 SharedLock::SharedLock(EngineShared* s, LWLockMode mode) : lock_(&s->lock) {
     LWLock* lock = lock_;

@@ -25,8 +25,8 @@ enum class RequestKind : std::uint32_t {
 struct RequestSlot {
     SlotState state;
     RequestKind kind;
-    std::uint32_t waiters;        // backends waiting on this slot
-    std::uint64_t request_id;     // unique per use of the slot
+    std::uint32_t waiters;     // backends waiting on this slot
+    std::uint64_t request_id;  // unique per use of the slot
     Oid dbid;
     bool force;
     std::int64_t seen_generation;  // the row generation the requester saw
@@ -34,7 +34,7 @@ struct RequestSlot {
     char session[kSessionBytes];  // the session; for discovery the issuer URL
     // Result, valid in state done.
     bool ok;
-    int error_code;                // upstream_token::ErrorCode when !ok
+    int error_code;  // upstream_token::ErrorCode when !ok
     char message[kMessageBytes];
     char detail[kMessageBytes];
     ConditionVariable cv;
@@ -42,11 +42,11 @@ struct RequestSlot {
 
 // Counters for the statistics view (monotonic since server start).
 struct EngineCounters {
-    std::uint64_t requests;        // requests enqueued by backends
-    std::uint64_t deduplicated;    // requests that joined one already queued
-    std::uint64_t refreshed;       // refreshes saved
-    std::uint64_t skipped;         // requests answered without a network call
-    std::uint64_t network_calls;   // token endpoint calls
+    std::uint64_t requests;       // requests enqueued by backends
+    std::uint64_t deduplicated;   // requests that joined one already queued
+    std::uint64_t refreshed;      // refreshes saved
+    std::uint64_t skipped;        // requests answered without a network call
+    std::uint64_t network_calls;  // token endpoint calls
     std::uint64_t failed_transient;
     std::uint64_t failed_reauth;
     std::uint64_t failed_client;
@@ -56,7 +56,7 @@ struct EngineCounters {
     std::uint64_t proactive;        // refreshes the engine started on its own
 };
 
-constexpr int kLatencyBuckets = 24;  // log2 milliseconds: [0,1) [1,2) [2,4) ... 
+constexpr int kLatencyBuckets = 24;  // log2 milliseconds: [0,1) [1,2) [2,4) ...
 constexpr int kMaxProviderStats = 64;
 
 // Per-provider counters, found by name (first free entry taken on first use).
@@ -75,17 +75,17 @@ struct ProviderStats {
 struct EngineShared {
     LWLock lock;
     int lock_tranche;
-    pid_t worker_pid;            // 0 when no engine runs
-    int worker_procno;           // pgprocno of the engine, for its latch
-    Oid worker_dbid;             // database the engine serves (InvalidOid until connected)
-    bool worker_ready;           // the extension exists there and the engine takes requests
+    pid_t worker_pid;   // 0 when no engine runs
+    int worker_procno;  // pgprocno of the engine, for its latch
+    Oid worker_dbid;    // database the engine serves (InvalidOid until connected)
+    bool worker_ready;  // the extension exists there and the engine takes requests
     std::uint64_t worker_starts;
     std::uint64_t next_request_id;
     EngineCounters counters;
-    TimestampTz next_scan_at;    // when the engine scans for due tokens next
-    bool scan_requested;         // a committed store wants an earlier scan
-    int planned;                 // proactive refreshes in the engine's plan
-    int http_in_flight;          // exchanges with providers under way
+    TimestampTz next_scan_at;  // when the engine scans for due tokens next
+    bool scan_requested;       // a committed store wants an earlier scan
+    int planned;               // proactive refreshes in the engine's plan
+    int http_in_flight;        // exchanges with providers under way
     ProviderStats providers[kMaxProviderStats];
     int nslots;
     RequestSlot slots[FLEXIBLE_ARRAY_MEMBER];
@@ -93,13 +93,13 @@ struct EngineShared {
 
 // Holds the engine table's LWLock for a scope; C++ code may run (and throw) inside it.
 class SharedLock {
-public:
+  public:
     SharedLock(EngineShared* s, LWLockMode mode);
     ~SharedLock() { LWLockRelease(lock_); }
     SharedLock(const SharedLock&) = delete;
     SharedLock& operator=(const SharedLock&) = delete;
 
-private:
+  private:
     LWLock* lock_;
 };
 

@@ -37,16 +37,16 @@ __attribute__((visibility("default"))) void upstream_token_engine_main(Datum arg
 namespace upstream_token::pg {
 namespace {
 
-constexpr long kIdleCheckMs = 5000;       // how often an idle engine looks for the extension
-constexpr long kErrorPauseMs = 1000;      // the least wait after an unexpected error
-constexpr Micros kLockRetry{20000};       // another refresher holds the advisory lock
-constexpr Micros kPersistRetry{100000};   // a client transaction holds the row
+constexpr long kIdleCheckMs = 5000;      // how often an idle engine looks for the extension
+constexpr long kErrorPauseMs = 1000;     // the least wait after an unexpected error
+constexpr Micros kLockRetry{20000};      // another refresher holds the advisory lock
+constexpr Micros kPersistRetry{100000};  // a client transaction holds the row
 constexpr std::size_t kMaxHeldResults = 10000;
-constexpr std::size_t kPlanCapacity = 100000;  // planned proactive refreshes kept in memory
-constexpr std::size_t kScanBatch = 20000;      // tokens read by one scan
-constexpr Micros kScanHorizon{60LL * 1000000};   // a scan plans windows opening this soon
-constexpr Micros kScanRetry{1000000};            // after a truncated scan
-constexpr Micros kScanMax{300LL * 1000000};      // scan at least this often (changes by hand)
+constexpr std::size_t kPlanCapacity = 100000;   // planned proactive refreshes kept in memory
+constexpr std::size_t kScanBatch = 20000;       // tokens read by one scan
+constexpr Micros kScanHorizon{60LL * 1000000};  // a scan plans windows opening this soon
+constexpr Micros kScanRetry{1000000};           // after a truncated scan
+constexpr Micros kScanMax{300LL * 1000000};     // scan at least this often (changes by hand)
 constexpr Micros kMaintenanceEvery{60LL * 1000000};
 constexpr std::size_t kRevocationBatch = 100;  // revocations sent per pass
 
@@ -104,9 +104,8 @@ void save_discovery(const std::string& issuer, const std::string& document) {
 }
 
 class Engine {
-public:
-    explicit Engine(EngineShared* s)
-        : s_(s), plan_(kPlanCapacity), rng_(std::random_device{}()) {}
+  public:
+    explicit Engine(EngineShared* s) : s_(s), plan_(kPlanCapacity), rng_(std::random_device{}()) {}
 
     // Registers this process and answers requests a previous engine left behind.
     void attach() {
@@ -125,7 +124,7 @@ public:
 
     void run();
 
-private:
+  private:
     bool extension_ready();
     long wait_timeout_ms() const;
     void claim_requests();
@@ -153,7 +152,7 @@ private:
 
     EngineShared* s_;
     HttpMulti http_;
-    Scheduler plan_;                                  // proactive refreshes and limits
+    Scheduler plan_;                                 // proactive refreshes and limits
     std::map<std::uint64_t, RefreshJob> in_flight_;  // by HTTP request id
     std::deque<RefreshJob> waiting_;                 // on-demand, held back by the limits
     std::deque<RefreshJob> deferred_;                // waiting for a lock, retried in time
@@ -163,7 +162,7 @@ private:
     std::set<TokenKey> busy_;
     std::map<std::uint64_t, RevocationWork> revocations_;  // in flight, by HTTP request id
     std::map<std::uint64_t, DiscoveryJob> discoveries_;    // metadata fetches, likewise
-    std::set<std::int64_t> revoking_;                     // their queue ids
+    std::set<std::int64_t> revoking_;                      // their queue ids
     Time next_scan_{};
     Time next_revocation_{};
     Time next_maintenance_{};
@@ -544,7 +543,8 @@ void Engine::scan_if_due(bool requested) {
     if (!requested && now < next_scan_) return;
     const Time window_end = now + kScanHorizon;
     ScanResult found = scan_due_tokens(window_end, kScanBatch);
-    for (const auto& [provider, limit] : found.provider_limits) plan_.set_provider_limit(provider, limit);
+    for (const auto& [provider, limit] : found.provider_limits)
+        plan_.set_provider_limit(provider, limit);
     forget_dropped_providers(found.provider_limits);
     for (const DueToken& t : found.tokens) {
         // Re-planned every scan: the due time depends on thresholds that may have changed.
@@ -619,10 +619,12 @@ void Engine::publish_plan_state() {
 
 long Engine::wait_timeout_ms() const {
     const Time now = now_time();
-    Micros wait = std::max(Micros{0}, std::min({next_scan_, next_maintenance_, next_revocation_}) - now);
+    Micros wait =
+        std::max(Micros{0}, std::min({next_scan_, next_maintenance_, next_revocation_}) - now);
     if (auto t = http_.next_timeout()) wait = std::min(wait, *t);
     if (auto due = plan_.next_due()) wait = std::min(wait, std::max(Micros{0}, *due - now));
-    for (const auto& job : deferred_) wait = std::min(wait, std::max(Micros{0}, job.retry_at - now));
+    for (const auto& job : deferred_)
+        wait = std::min(wait, std::max(Micros{0}, job.retry_at - now));
     return static_cast<long>((wait.count() + 999) / 1000);
 }
 

@@ -19,12 +19,12 @@ namespace upstream_token::pg {
 
 // A PostgreSQL ERROR caught at a pg_call, travelling through C++ frames.
 class PgError : public std::exception {
-public:
+  public:
     explicit PgError(ErrorData* data) noexcept : data_(data) {}
     const char* what() const noexcept override { return data_->message ? data_->message : "error"; }
     ErrorData* data() const noexcept { return data_; }
 
-private:
+  private:
     ErrorData* data_;  // palloc'd in the context that was current at the pg_call
 };
 
@@ -40,26 +40,18 @@ decltype(auto) pg_call(F&& fn) {
     ErrorData* volatile caught = nullptr;
     if constexpr (std::is_void_v<R>) {
         PG_TRY();
-        {
-            fn();
-        }
+        { fn(); }
         PG_CATCH();
-        {
-            caught = capture_pg_error(cxt);
-        }
+        { caught = capture_pg_error(cxt); }
         PG_END_TRY();
         if (caught != nullptr) throw PgError(caught);
     } else {
         static_assert(std::is_trivially_copyable_v<R>, "pg_call returns plain values only");
         volatile R result{};  // volatile: assigned between setjmp and a possible longjmp
         PG_TRY();
-        {
-            result = fn();
-        }
+        { result = fn(); }
         PG_CATCH();
-        {
-            caught = capture_pg_error(cxt);
-        }
+        { caught = capture_pg_error(cxt); }
         PG_END_TRY();
         if (caught != nullptr) throw PgError(caught);
         return result;

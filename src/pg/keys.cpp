@@ -23,8 +23,8 @@ Key load_key(const std::string& path) {
     }
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) {
-        throw Error(ErrorCode::key_unavailable, "could not read the key file named by upstream_token.key_file",
-                    {}, hint);
+        throw Error(ErrorCode::key_unavailable,
+                    "could not read the key file named by upstream_token.key_file", {}, hint);
     }
     if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
         throw Error(ErrorCode::key_unavailable, "the key file is accessible by other users",
@@ -33,8 +33,8 @@ Key load_key(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     if (!in.good() && !in.eof()) {
-        throw Error(ErrorCode::key_unavailable, "could not read the key file named by upstream_token.key_file",
-                    {}, hint);
+        throw Error(ErrorCode::key_unavailable,
+                    "could not read the key file named by upstream_token.key_file", {}, hint);
     }
     Key key = parse_key_text(text);
     std::fill(text.begin(), text.end(), '\0');
@@ -65,8 +65,8 @@ const std::vector<Key>& refreshed_keys() {
                 keys.push_back(load_key(previous));
             } catch (const Error& e) {
                 throw Error(ErrorCode::key_unavailable,
-                            std::string("upstream_token.previous_key_file: ") + e.what(), e.detail(),
-                            e.hint());
+                            std::string("upstream_token.previous_key_file: ") + e.what(),
+                            e.detail(), e.hint());
             }
         }
         c.keys = std::move(keys);
@@ -78,8 +78,12 @@ const std::vector<Key>& refreshed_keys() {
 
 }  // namespace
 
-const Key& current_key() { return refreshed_keys().front(); }
+const Key& current_key() {
+    return refreshed_keys().front();
+}
 
-const std::vector<Key>& known_keys() { return refreshed_keys(); }
+const std::vector<Key>& known_keys() {
+    return refreshed_keys();
+}
 
 }  // namespace upstream_token::pg

@@ -50,12 +50,12 @@ extern "C" {
 
 // Declares a SQL-callable function: C linkage, visible to dlsym although the library
 // is built with hidden visibility, and its V1 call-convention record.
-#define UT_SQL_FUNCTION(name)                                                    \
-    extern "C" {                                                                 \
-    __attribute__((visibility("default"))) Datum name(PG_FUNCTION_ARGS);         \
+#define UT_SQL_FUNCTION(name)                                                            \
+    extern "C" {                                                                         \
+    __attribute__((visibility("default"))) Datum name(PG_FUNCTION_ARGS);                 \
     __attribute__((visibility("default"))) const Pg_finfo_record* pg_finfo_##name(void); \
-    const Pg_finfo_record* pg_finfo_##name(void) {                              \
-        static const Pg_finfo_record record = {1};                               \
-        return &record;                                                          \
-    }                                                                            \
+    const Pg_finfo_record* pg_finfo_##name(void) {                                       \
+        static const Pg_finfo_record record = {1};                                       \
+        return &record;                                                                  \
+    }                                                                                    \
     }

@@ -29,7 +29,8 @@ constexpr Micros kProviderClockSkew{1000000};
 // The lock pg_advisory_lock(refresh_lock_key(provider, session)) takes, held by session.
 LOCKTAG advisory_tag(std::int64_t key) {
     LOCKTAG tag;
-    SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, static_cast<uint32>(static_cast<std::uint64_t>(key) >> 32),
+    SET_LOCKTAG_ADVISORY(tag, MyDatabaseId,
+                         static_cast<uint32>(static_cast<std::uint64_t>(key) >> 32),
                          static_cast<uint32>(key), 1);
     return tag;
 }
@@ -64,20 +65,28 @@ BeginStep answer(RefreshJob& job, bool ok, ErrorCode code, std::string message) 
 // The error a failure class is reported with.
 ErrorCode code_of(FailureClass f) {
     switch (f) {
-        case FailureClass::reauth_required: return ErrorCode::reauth_required;
-        case FailureClass::client_misconfigured: return ErrorCode::provider_misconfigured;
-        default: return ErrorCode::refresh_failed;
+        case FailureClass::reauth_required:
+            return ErrorCode::reauth_required;
+        case FailureClass::client_misconfigured:
+            return ErrorCode::provider_misconfigured;
+        default:
+            return ErrorCode::refresh_failed;
     }
 }
 
 // Short class name stored in last_error and shown in token_status.
 const char* class_name(FailureClass f) {
     switch (f) {
-        case FailureClass::none: return "none";
-        case FailureClass::reauth_required: return "reauth_required";
-        case FailureClass::client_misconfigured: return "client_misconfigured";
-        case FailureClass::transient: return "transient";
-        case FailureClass::protocol: return "protocol";
+        case FailureClass::none:
+            return "none";
+        case FailureClass::reauth_required:
+            return "reauth_required";
+        case FailureClass::client_misconfigured:
+            return "client_misconfigured";
+        case FailureClass::transient:
+            return "transient";
+        case FailureClass::protocol:
+            return "protocol";
     }
     return "unknown";
 }
@@ -146,8 +155,9 @@ BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
     if (status == "reauth_required" || status == "expired") {
         txn.commit();
         return answer(job, false, ErrorCode::reauth_required,
-                      status == "expired" ? "the refresh token has expired; sign-in is required"
-                                          : "the provider rejected the refresh token; sign-in is required");
+                      status == "expired"
+                          ? "the refresh token has expired; sign-in is required"
+                          : "the provider rejected the refresh token; sign-in is required");
     }
     if (status == "invalid_binding") {
         txn.commit();
@@ -167,7 +177,8 @@ BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
         job.result.detail = last;
         job.retry_planned = *next_attempt;  // keep the token planned for when backoff ends
         // Report the class of the failure that started the backoff, not "transient" for all.
-        const bool misconfigured = last.rfind(class_name(FailureClass::client_misconfigured), 0) == 0;
+        const bool misconfigured =
+            last.rfind(class_name(FailureClass::client_misconfigured), 0) == 0;
         return answer(job, false,
                       misconfigured ? ErrorCode::provider_misconfigured : ErrorCode::refresh_failed,
                       "the provider failed recently; the next attempt is scheduled later");
@@ -191,9 +202,9 @@ BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
 
     std::optional<std::string_view> scope;
     if (provider->scope) scope = *provider->scope;
-    spec = provider_request(*provider, provider->token_endpoint,
-                            build_refresh_request(client, provider->token_endpoint, refresh_plain,
-                                                  scope, now_time()));
+    spec = provider_request(
+        *provider, provider->token_endpoint,
+        build_refresh_request(client, provider->token_endpoint, refresh_plain, scope, now_time()));
     job.sent_secrets = {refresh_plain};
     if (client.secret) job.sent_secrets.push_back(*client.secret);
     return BeginStep::send;
@@ -210,14 +221,16 @@ bool save_tokens(RefreshJob& job, const TokenResponse& t, std::int64_t* new_gene
     const Time expires_at = access_expiry(now, t.expires_in, job.default_lifetime);
     std::optional<Time> refresh_expires_at;
     if (t.refresh_token) {
-        refresh_expires_at = refresh_expiry(now, t.refresh_expires_in, job.refresh_token_ttl,
-                                            refresh_token_ttl());
+        refresh_expires_at =
+            refresh_expiry(now, t.refresh_expires_in, job.refresh_token_ttl, refresh_token_ttl());
     } else if (t.refresh_expires_in) {
-        refresh_expires_at = refresh_expiry(now, t.refresh_expires_in, std::nullopt, refresh_token_ttl());
+        refresh_expires_at =
+            refresh_expiry(now, t.refresh_expires_in, std::nullopt, refresh_token_ttl());
     }
     const std::string access_ct = seal(job.provider, job.session, "access_token", t.access_token);
     std::optional<std::string> refresh_ct, id_ct;
-    if (t.refresh_token) refresh_ct = seal(job.provider, job.session, "refresh_token", *t.refresh_token);
+    if (t.refresh_token)
+        refresh_ct = seal(job.provider, job.session, "refresh_token", *t.refresh_token);
     if (t.id_token) id_ct = seal(job.provider, job.session, "id_token", *t.id_token);
     static Statement update(
         "UPDATE upstream_token.token SET access_token = $3, "
@@ -228,12 +241,11 @@ bool save_tokens(RefreshJob& job, const TokenResponse& t, std::int64_t* new_gene
         "status = 'active', failure_count = 0, next_attempt_at = NULL, last_error = NULL, "
         "refreshed_at = pg_catalog.now(), updated_at = pg_catalog.now() "
         "WHERE session = $1 AND provider = $2 AND refresh_token = $10 RETURNING generation");
-    const auto n = update.run({text_arg(job.session), text_arg(job.provider), bytea_arg(access_ct),
-                               bytea_arg(refresh_ct), bytea_arg(id_ct), text_arg(t.token_type),
-                               text_arg(t.scope), timestamptz_arg(expires_at),
-                               timestamptz_arg(refresh_expires_at), bytea_arg(job.old_refresh_ct),
-                               timestamptz_arg(now)},
-                              false);
+    const auto n = update.run(
+        {text_arg(job.session), text_arg(job.provider), bytea_arg(access_ct), bytea_arg(refresh_ct),
+         bytea_arg(id_ct), text_arg(t.token_type), text_arg(t.scope), timestamptz_arg(expires_at),
+         timestamptz_arg(refresh_expires_at), bytea_arg(job.old_refresh_ct), timestamptz_arg(now)},
+        false);
     if (n == 0) return false;
     *new_generation = ResultRow().int8(1).value_or(0);
     job.new_generation = *new_generation;
@@ -275,9 +287,10 @@ void save_failure(RefreshJob& job, const ExchangeOutcome& o, double unit_random)
         "WHERE session = $1 AND provider = $2 AND refresh_token = $6");
     std::optional<Time> next;
     if (!reauth) next = now_time() + delay;
-    const auto n = update.run({text_arg(job.session), text_arg(job.provider), bool_arg(reauth),
-                               timestamptz_arg(next), text_arg(last), bytea_arg(job.old_refresh_ct)},
-                              false);
+    const auto n =
+        update.run({text_arg(job.session), text_arg(job.provider), bool_arg(reauth),
+                    timestamptz_arg(next), text_arg(last), bytea_arg(job.old_refresh_ct)},
+                   false);
     if (n > 0 && reauth) notify_event(job, "reauth_required");
     if (n > 0) job.retry_planned = next;
 }
@@ -304,7 +317,9 @@ void validate_binding(RefreshJob& job, const TokenResponse& t, std::int64_t gene
 }
 
 // True for "lock_timeout expired": the row is locked by a client transaction.
-bool is_lock_timeout(const PgError& e) { return e.data()->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE; }
+bool is_lock_timeout(const PgError& e) {
+    return e.data()->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+}
 
 }  // namespace
 

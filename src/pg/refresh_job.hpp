@@ -20,7 +20,7 @@ struct JobResult {
     bool ok = false;
     bool network = false;  // a token-endpoint call was made
     ErrorCode code = ErrorCode::internal;
-    std::string message;   // no secrets
+    std::string message;  // no secrets
     std::string detail;
 };
 
@@ -37,29 +37,29 @@ struct RefreshJob {
     // State gathered by begin().
     bool lock_held = false;
     std::int64_t lock_key = 0;
-    std::string old_refresh_ct;              // the optimistic-lock value (I2)
+    std::string old_refresh_ct;  // the optimistic-lock value (I2)
     std::int32_t failure_count = 0;
-    std::optional<IdClaims> binding;         // what a new ID token must match
+    std::optional<IdClaims> binding;  // what a new ID token must match
     Micros default_lifetime{};
     std::optional<Micros> refresh_token_ttl;
-    std::vector<std::string> sent_secrets;    // refresh token, client secret: redacted from replies
-    Micros threshold{};                       // the provider's, or the GUC
+    std::vector<std::string> sent_secrets;  // refresh token, client secret: redacted from replies
+    Micros threshold{};                     // the provider's, or the GUC
 
     // After the exchange.
     std::optional<ExchangeOutcome> outcome;
-    Time retry_at{};                          // when a deferred step runs again
+    Time retry_at{};  // when a deferred step runs again
     int attempts = 0;
-    bool counted_in_flight = false;           // holds a place in the concurrency limits
-    bool holds_key = false;                   // registered as the engine's job for this token
-    Micros latency{0};                        // of the HTTP exchange
-    Time sent_at{};                           // expires_in counts from here, not from the save
+    bool counted_in_flight = false;  // holds a place in the concurrency limits
+    bool holds_key = false;          // registered as the engine's job for this token
+    Micros latency{0};               // of the HTTP exchange
+    Time sent_at{};                  // expires_in counts from here, not from the save
 
     // After a saved refresh.
     std::int64_t new_generation = 0;
     Time new_expires_at{};
     Time new_issued_at{};
-    std::optional<Time> retry_planned;        // after a transient failure: next attempt
-    bool orphan_revocation_queued = false;    // a lost-race refresh token awaits revocation
+    std::optional<Time> retry_planned;      // after a transient failure: next attempt
+    bool orphan_revocation_queued = false;  // a lost-race refresh token awaits revocation
 
     JobResult result;
 };

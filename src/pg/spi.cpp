@@ -30,7 +30,9 @@ Datum bytes_to_bytea_datum(std::string_view bytes) {
 
 // The bytes of a (possibly toasted) varlena datum.
 std::string varlena_to_string(Datum d) {
-    struct varlena* v = pg_call([&] { return pg_detoast_datum_packed(reinterpret_cast<struct varlena*>(DatumGetPointer(d))); });
+    struct varlena* v = pg_call([&] {
+        return pg_detoast_datum_packed(reinterpret_cast<struct varlena*>(DatumGetPointer(d)));
+    });
     return std::string(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
 }
 }  // namespace
@@ -67,14 +69,18 @@ Arg int8_arg(std::optional<std::int64_t> v) {
     return Arg{INT8OID, Int64GetDatum(v.value_or(0)), !v.has_value()};
 }
 
-Arg bool_arg(bool v) { return Arg{BOOLOID, BoolGetDatum(v), false}; }
+Arg bool_arg(bool v) {
+    return Arg{BOOLOID, BoolGetDatum(v), false};
+}
 
 Arg timestamptz_arg(std::optional<Time> v) {
     if (!v) return Arg{TIMESTAMPTZOID, Datum(0), true};
     return Arg{TIMESTAMPTZOID, TimestampTzGetDatum(to_timestamptz(*v)), false};
 }
 
-Arg datum_arg(Oid type, Datum value, bool null) { return Arg{type, value, null}; }
+Arg datum_arg(Oid type, Datum value, bool null) {
+    return Arg{type, value, null};
+}
 
 std::uint64_t Statement::run(std::initializer_list<Arg> args, bool read_only, long limit,
                              Snapshot snapshot) {
@@ -166,16 +172,25 @@ std::optional<Time> ResultRow::timestamptz(int col) const {
     return from_timestamptz(DatumGetTimestampTz(d));
 }
 
-Time from_timestamptz(TimestampTz ts) { return Time{Micros{ts + kUnixToPgEpochUs}}; }
+Time from_timestamptz(TimestampTz ts) {
+    return Time{Micros{ts + kUnixToPgEpochUs}};
+}
 
-TimestampTz to_timestamptz(Time t) { return t.time_since_epoch().count() - kUnixToPgEpochUs; }
+TimestampTz to_timestamptz(Time t) {
+    return t.time_since_epoch().count() - kUnixToPgEpochUs;
+}
 
-Time now_time() { return from_timestamptz(GetCurrentTimestamp()); }
+Time now_time() {
+    return from_timestamptz(GetCurrentTimestamp());
+}
 
-std::string text_datum_to_string(Datum d) { return varlena_to_string(d); }
+std::string text_datum_to_string(Datum d) {
+    return varlena_to_string(d);
+}
 
 Datum string_to_text_datum(std::string_view s) {
-    text* t = pg_call([&] { return cstring_to_text_with_len(s.data(), static_cast<int>(s.size())); });
+    text* t =
+        pg_call([&] { return cstring_to_text_with_len(s.data(), static_cast<int>(s.size())); });
     return PointerGetDatum(t);
 }
 

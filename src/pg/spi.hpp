@@ -17,13 +17,13 @@ namespace upstream_token::pg {
 // SPI_connect for the lifetime of the object; SPI_finish unless an error is unwinding
 // (transaction abort cleans up SPI then).
 class SpiConnection {
-public:
+  public:
     SpiConnection();
     ~SpiConnection();
     SpiConnection(const SpiConnection&) = delete;
     SpiConnection& operator=(const SpiConnection&) = delete;
 
-private:
+  private:
     int exceptions_at_start_;
 };
 
@@ -45,7 +45,7 @@ Arg datum_arg(Oid type, Datum value, bool null);
 
 // A statement planned on first use and kept for the backend's life.
 class Statement {
-public:
+  public:
     explicit Statement(const char* sql) : sql_(sql) {}
 
     // Runs it; returns the number of rows processed. `snapshot` (optional) reads with that
@@ -53,7 +53,7 @@ public:
     std::uint64_t run(std::initializer_list<Arg> args, bool read_only, long limit = 0,
                       Snapshot snapshot = nullptr);
 
-private:
+  private:
     const char* sql_;
     std::vector<Oid> types_;
     SPIPlanPtr plan_ = nullptr;
@@ -61,7 +61,7 @@ private:
 
 // Typed access to row `row` of the last statement's result (copies out of SPI memory).
 class ResultRow {
-public:
+  public:
     explicit ResultRow(std::uint64_t row = 0) : row_(row) {}
     bool is_null(int col) const;
     std::optional<std::string> text(int col) const;
@@ -72,7 +72,7 @@ public:
     std::optional<Time> timestamptz(int col) const;
     Datum raw(int col, bool* isnull) const;
 
-private:
+  private:
     std::uint64_t row_;
 };
 

@@ -32,9 +32,9 @@ constexpr std::size_t kMaxSession = 512;
 // Provider names become part of AADs, advisory-lock keys and NOTIFY payloads: keep them plain.
 void check_provider_name(const std::string& name) {
     const bool ok = !name.empty() && name.size() <= 63 &&
-                    name.find_first_not_of("abcdefghijklmnopqrstuvwxyz"
-                                           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-") ==
-                        std::string::npos;
+                    name.find_first_not_of(
+                        "abcdefghijklmnopqrstuvwxyz"
+                        "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-") == std::string::npos;
     if (!ok) {
         throw Error(ErrorCode::invalid_parameter, "invalid provider name",
                     "A provider name is 1 to 63 characters from A-Z a-z 0-9 _ . : -");
@@ -97,18 +97,21 @@ void read_provider_options(FunctionCallInfo fcinfo, int first, ProviderSpec& spe
 void save_provider(ProviderSpec& spec) {
     check_provider_name(spec.name);
     validate_endpoint(spec.token_endpoint, allow_insecure_http());
-    if (spec.revocation_endpoint) validate_endpoint(*spec.revocation_endpoint, allow_insecure_http());
-    if (spec.client_id.empty()) throw Error(ErrorCode::invalid_parameter, "client_id must not be empty");
+    if (spec.revocation_endpoint)
+        validate_endpoint(*spec.revocation_endpoint, allow_insecure_http());
+    if (spec.client_id.empty())
+        throw Error(ErrorCode::invalid_parameter, "client_id must not be empty");
     if (spec.method == AuthMethod::none && spec.secret) {
         throw Error(ErrorCode::invalid_parameter,
                     "a client secret was given for auth_method \"none\"",
                     "Public clients have no secret; pass NULL or choose client_secret_basic.");
     }
     if (spec.method != AuthMethod::none && (!spec.secret || spec.secret->empty())) {
-        throw Error(ErrorCode::invalid_parameter,
-                    std::string("auth_method \"") + auth_method_name(spec.method) +
-                        "\" needs a client_secret" +
-                        (spec.method == AuthMethod::private_key_jwt ? " (the PEM private key)" : ""));
+        throw Error(
+            ErrorCode::invalid_parameter,
+            std::string("auth_method \"") + auth_method_name(spec.method) +
+                "\" needs a client_secret" +
+                (spec.method == AuthMethod::private_key_jwt ? " (the PEM private key)" : ""));
     }
     if (spec.method == AuthMethod::private_key_jwt) {
         spec.assertion_alg = assertion_alg_for_key(*spec.secret, spec.assertion_alg.value_or(""));
@@ -125,7 +128,8 @@ void save_provider(ProviderSpec& spec) {
         "client_secret, auth_method, issuer, revocation_endpoint, scope, refresh_threshold, "
         "refresh_token_ttl, default_lifetime, request_timeout, max_concurrent, assertion_alg, "
         "assertion_kid) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, interval '1 hour'), $12, $13, "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, interval '1 hour'), $12, "
+        "$13, "
         "$14, $15) "
         "ON CONFLICT (name) DO UPDATE SET token_endpoint = EXCLUDED.token_endpoint, "
         "client_id = EXCLUDED.client_id, client_secret = EXCLUDED.client_secret, "
@@ -138,13 +142,13 @@ void save_provider(ProviderSpec& spec) {
         "assertion_alg = EXCLUDED.assertion_alg, assertion_kid = EXCLUDED.assertion_kid, "
         "updated_at = pg_catalog.now()");
     scan_on_commit();  // thresholds may have changed: the engine re-plans after commit
-    upsert.run({text_arg(spec.name), text_arg(spec.token_endpoint), text_arg(spec.client_id),
-                bytea_arg(sealed), text_arg(auth_method_name(spec.method)), text_arg(spec.issuer),
-                text_arg(spec.revocation_endpoint), text_arg(spec.scope), spec.refresh_threshold,
-                spec.refresh_token_ttl, spec.default_lifetime, spec.request_timeout,
-                int4_arg(spec.max_concurrent), text_arg(spec.assertion_alg),
-                text_arg(spec.assertion_kid)},
-               false);
+    upsert.run(
+        {text_arg(spec.name), text_arg(spec.token_endpoint), text_arg(spec.client_id),
+         bytea_arg(sealed), text_arg(auth_method_name(spec.method)), text_arg(spec.issuer),
+         text_arg(spec.revocation_endpoint), text_arg(spec.scope), spec.refresh_threshold,
+         spec.refresh_token_ttl, spec.default_lifetime, spec.request_timeout,
+         int4_arg(spec.max_concurrent), text_arg(spec.assertion_alg), text_arg(spec.assertion_kid)},
+        false);
 }
 
 Datum register_provider(FunctionCallInfo fcinfo) {
@@ -179,7 +183,8 @@ Datum register_provider_from_issuer(FunctionCallInfo fcinfo) {
         SpiConnection spi;
         static Statement read(
             "SELECT document::text FROM upstream_token.discovery WHERE issuer = $1");
-        if (read.run({text_arg(issuer)}, true, 1, pg_call([] { return GetLatestSnapshot(); })) == 0) {
+        if (read.run({text_arg(issuer)}, true, 1, pg_call([] { return GetLatestSnapshot(); })) ==
+            0) {
             throw Error(ErrorCode::internal, "the engine's metadata for this issuer vanished");
         }
         document = ResultRow().text(1).value_or("");
@@ -217,8 +222,7 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
     const auto refresh_expires_in = opt_int4_arg(fcinfo, 8);
 
     if (!access && !refresh) {
-        throw Error(ErrorCode::invalid_parameter,
-                    "an access token or a refresh token is required");
+        throw Error(ErrorCode::invalid_parameter, "an access token or a refresh token is required");
     }
     if (expires_in && *expires_in < 0) {
         throw Error(ErrorCode::invalid_parameter, "expires_in must not be negative");
@@ -248,8 +252,8 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
         access ? access_expiry(now, expires_in, provider->default_lifetime) : now;
     std::optional<Time> refresh_expires_at;
     if (refresh) {
-        refresh_expires_at =
-            refresh_expiry(now, refresh_expires_in, provider->refresh_token_ttl, refresh_token_ttl());
+        refresh_expires_at = refresh_expiry(now, refresh_expires_in, provider->refresh_token_ttl,
+                                            refresh_token_ttl());
     }
     std::optional<std::string> access_ct, refresh_ct, id_ct;
     if (access) access_ct = seal(provider_name, session, "access_token", *access);
@@ -265,17 +269,18 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
         "access_token = EXCLUDED.access_token, refresh_token = EXCLUDED.refresh_token, "
         "id_token = EXCLUDED.id_token, token_type = 'Bearer', scope = EXCLUDED.scope, "
         "expires_at = EXCLUDED.expires_at, refresh_expires_at = EXCLUDED.refresh_expires_at, "
-        "issued_at = EXCLUDED.issued_at, generation = t.generation + 1, status = 'active', failure_count = 0, "
+        "issued_at = EXCLUDED.issued_at, generation = t.generation + 1, status = 'active', "
+        "failure_count = 0, "
         "next_attempt_at = NULL, last_error = NULL, updated_at = pg_catalog.now()");
-    upsert.run({text_arg(session), text_arg(provider_name), text_arg(subject),
-                text_arg(provider->client_id), text_arg(claims_json), bytea_arg(access_ct),
-                bytea_arg(refresh_ct), bytea_arg(id_ct), text_arg(scope),
-                timestamptz_arg(expires_at), timestamptz_arg(refresh_expires_at),
-                timestamptz_arg(std::nullopt)},
-               false);
+    upsert.run(
+        {text_arg(session), text_arg(provider_name), text_arg(subject),
+         text_arg(provider->client_id), text_arg(claims_json), bytea_arg(access_ct),
+         bytea_arg(refresh_ct), bytea_arg(id_ct), text_arg(scope), timestamptz_arg(expires_at),
+         timestamptz_arg(refresh_expires_at), timestamptz_arg(std::nullopt)},
+        false);
     if (refresh) {
-        scan_on_commit(to_timestamptz(
-            expires_at - provider->refresh_threshold.value_or(refresh_threshold())));
+        scan_on_commit(
+            to_timestamptz(expires_at - provider->refresh_threshold.value_or(refresh_threshold())));
     }
     PG_RETURN_VOID();
 }

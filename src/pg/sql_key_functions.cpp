@@ -83,7 +83,8 @@ void reencrypt_others(const Arg& current_id, std::int64_t batch) {
     static Statement set_secret(
         "UPDATE upstream_token.provider SET client_secret = $2 WHERE name = $1");
     for (const auto& [name, sealed] : secrets) {
-        set_secret.run({text_arg(name), bytea_arg(reseal(name, "", "client_secret", sealed))}, false);
+        set_secret.run({text_arg(name), bytea_arg(reseal(name, "", "client_secret", sealed))},
+                       false);
     }
     static Statement queued(
         "SELECT id, provider, session, token_column, token FROM upstream_token.revocation "
@@ -96,13 +97,14 @@ void reencrypt_others(const Arg& current_id, std::int64_t batch) {
     std::vector<Queued> rows;
     for (std::uint64_t i = 0, n = queued.run({current_id, int8_arg(batch)}, false); i < n; ++i) {
         ResultRow r(i);
-        rows.push_back(Queued{r.int8(1).value_or(0), r.text(2).value_or(""),
-                              r.text(3).value_or(""), r.text(4).value_or(""), r.bytea(5)});
+        rows.push_back(Queued{r.int8(1).value_or(0), r.text(2).value_or(""), r.text(3).value_or(""),
+                              r.text(4).value_or(""), r.bytea(5)});
     }
     static Statement set_token("UPDATE upstream_token.revocation SET token = $2 WHERE id = $1");
     for (const Queued& q : rows) {
-        set_token.run({int8_arg(q.id), bytea_arg(reseal(q.provider, q.session, q.column.c_str(), q.token))},
-                      false);
+        set_token.run(
+            {int8_arg(q.id), bytea_arg(reseal(q.provider, q.session, q.column.c_str(), q.token))},
+            false);
     }
 }
 
@@ -111,7 +113,8 @@ std::int64_t remaining(const Arg& current_id) {
     static Statement count(
         "SELECT (SELECT count(*) FROM upstream_token.token "
         "         WHERE (access_token IS NOT NULL AND substring(access_token FROM 2 FOR 4) <> $1) "
-        "            OR (refresh_token IS NOT NULL AND substring(refresh_token FROM 2 FOR 4) <> $1) "
+        "            OR (refresh_token IS NOT NULL AND substring(refresh_token FROM 2 FOR 4) <> "
+        "$1) "
         "            OR (id_token IS NOT NULL AND substring(id_token FROM 2 FOR 4) <> $1)) "
         "     + (SELECT count(*) FROM upstream_token.provider "
         "         WHERE client_secret IS NOT NULL AND substring(client_secret FROM 2 FOR 4) <> $1) "

@@ -159,8 +159,9 @@ std::string sqlstate_text(ErrorCode code) {
 
 // One output row of a materialized set-returning function.
 class RowSink {
-public:
-    explicit RowSink(FunctionCallInfo fcinfo) : rsinfo_(reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo)) {
+  public:
+    explicit RowSink(FunctionCallInfo fcinfo)
+        : rsinfo_(reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo)) {
         pg_call([&] { InitMaterializedSRF(fcinfo, 0); });
     }
     // Appends one row; `nulls` parallels `values`.
@@ -172,7 +173,7 @@ public:
         pg_call([&] { tuplestore_putvalues(rs->setResult, rs->setDesc, values.data(), f); });
     }
 
-private:
+  private:
     ReturnSetInfo* rsinfo_;
 };
 
@@ -205,7 +206,8 @@ Datum get_upstream_credentials(FunctionCallInfo fcinfo) {
     }
     RowSink sink(fcinfo);
     for (const Row& r : rows) {
-        const auto access = opt_text(r.got ? std::optional<std::string>(r.got->access) : std::nullopt);
+        const auto access =
+            opt_text(r.got ? std::optional<std::string>(r.got->access) : std::nullopt);
         const auto id = opt_text(r.got ? r.got->id_token : std::nullopt);
         const auto state = opt_text(r.sqlstate);
         const auto error = opt_text(r.error);
@@ -236,7 +238,8 @@ Datum refresh_upstream_token(FunctionCallInfo fcinfo) {
             providers = session_providers(session);
         }
         if (providers.empty()) {
-            throw Error(ErrorCode::session_not_found, "no upstream token is stored for this session");
+            throw Error(ErrorCode::session_not_found,
+                        "no upstream token is stored for this session");
         }
         for (const std::string& provider : providers) {
             const auto view = read_token_view(session, provider, false);
@@ -245,8 +248,9 @@ Datum refresh_upstream_token(FunctionCallInfo fcinfo) {
             row.provider = provider;
             try {
                 if (pg_call([&] { return TransactionIdIsCurrentTransactionId(view->xmin); })) {
-                    throw Error(ErrorCode::uncommitted_change,
-                                "the token was changed by this transaction, which is not committed");
+                    throw Error(
+                        ErrorCode::uncommitted_change,
+                        "the token was changed by this transaction, which is not committed");
                 }
                 const RefreshResult r = request_refresh(provider, session, view->generation, true);
                 if (!r.ok) throw Error(r.code, r.message, r.detail);
@@ -294,14 +298,15 @@ Datum engine_status(FunctionCallInfo fcinfo) {
         working = s->http_in_flight;
     }
     const auto i8 = [](std::uint64_t v) { return Int64GetDatum(static_cast<std::int64_t>(v)); };
-    sink.put({Int32GetDatum(pid), BoolGetDatum(pid != 0 && ready), i8(starts), Int32GetDatum(queued),
-              Int32GetDatum(working), i8(c.requests), i8(c.deduplicated), i8(c.network_calls),
-              i8(c.refreshed), i8(c.skipped), i8(c.failed_transient), i8(c.failed_reauth),
-              i8(c.failed_client), i8(c.invalid_binding), i8(c.persist_retries), i8(c.proactive),
-              Int32GetDatum(planned), TimestampTzGetDatum(next_scan)},
-             std::vector<bool>{false, false, false, false, false, false, false, false, false,
-                               false, false, false, false, false, false, false, false,
-                               pid == 0 || next_scan == 0});
+    sink.put(
+        {Int32GetDatum(pid), BoolGetDatum(pid != 0 && ready), i8(starts), Int32GetDatum(queued),
+         Int32GetDatum(working), i8(c.requests), i8(c.deduplicated), i8(c.network_calls),
+         i8(c.refreshed), i8(c.skipped), i8(c.failed_transient), i8(c.failed_reauth),
+         i8(c.failed_client), i8(c.invalid_binding), i8(c.persist_retries), i8(c.proactive),
+         Int32GetDatum(planned), TimestampTzGetDatum(next_scan)},
+        std::vector<bool>{false, false, false, false, false, false, false, false, false, false,
+                          false, false, false, false, false, false, false,
+                          pid == 0 || next_scan == 0});
     return Datum(0);
 }
 
@@ -334,13 +339,13 @@ Datum provider_stats_sql(FunctionCallInfo fcinfo) {
     const TimestampTz now = GetCurrentTimestamp();
     for (const ProviderStats& p : copy) {
         const bool paused = p.paused_until > now;
-        sink.put({string_to_text_datum(p.name), Int32GetDatum(p.in_flight), i8(p.refreshed),
-                  i8(p.failed_transient), i8(p.failed_reauth), i8(p.failed_client),
-                  i8(p.invalid_binding), Float8GetDatum(percentile_ms(p.latency, 0.50)),
-                  Float8GetDatum(percentile_ms(p.latency, 0.95)),
-                  Float8GetDatum(percentile_ms(p.latency, 0.99)),
-                  TimestampTzGetDatum(p.paused_until)},
-                 {false, false, false, false, false, false, false, false, false, false, !paused});
+        sink.put(
+            {string_to_text_datum(p.name), Int32GetDatum(p.in_flight), i8(p.refreshed),
+             i8(p.failed_transient), i8(p.failed_reauth), i8(p.failed_client),
+             i8(p.invalid_binding), Float8GetDatum(percentile_ms(p.latency, 0.50)),
+             Float8GetDatum(percentile_ms(p.latency, 0.95)),
+             Float8GetDatum(percentile_ms(p.latency, 0.99)), TimestampTzGetDatum(p.paused_until)},
+            {false, false, false, false, false, false, false, false, false, false, !paused});
     }
     return Datum(0);
 }

@@ -79,13 +79,15 @@ std::optional<TokenView> read_token_view(std::string_view session, std::string_v
                                          bool latest, bool with_id_token) {
     static Statement without_id(
         "SELECT t.access_token, t.expires_at, t.status, t.refresh_token IS NOT NULL, "
-        "(extract(epoch FROM p.refresh_threshold) * 1000000)::int8, t.generation, t.xmin, NULL::bytea, "
+        "(extract(epoch FROM p.refresh_threshold) * 1000000)::int8, t.generation, t.xmin, "
+        "NULL::bytea, "
         "t.issued_at "
         "FROM upstream_token.token t JOIN upstream_token.provider p ON p.name = t.provider "
         "WHERE t.session = $1 AND t.provider = $2");
     static Statement with_id(
         "SELECT t.access_token, t.expires_at, t.status, t.refresh_token IS NOT NULL, "
-        "(extract(epoch FROM p.refresh_threshold) * 1000000)::int8, t.generation, t.xmin, t.id_token, "
+        "(extract(epoch FROM p.refresh_threshold) * 1000000)::int8, t.generation, t.xmin, "
+        "t.id_token, "
         "t.issued_at "
         "FROM upstream_token.token t JOIN upstream_token.provider p ON p.name = t.provider "
         "WHERE t.session = $1 AND t.provider = $2");

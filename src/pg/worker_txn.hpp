@@ -7,7 +7,7 @@
 namespace upstream_token::pg {
 
 class WorkerTxn {
-public:
+  public:
     WorkerTxn();
     ~WorkerTxn();
     WorkerTxn(const WorkerTxn&) = delete;
@@ -16,7 +16,7 @@ public:
     // Commits (durably: the engine runs with synchronous_commit = on).
     void commit();
 
-private:
+  private:
     bool open_ = true;
 };
 

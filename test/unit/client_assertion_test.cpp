@@ -58,8 +58,9 @@ bool verify(EVP_PKEY* key, const std::string& jwt, bool ec) {
     if (ec) {
         if (sig.size() != 64) return false;
         ECDSA_SIG* s = ECDSA_SIG_new();
-        ECDSA_SIG_set0(s, BN_bin2bn(reinterpret_cast<const unsigned char*>(sig.data()), 32, nullptr),
-                       BN_bin2bn(reinterpret_cast<const unsigned char*>(sig.data()) + 32, 32, nullptr));
+        ECDSA_SIG_set0(
+            s, BN_bin2bn(reinterpret_cast<const unsigned char*>(sig.data()), 32, nullptr),
+            BN_bin2bn(reinterpret_cast<const unsigned char*>(sig.data()) + 32, 32, nullptr));
         unsigned char* der = nullptr;
         const int len = i2d_ECDSA_SIG(s, &der);
         sig.assign(reinterpret_cast<char*>(der), static_cast<std::size_t>(len));

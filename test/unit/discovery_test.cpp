@@ -10,9 +10,10 @@ namespace upstream_token {
 namespace {
 
 TEST(Discovery, MetadataUrlsForPlainAndPathIssuers) {
-    EXPECT_EQ(metadata_urls("https://idp.example", false),
-              (std::vector<std::string>{"https://idp.example/.well-known/openid-configuration",
-                                        "https://idp.example/.well-known/oauth-authorization-server"}));
+    EXPECT_EQ(
+        metadata_urls("https://idp.example", false),
+        (std::vector<std::string>{"https://idp.example/.well-known/openid-configuration",
+                                  "https://idp.example/.well-known/oauth-authorization-server"}));
     EXPECT_EQ(metadata_urls("https://idp.example/tenant/", false),
               (std::vector<std::string>{
                   "https://idp.example/tenant/.well-known/openid-configuration",
@@ -42,8 +43,8 @@ TEST(Discovery, RefusesBrokenDocuments) {
     EXPECT_THROW(parse_metadata(R"({"issuer":"https://i","token_endpoint":"http://i/t"})",
                                 "https://i", false),
                  Error);
-    EXPECT_THROW(parse_metadata(R"({"issuer":"https://i","token_endpoint":42})", "https://i", false),
-                 Error);
+    EXPECT_THROW(
+        parse_metadata(R"({"issuer":"https://i","token_endpoint":42})", "https://i", false), Error);
 }
 
 TEST(Discovery, ChoosesAuthenticationTheProviderSupports) {

@@ -42,9 +42,8 @@ std::string authorization(const HttpRequest& r) {
 }
 
 TEST(AuthMethod, ParseAndName) {
-    for (const AuthMethod m :
-         {AuthMethod::client_secret_basic, AuthMethod::client_secret_post, AuthMethod::none,
-          AuthMethod::private_key_jwt}) {
+    for (const AuthMethod m : {AuthMethod::client_secret_basic, AuthMethod::client_secret_post,
+                               AuthMethod::none, AuthMethod::private_key_jwt}) {
         EXPECT_EQ(parse_auth_method(auth_method_name(m)), m);
     }
     EXPECT_STREQ(auth_method_name(AuthMethod::client_secret_basic), "client_secret_basic");
@@ -247,22 +246,24 @@ TEST(Endpoint, HttpOnlyWithPermission) {
     expect_bad("http://user@localhost/token", true);
 }
 
-
 // RFC 7009: the token and its hint, with the same client authentication as a refresh.
 TEST(RevocationRequest, CarriesTokenHintAndClientAuthentication) {
-    ClientCredentials basic_client{AuthMethod::client_secret_basic, "id", std::string("s3cret"), {}, {}};
+    ClientCredentials basic_client{
+        AuthMethod::client_secret_basic, "id", std::string("s3cret"), {}, {}};
     const auto basic = build_revocation_request(basic_client, "https://idp/revoke", "rt 1+2",
                                                 "refresh_token", kNow);
     EXPECT_EQ(basic.body, "token=rt+1%2B2&token_type_hint=refresh_token");
     EXPECT_FALSE(authorization(basic).empty());
-    ClientCredentials post_client{AuthMethod::client_secret_post, "id", std::string("s3cret"), {}, {}};
-    const auto post = build_revocation_request(post_client, "https://idp/revoke", "rt",
-                                               "refresh_token", kNow);
-    EXPECT_EQ(post.body, "token=rt&token_type_hint=refresh_token&client_id=id&client_secret=s3cret");
+    ClientCredentials post_client{
+        AuthMethod::client_secret_post, "id", std::string("s3cret"), {}, {}};
+    const auto post =
+        build_revocation_request(post_client, "https://idp/revoke", "rt", "refresh_token", kNow);
+    EXPECT_EQ(post.body,
+              "token=rt&token_type_hint=refresh_token&client_id=id&client_secret=s3cret");
     ClientCredentials public_client{AuthMethod::none, "id", std::nullopt, {}, {}};
-    EXPECT_THROW(build_revocation_request(public_client, "https://idp/revoke", "", "refresh_token",
-                                          kNow),
-                 Error);
+    EXPECT_THROW(
+        build_revocation_request(public_client, "https://idp/revoke", "", "refresh_token", kNow),
+        Error);
 }
 
 }  // namespace

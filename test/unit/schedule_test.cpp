@@ -53,8 +53,8 @@ TEST(Schedule, CallerWaitsOnlyWhenExpiredOrUrgent) {
     const ut::Time exp = kNow + ut::seconds(200);
     EXPECT_FALSE(ut::caller_must_wait(ut::Freshness::fresh, kNow, exp, kThreshold));
     EXPECT_FALSE(ut::caller_must_wait(ut::Freshness::refresh_due, kNow, exp, kThreshold));
-    EXPECT_TRUE(ut::caller_must_wait(ut::Freshness::refresh_due, kNow, kNow + ut::seconds(75),
-                                     kThreshold));
+    EXPECT_TRUE(
+        ut::caller_must_wait(ut::Freshness::refresh_due, kNow, kNow + ut::seconds(75), kThreshold));
     EXPECT_FALSE(ut::caller_must_wait(ut::Freshness::refresh_due, kNow,
                                       kNow + ut::seconds(75) + ut::Micros{1}, kThreshold));
     EXPECT_TRUE(ut::caller_must_wait(ut::Freshness::expired, kNow, kNow, kThreshold));

@@ -7,7 +7,9 @@ namespace ut = upstream_token;
 
 namespace {
 const ut::Time t0{ut::seconds(1'700'000'000)};
-ut::TokenKey key(const std::string& p, const std::string& s) { return ut::TokenKey{p, s}; }
+ut::TokenKey key(const std::string& p, const std::string& s) {
+    return ut::TokenKey{p, s};
+}
 }  // namespace
 
 TEST(Scheduler, TakesOnlyDuePlansInOrder) {
