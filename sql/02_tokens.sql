@@ -53,7 +53,7 @@ SELECT upstream_token.store_upstream_token('sess-a', 'github', 'gh-access-1', 'g
                                            subject => 'user-1', scope => 'repo read:user');
 SELECT * FROM pg_temp.status('sess-a', 'github');
 SELECT t.scope, t.token_type, t.client_id AS bound_client_id, t.id_claims IS NULL AS no_claims,
-       t.expires_at BETWEEN now() + interval '3599 s' AND now() + interval '3601 s' AS expires_in_1h,
+       t.expires_at BETWEEN now() + interval '3598 s' AND now() + interval '3601 s' AS expires_in_1h,
        t.refresh_expires_at BETWEEN now() + interval '30 days' - interval '1 s'
                                 AND now() + interval '30 days' + interval '1 s' AS refresh_ttl_30d,
        t.refreshed_at IS NULL AS never_refreshed,
@@ -76,7 +76,7 @@ SELECT upstream_token.store_upstream_token('sess-a', 'github', 'gh-access-2', 'g
                                            subject => 'user-1', refresh_expires_in => 86400);
 SELECT * FROM pg_temp.status('sess-a', 'github');
 SELECT upstream_token.get_upstream_token('sess-a', 'github') = 'gh-access-2' AS new_token;
-SELECT expires_at BETWEEN now() + interval '7199 s' AND now() + interval '7201 s' AS expires_in_2h,
+SELECT expires_at BETWEEN now() + interval '7198 s' AND now() + interval '7201 s' AS expires_in_2h,
        refresh_expires_at BETWEEN now() + interval '86399 s' AND now() + interval '86401 s' AS refresh_in_1d,
        scope IS NULL AS scope_replaced,
        updated_at > created_at AS updated
@@ -89,7 +89,7 @@ SELECT generation FROM upstream_token.token_status WHERE session = 'sess-a' AND 
 -- is no refresh expiry.
 SELECT upstream_token.store_upstream_token('sess-a', 'google', 'gg-access-1', NULL, NULL);
 SELECT has_refresh_token, refresh_expires_at IS NULL AS no_refresh_expiry,
-       expires_at BETWEEN now() + interval '599 s' AND now() + interval '601 s' AS default_10min
+       expires_at BETWEEN now() + interval '598 s' AND now() + interval '601 s' AS default_10min
   FROM upstream_token.token_status WHERE session = 'sess-a' AND provider = 'google';
 -- refresh_expires_in 0 means "not stated" (Keycloak offline tokens): the 30-day default applies.
 SELECT upstream_token.store_upstream_token('sess-k', 'google', 'gg-access-k', 'gg-refresh-k', 3600,

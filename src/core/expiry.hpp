@@ -14,6 +14,10 @@ enum class Freshness {
     expired,      // now >= expires_at, or the access token is empty: never serve
 };
 
+// Taken off every expires_in before it becomes an expiry instant: providers count it from an
+// issue time they often truncate to whole seconds, before the answer reaches us.
+inline constexpr Micros kProviderClockAllowance{1000000};
+
 // The one place that decides freshness (I7: the expiry instant itself counts as expired).
 Freshness classify(Time now, Time expires_at, Micros threshold, bool access_token_empty);
 

@@ -86,3 +86,10 @@ decltype(auto) entry_guard(F&& body) {
 }
 
 }  // namespace upstream_token::pg
+
+// Defines the SQL-callable C function `name` as `impl(fcinfo)` run through entry_guard.
+#define UT_SQL_ENTRY(name, impl)                                                \
+    UT_SQL_FUNCTION(name)                                                       \
+    Datum name(PG_FUNCTION_ARGS) {                                              \
+        return ::upstream_token::pg::entry_guard([&] { return impl(fcinfo); }); \
+    }

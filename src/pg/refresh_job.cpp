@@ -24,7 +24,6 @@ namespace upstream_token::pg {
 namespace {
 
 constexpr std::size_t kLastErrorMax = 200;
-constexpr Micros kProviderClockSkew{1000000};
 
 // The lock pg_advisory_lock(refresh_lock_key(provider, session)) takes, held by session.
 LOCKTAG advisory_tag(std::int64_t key) {
@@ -217,7 +216,7 @@ bool save_tokens(RefreshJob& job, const TokenResponse& t, std::int64_t* new_gene
     // The provider counted expires_in from some instant after the request was sent: the send
     // time is the safe (early) base, less a second for providers that truncate their clock;
     // the save time would be late by the whole exchange.
-    const Time now = (job.sent_at == Time{} ? now_time() : job.sent_at) - kProviderClockSkew;
+    const Time now = (job.sent_at == Time{} ? now_time() : job.sent_at) - kProviderClockAllowance;
     const Time expires_at = access_expiry(now, t.expires_in, job.default_lifetime);
     std::optional<Time> refresh_expires_at;
     if (t.refresh_token) {

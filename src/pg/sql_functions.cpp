@@ -19,11 +19,6 @@
 #include "pg/spi.hpp"
 #include "pg/store.hpp"
 
-UT_SQL_FUNCTION(ut_register_provider)
-UT_SQL_FUNCTION(ut_register_provider_from_issuer)
-UT_SQL_FUNCTION(ut_store_upstream_token)
-UT_SQL_FUNCTION(ut_wake_engine_at_commit)
-
 namespace upstream_token::pg {
 namespace {
 
@@ -209,6 +204,11 @@ std::optional<std::string> nonempty(std::optional<std::string> v) {
     return v;
 }
 
+Datum wake_engine_at_commit(FunctionCallInfo) {
+    scan_on_commit();
+    PG_RETURN_VOID();
+}
+
 Datum store_upstream_token(FunctionCallInfo fcinfo) {
     const std::string session = nonempty_text_arg(fcinfo, 0, "session");
     check_session(session);
@@ -249,7 +249,8 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
     }
     const Time now = now_time();
     const Time expires_at =
-        access ? access_expiry(now, expires_in, provider->default_lifetime) : now;
+        access ? access_expiry(now - kProviderClockAllowance, expires_in, provider->default_lifetime)
+               : now;
     std::optional<Time> refresh_expires_at;
     if (refresh) {
         refresh_expires_at = refresh_expiry(now, refresh_expires_in, provider->refresh_token_ttl,
@@ -288,23 +289,7 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
 }  // namespace
 }  // namespace upstream_token::pg
 
-using upstream_token::pg::entry_guard;
-
-Datum ut_register_provider(PG_FUNCTION_ARGS) {
-    return entry_guard([&] { return upstream_token::pg::register_provider(fcinfo); });
-}
-
-Datum ut_wake_engine_at_commit(PG_FUNCTION_ARGS) {
-    return entry_guard([&] {
-        upstream_token::pg::scan_on_commit();
-        PG_RETURN_VOID();
-    });
-}
-
-Datum ut_register_provider_from_issuer(PG_FUNCTION_ARGS) {
-    return entry_guard([&] { return upstream_token::pg::register_provider_from_issuer(fcinfo); });
-}
-
-Datum ut_store_upstream_token(PG_FUNCTION_ARGS) {
-    return entry_guard([&] { return upstream_token::pg::store_upstream_token(fcinfo); });
-}
+UT_SQL_ENTRY(ut_register_provider, upstream_token::pg::register_provider)
+UT_SQL_ENTRY(ut_register_provider_from_issuer, upstream_token::pg::register_provider_from_issuer)
+UT_SQL_ENTRY(ut_store_upstream_token, upstream_token::pg::store_upstream_token)
+UT_SQL_ENTRY(ut_wake_engine_at_commit, upstream_token::pg::wake_engine_at_commit)

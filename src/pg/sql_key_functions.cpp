@@ -12,9 +12,6 @@
 #include "pg/secrets.hpp"
 #include "pg/spi.hpp"
 
-UT_SQL_FUNCTION(ut_reencrypt_batch)
-UT_SQL_FUNCTION(ut_current_key_id)
-
 namespace upstream_token::pg {
 namespace {
 
@@ -147,12 +144,5 @@ Datum current_key_id(FunctionCallInfo) {
 }  // namespace
 }  // namespace upstream_token::pg
 
-using upstream_token::pg::entry_guard;
-
-Datum ut_reencrypt_batch(PG_FUNCTION_ARGS) {
-    return entry_guard([&] { return upstream_token::pg::reencrypt_batch(fcinfo); });
-}
-
-Datum ut_current_key_id(PG_FUNCTION_ARGS) {
-    return entry_guard([&] { return upstream_token::pg::current_key_id(fcinfo); });
-}
+UT_SQL_ENTRY(ut_reencrypt_batch, upstream_token::pg::reencrypt_batch)
+UT_SQL_ENTRY(ut_current_key_id, upstream_token::pg::current_key_id)

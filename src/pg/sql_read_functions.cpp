@@ -21,14 +21,6 @@
 #include "pg/sqlstate.hpp"
 #include "pg/store.hpp"
 
-UT_SQL_FUNCTION(ut_get_upstream_token)
-UT_SQL_FUNCTION(ut_get_upstream_credentials)
-UT_SQL_FUNCTION(ut_refresh_upstream_token)
-UT_SQL_FUNCTION(ut_engine_status)
-UT_SQL_FUNCTION(ut_refresh_lock_key)
-UT_SQL_FUNCTION(ut_planned_refresh_at)
-UT_SQL_FUNCTION(ut_provider_stats)
-
 namespace upstream_token::pg {
 namespace {
 
@@ -378,32 +370,10 @@ Datum refresh_lock_key_sql(FunctionCallInfo fcinfo) {
 }  // namespace
 }  // namespace upstream_token::pg
 
-using upstream_token::pg::entry_guard;
-
-Datum ut_get_upstream_token(PG_FUNCTION_ARGS) {
-    return entry_guard([&] { return upstream_token::pg::get_upstream_token(fcinfo); });
-}
-
-Datum ut_get_upstream_credentials(PG_FUNCTION_ARGS) {
-    return entry_guard([&] { return upstream_token::pg::get_upstream_credentials(fcinfo); });
-}
-
-Datum ut_refresh_upstream_token(PG_FUNCTION_ARGS) {
-    return entry_guard([&] { return upstream_token::pg::refresh_upstream_token(fcinfo); });
-}
-
-Datum ut_engine_status(PG_FUNCTION_ARGS) {
-    return entry_guard([&] { return upstream_token::pg::engine_status(fcinfo); });
-}
-
-Datum ut_planned_refresh_at(PG_FUNCTION_ARGS) {
-    return entry_guard([&] { return upstream_token::pg::planned_refresh_at_sql(fcinfo); });
-}
-
-Datum ut_provider_stats(PG_FUNCTION_ARGS) {
-    return entry_guard([&] { return upstream_token::pg::provider_stats_sql(fcinfo); });
-}
-
-Datum ut_refresh_lock_key(PG_FUNCTION_ARGS) {
-    return entry_guard([&] { return upstream_token::pg::refresh_lock_key_sql(fcinfo); });
-}
+UT_SQL_ENTRY(ut_get_upstream_token, upstream_token::pg::get_upstream_token)
+UT_SQL_ENTRY(ut_get_upstream_credentials, upstream_token::pg::get_upstream_credentials)
+UT_SQL_ENTRY(ut_refresh_upstream_token, upstream_token::pg::refresh_upstream_token)
+UT_SQL_ENTRY(ut_engine_status, upstream_token::pg::engine_status)
+UT_SQL_ENTRY(ut_planned_refresh_at, upstream_token::pg::planned_refresh_at_sql)
+UT_SQL_ENTRY(ut_provider_stats, upstream_token::pg::provider_stats_sql)
+UT_SQL_ENTRY(ut_refresh_lock_key, upstream_token::pg::refresh_lock_key_sql)

@@ -39,8 +39,9 @@ test('SIGKILL of the engine with refreshes in flight: nobody hangs, nothing is c
     const ctx = await setup({ poolSize: 10 });
     t.after(() => ctx.close());
     const p = await ctx.provider();
-    const logins = await ctx.logins(p, { count: SESSIONS, expiresIn: 0 });
+    // The fault first: the engine refreshes expired tokens as soon as they are stored.
     await ctx.fault({ match: { client_id: p.clientId }, action: { delay_ms: DELAY_MS } });
+    const logins = await ctx.logins(p, { count: SESSIONS, expiresIn: 0 });
     const pid = (await ctx.engine()).worker_pid;
     assert.ok(pid > 0, 'the engine runs');
 
