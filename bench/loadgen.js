@@ -79,36 +79,45 @@ async function prepare(admin, clientId, secret, count) {
     return grants.map((g) => g.refresh_token);
 }
 
-// Redeems every refresh token once from `concurrency` loops; connections are warmed first
-// (the engine's libcurl connections are warm too). Returns the measurement.
+// Redeems `n` refresh tokens from `concurrency` loops; resolves when all are answered.
+async function redeemAll(conn, tokens, concurrency, onDone) {
+    let next = 0;
+    const loop = async () => {
+        while (next < tokens.length) {
+            const r = await redeem(conn.agent, conn.url, conn.auth, tokens[next++]);
+            if (onDone) onDone(r);
+        }
+    };
+    await Promise.all(Array.from({ length: concurrency }, loop));
+}
+
+// Redeems every refresh token once from `concurrency` loops and returns the measurement.
+// Untimed first: the connections (the engine's libcurl connections are warm too) and a
+// warm-up of up to 2000 requests, so the JIT of this client and of the IdP is not measured.
 async function run({ url, caPem, count = 10000, concurrency = 32, clientId, secret, timesFile, cpuPid }) {
     const admin = new IdpClient(url, caPem);
     clientId = clientId || `loadgen-${crypto.randomBytes(4).toString('hex')}`;
     secret = secret || crypto.randomBytes(16).toString('hex');
-    const tokens = await prepare(admin, clientId, secret, count + concurrency);
+    const warmCount = Math.max(concurrency, Math.min(2000, Math.floor(count / 5)));
+    const tokens = await prepare(admin, clientId, secret, count + warmCount);
     admin.close();
     const conn = connection(url, caPem, clientId, secret, concurrency);
-    const warm = tokens.splice(0, concurrency);
-    await Promise.all(warm.map((t) => redeem(conn.agent, conn.url, conn.auth, t)));
+    const warm = tokens.splice(0, warmCount);
+    await Promise.all(warm.slice(0, concurrency).map((t) => redeem(conn.agent, conn.url, conn.auth, t)));
+    await redeemAll(conn, warm.slice(concurrency), concurrency);
 
     const latencies = [];
     const done = [];
-    let next = 0;
     let ok = 0;
     let failed = 0;
     const cpu0 = process.cpuUsage();
     const other0 = cpuPid ? cpuMs(cpuPid) : 0;
     const t0 = process.hrtime.bigint();
-    const loop = async () => {
-        while (next < tokens.length) {
-            const t = tokens[next++];
-            const r = await redeem(conn.agent, conn.url, conn.auth, t);
-            if (r.status === 200) ok += 1; else failed += 1;
-            latencies.push(r.ms);
-            done.push(Number(process.hrtime.bigint() - t0) / 1e6);
-        }
-    };
-    await Promise.all(Array.from({ length: concurrency }, loop));
+    await redeemAll(conn, tokens, concurrency, (r) => {
+        if (r.status === 200) ok += 1; else failed += 1;
+        latencies.push(r.ms);
+        done.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    });
     const wallMs = Number(process.hrtime.bigint() - t0) / 1e6;
     const used = process.cpuUsage(cpu0);
     const cpu = { loadgen: (used.user + used.system) / 1000 };

@@ -231,26 +231,43 @@ bool save_tokens(RefreshJob& job, const TokenResponse& t, std::int64_t* new_gene
     if (t.refresh_token)
         refresh_ct = seal(job.provider, job.session, "refresh_token", *t.refresh_token);
     if (t.id_token) id_ct = seal(job.provider, job.session, "id_token", *t.id_token);
+    // OIDC Core 12.2, checked in memory and saved in the same commit as the tokens: the
+    // rotated tokens are kept whatever the check says (I3), and no reader ever sees a foreign
+    // user's token as active between two commits.
+    std::optional<std::string> problem;
+    if (t.id_token) problem = binding_problem(job, *t.id_token);
+    std::optional<std::string> last_error;
+    if (problem) last_error = "invalid_binding: " + *problem;
     static Statement update(
         "UPDATE upstream_token.token SET access_token = $3, "
         "refresh_token = coalesce($4, refresh_token), id_token = coalesce($5, id_token), "
         "token_type = $6, scope = coalesce($7, scope), expires_at = $8, "
         "refresh_expires_at = coalesce($9, refresh_expires_at), generation = generation + 1, "
         "issued_at = $11, "
-        "status = 'active', failure_count = 0, next_attempt_at = NULL, last_error = NULL, "
+        "status = CASE WHEN $12::text IS NULL THEN 'active' ELSE 'invalid_binding' END, "
+        "failure_count = 0, next_attempt_at = NULL, last_error = $12, "
         "refreshed_at = pg_catalog.now(), updated_at = pg_catalog.now() "
         "WHERE session = $1 AND provider = $2 AND refresh_token = $10 RETURNING generation");
     const auto n = update.run(
         {text_arg(job.session), text_arg(job.provider), bytea_arg(access_ct), bytea_arg(refresh_ct),
          bytea_arg(id_ct), text_arg(t.token_type), text_arg(t.scope), timestamptz_arg(expires_at),
-         timestamptz_arg(refresh_expires_at), bytea_arg(job.old_refresh_ct), timestamptz_arg(now)},
+         timestamptz_arg(refresh_expires_at), bytea_arg(job.old_refresh_ct), timestamptz_arg(now),
+         text_arg(last_error)},
         false);
     if (n == 0) return false;
     *new_generation = ResultRow().int8(1).value_or(0);
     job.new_generation = *new_generation;
     job.new_expires_at = expires_at;
     job.new_issued_at = now;
-    notify_event(job, "refreshed");
+    if (problem) {
+        notify_event(job, "invalid_binding");
+        job.result.ok = false;
+        job.result.code = ErrorCode::invalid_binding;
+        job.result.message = "the provider returned an ID token for a different user or client";
+        job.result.detail = *problem;
+    } else {
+        notify_event(job, "refreshed");
+    }
     return true;
 }
 
@@ -294,26 +311,6 @@ void save_failure(RefreshJob& job, const ExchangeOutcome& o, double unit_random)
     if (n > 0) job.retry_planned = next;
 }
 
-// After the commit (I3): a refreshed ID token for someone else marks the row.
-void validate_binding(RefreshJob& job, const TokenResponse& t, std::int64_t generation) {
-    if (!t.id_token) return;
-    const auto problem = binding_problem(job, *t.id_token);
-    if (!problem) return;
-    WorkerTxn txn;
-    static Statement mark(
-        "UPDATE upstream_token.token SET status = 'invalid_binding', last_error = $4, "
-        "updated_at = pg_catalog.now() WHERE session = $1 AND provider = $2 AND generation = $3");
-    if (mark.run({text_arg(job.session), text_arg(job.provider), int8_arg(generation),
-                  text_arg("invalid_binding: " + *problem)},
-                 false) > 0) {
-        notify_event(job, "invalid_binding");
-    }
-    txn.commit();
-    job.result.ok = false;
-    job.result.code = ErrorCode::invalid_binding;
-    job.result.message = "the provider returned an ID token for a different user or client";
-    job.result.detail = *problem;
-}
 
 // True for "lock_timeout expired": the row is locked by a client transaction.
 bool is_lock_timeout(const PgError& e) {
@@ -352,9 +349,9 @@ PersistStep persist_outcome(RefreshJob& job, double unit_random) {
         job.result.detail = o.message;
         return PersistStep::done;
     }
-    // Zero rows: another writer (a new login, a delete) moved the row on; serve what is stored.
-    job.result.ok = true;
-    if (saved) validate_binding(job, *o.tokens, generation);
+    // Saved (unless save_tokens found a binding problem), or zero rows: another writer (a new
+    // login, a delete) moved the row on, and the caller serves what is stored.
+    if (!saved || job.result.code != ErrorCode::invalid_binding) job.result.ok = true;
     return PersistStep::done;
 }
 
