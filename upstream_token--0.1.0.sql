@@ -1,5 +1,7 @@
 -- upstream_token 0.1.0: the token store and its SQL surface.
--- Every object is schema-qualified; functions pin search_path; nothing is granted to PUBLIC.
+-- Every object is schema-qualified; nothing is granted to PUBLIC. SQL and plpgsql functions
+-- pin search_path with a SET clause; C functions pin it in code on every call (cheaper on
+-- the hot path, same effect: pg_catalog only, no pg_temp).
 
 \echo Use "CREATE EXTENSION upstream_token" to load this file. \quit
 
@@ -149,7 +151,6 @@ CREATE FUNCTION upstream_token.register_provider(
     assertion_kid       text DEFAULT NULL)
 RETURNS void
 LANGUAGE c VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ut_register_provider';
 
 COMMENT ON FUNCTION upstream_token.register_provider(text, text, text, text, text, text, text, text, interval, interval, interval, interval, integer, text, text) IS
@@ -171,7 +172,6 @@ CREATE FUNCTION upstream_token.register_provider_from_issuer(
     assertion_kid      text DEFAULT NULL)
 RETURNS void
 LANGUAGE c VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ut_register_provider_from_issuer';
 
 COMMENT ON FUNCTION upstream_token.register_provider_from_issuer(text, text, text, text, text, text, interval, interval, interval, interval, integer, text, text) IS
@@ -218,7 +218,6 @@ CREATE FUNCTION upstream_token.store_upstream_token(
     refresh_expires_in integer DEFAULT NULL)
 RETURNS void
 LANGUAGE c VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ut_store_upstream_token';
 
 COMMENT ON FUNCTION upstream_token.store_upstream_token(text, text, text, text, integer, text, text, text, integer) IS
@@ -227,7 +226,6 @@ COMMENT ON FUNCTION upstream_token.store_upstream_token(text, text, text, text, 
 CREATE FUNCTION upstream_token.get_upstream_token(session text, provider text)
 RETURNS text
 LANGUAGE c VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ut_get_upstream_token';
 
 COMMENT ON FUNCTION upstream_token.get_upstream_token(text, text) IS
@@ -259,7 +257,6 @@ CREATE FUNCTION upstream_token.get_upstream_credentials(session text)
 RETURNS TABLE (provider text, access_token text, id_token text, expires_at timestamptz,
                sqlstate text, error text)
 LANGUAGE c VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ut_get_upstream_credentials';
 
 COMMENT ON FUNCTION upstream_token.get_upstream_credentials(text) IS
@@ -269,7 +266,6 @@ CREATE FUNCTION upstream_token.refresh_upstream_token(session text, provider tex
 RETURNS TABLE (provider_name text, refreshed boolean, expires_at timestamptz,
                sqlstate text, error text)
 LANGUAGE c VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ut_refresh_upstream_token';
 
 COMMENT ON FUNCTION upstream_token.refresh_upstream_token(text, text) IS
@@ -373,7 +369,6 @@ COMMENT ON FUNCTION upstream_token.revoke_upstream_token(text, text) IS
 CREATE FUNCTION upstream_token.current_key_id()
 RETURNS text
 LANGUAGE c VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ut_current_key_id';
 
 COMMENT ON FUNCTION upstream_token.current_key_id() IS
@@ -396,7 +391,6 @@ COMMENT ON VIEW upstream_token.key_usage IS
 CREATE FUNCTION upstream_token.reencrypt_batch(batch_size integer DEFAULT 500)
 RETURNS bigint
 LANGUAGE c VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'ut_reencrypt_batch';
 
 COMMENT ON FUNCTION upstream_token.reencrypt_batch(integer) IS

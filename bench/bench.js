@@ -619,7 +619,7 @@ async function b6(db, idpc) {
 
 // What the run ran on, for the report.
 async function machine(db) {
-    const sh = async (cmd) => (await lib.run('bash', ['-c', cmd])).stdout.trim();
+    const sh = async (cmd) => (await lib.run('bash', ['-c', cmd])).stdout.replace(/\s+$/, '');
     return {
         nproc: await sh('nproc'),
         free: await sh('free -h'),
@@ -639,6 +639,21 @@ function table() {
         rows.push(`| ${c.id} | ${c.what} | ${c.ours} | ${c.baseline} | ${c.ratio} | ${c.goal} | ${c.ok ? 'pass' : '**FAIL**'} |`);
     }
     return rows.join('\n');
+}
+
+// JSON with objects and arrays of plain values on one line each, numbers to 3 decimals:
+// the details stay readable in RESULTS.md.
+function compactJson(value, indent = '') {
+    const num = (v) => (typeof v === 'number' && !Number.isInteger(v) ? Number(v.toFixed(3)) : v);
+    if (value === null || typeof value !== 'object') return JSON.stringify(num(value));
+    const entries = Array.isArray(value) ? value.map((v) => [null, v]) : Object.entries(value);
+    const [open, close] = Array.isArray(value) ? ['[', ']'] : ['{', '}'];
+    const key = (k) => (k === null ? '' : `${JSON.stringify(k)}: `);
+    if (entries.every(([, v]) => v === null || typeof v !== 'object')) {
+        return `${open}${entries.map(([k, v]) => key(k) + JSON.stringify(num(v))).join(', ')}${close}`;
+    }
+    const inner = indent + '  ';
+    return `${open}\n${entries.map(([k, v]) => inner + key(k) + compactJson(v, inner)).join(',\n')}\n${indent}${close}`;
 }
 
 // CPU time per refresh by process in the median B2 and B3 rounds and the median run of the
@@ -682,7 +697,7 @@ ${failure ? `**The run stopped early: ${failure}**\n\n` : ''}${missed.length ===
 - \`uname -a\`: ${m.uname}
 - ${m.postgres}; Node ${m.node}
 - Settings: cluster from \`scripts/cluster.sh\` (fsync off, max_connections 200, shared_buffers 256MB);
-  \`upstream_token.max_concurrent_refreshes\` = 32 (the default) except in B3, where it is ${B3_CONCURRENCY}.
+  \`upstream_token.max_concurrent_refreshes\` = 32 (the default)${B3_CONCURRENCY !== 32 ? `, except in B3: ${B3_CONCURRENCY}` : ''}.
 
 \`free -h\`:
 
@@ -703,7 +718,7 @@ ${cpuTable()}
 ## Details
 
 \`\`\`json
-${JSON.stringify(results.details, (k, v) => (typeof v === 'number' && !Number.isInteger(v) ? Number(v.toFixed(3)) : v), 2)}
+${compactJson(results.details)}
 \`\`\`
 `;
     fs.writeFileSync(path.join(lib.REPO, 'bench', 'RESULTS.md'), text);

@@ -1,6 +1,7 @@
 #include "pg/guard.hpp"
 
 #include <cstring>
+#include <exception>
 #include <new>
 #include <string_view>
 
@@ -48,6 +49,25 @@ void capture_current_exception(PendingError& out) noexcept {
     } catch (...) {
         out.sqlstate = ERRCODE_INTERNAL_ERROR;
         copy_text(out.message, "upstream_token: internal error of unknown type");
+    }
+}
+
+PinnedSearchPath::PinnedSearchPath() : exceptions_at_start_(std::uncaught_exceptions()) {
+    pg_call([] {
+        OverrideSearchPath path{};
+        path.schemas = NIL;
+        path.addCatalog = true;
+        path.addTemp = false;
+        PushOverrideSearchPath(&path);
+    });
+}
+
+PinnedSearchPath::~PinnedSearchPath() {
+    if (std::uncaught_exceptions() > exceptions_at_start_) return;
+    try {
+        pg_call([] { PopOverrideSearchPath(); });
+    } catch (...) {
+        // The transaction's end pops it (with a warning at commit).
     }
 }
 

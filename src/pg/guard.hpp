@@ -87,9 +87,32 @@ decltype(auto) entry_guard(F&& body) {
 
 }  // namespace upstream_token::pg
 
-// Defines the SQL-callable C function `name` as `impl(fcinfo)` run through entry_guard.
-#define UT_SQL_ENTRY(name, impl)                                                \
-    UT_SQL_FUNCTION(name)                                                       \
-    Datum name(PG_FUNCTION_ARGS) {                                              \
-        return ::upstream_token::pg::entry_guard([&] { return impl(fcinfo); }); \
+namespace upstream_token::pg {
+
+// Pins the search path to pg_catalog alone (no pg_temp, nothing the caller chose) for the
+// life of the object: every name the SQL functions resolve is then safe under SECURITY
+// DEFINER, without the per-call cost of a SET clause. Popped on normal exit; an error's
+// (sub)transaction abort pops it otherwise.
+class PinnedSearchPath {
+  public:
+    PinnedSearchPath();
+    ~PinnedSearchPath();
+    PinnedSearchPath(const PinnedSearchPath&) = delete;
+    PinnedSearchPath& operator=(const PinnedSearchPath&) = delete;
+
+  private:
+    int exceptions_at_start_;
+};
+
+}  // namespace upstream_token::pg
+
+// Defines the SQL-callable C function `name` as `impl(fcinfo)` run through entry_guard with
+// the search path pinned.
+#define UT_SQL_ENTRY(name, impl)                                       \
+    UT_SQL_FUNCTION(name)                                              \
+    Datum name(PG_FUNCTION_ARGS) {                                     \
+        return ::upstream_token::pg::entry_guard([&] {                 \
+            ::upstream_token::pg::PinnedSearchPath pinned_search_path; \
+            return impl(fcinfo);                                       \
+        });                                                            \
     }

@@ -94,11 +94,14 @@ SELECT is_empty($$
     SELECT n.nspname FROM pg_namespace n, aclexplode(n.nspacl) a
      WHERE n.nspname = 'upstream_token' AND a.grantee = 0
 $$, 'PUBLIC has no privilege on the schema');
+-- C functions pin it in code for every call (PinnedSearchPath, cheaper than a SET clause);
+-- the others carry the SET clause. 04_privileges proves the pin with a hostile operator.
 SELECT is_empty($$
     SELECT p.oid::regprocedure::text FROM pg_proc p
      WHERE p.pronamespace = 'upstream_token'::regnamespace AND p.prosecdef
+       AND p.prolang <> (SELECT oid FROM pg_language WHERE lanname = 'c')
        AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)
-$$, 'every SECURITY DEFINER function pins search_path to pg_catalog, pg_temp');
+$$, 'every SECURITY DEFINER SQL/plpgsql function pins search_path to pg_catalog, pg_temp');
 SELECT table_privs_are('upstream_token', 'token', 'upstream_token_client', ARRAY[]::text[],
                        'upstream_token_client has no privilege on the token table');
 SELECT table_privs_are('upstream_token', 'provider', 'upstream_token_client', ARRAY[]::text[],

@@ -9,7 +9,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS upstream_token;
 
 BEGIN;
-SELECT plan(43);
+SELECT plan(45);
 
 -- Runs one statement as the given role; returns 'ok' or the SQLSTATE it failed with. The
 -- role is reset either way, so pgTAP itself always runs as the superuser.
@@ -102,6 +102,19 @@ SELECT is(pg_temp.sqlstate_as('ut_tap_app', $$SET upstream_token.wait_timeout = 
 SELECT is(pg_temp.sqlstate_as('ut_tap_app',
           $$SET LOCAL search_path = pg_temp, public; DO 'BEGIN IF upstream_token.get_upstream_token(''p-1'', ''priv'') IS DISTINCT FROM ''p1-access'' THEN RAISE ''wrong''; END IF; END'$$),
           'ok', 'get works whatever the caller''s search_path');
+
+-- A hostile "=" for text in a schema the caller puts first is never used by the functions:
+-- with it, every lookup would match; the pinned search path resolves pg_catalog's.
+CREATE SCHEMA ut_tap_evil;
+CREATE FUNCTION ut_tap_evil.always(text, text) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT true';
+CREATE OPERATOR ut_tap_evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = ut_tap_evil.always);
+GRANT USAGE ON SCHEMA ut_tap_evil TO ut_tap_app;
+SELECT is(pg_temp.sqlstate_as('ut_tap_app',
+          $$SET LOCAL search_path = ut_tap_evil, pg_catalog, public; SELECT upstream_token.get_upstream_token('no-such-session', 'priv')$$),
+          'UT001', 'a hostile operator on the caller''s search_path does not turn a missing session into a match');
+SELECT is(pg_temp.sqlstate_as('ut_tap_app',
+          $$SET LOCAL search_path = ut_tap_evil, pg_catalog, public; DO 'BEGIN IF upstream_token.get_upstream_token(''p-1'', ''priv'') IS DISTINCT FROM ''p1-access'' THEN RAISE ''wrong''; END IF; END'$$),
+          'ok', 'and the right token still comes back');
 
 SELECT * FROM finish();
 ROLLBACK;
