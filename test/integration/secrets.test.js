@@ -204,16 +204,16 @@ test('a ciphertext moved to another row or column does not decrypt', async (t) =
 
 test('a provider echoing the exact client secret in error_description does not get it logged', async (t) => {
     // The redaction must not depend on the secret looking like a token: a 32-letter secret
-    // with no digit is as secret as any other. Known bug B2 (.tmp/bugs-ops.md): fails until
-    // the engine redacts the exact secrets it sent, not only token-shaped words.
+    // with no digit is as secret as any other (the engine redacts the exact secrets it sent).
     const ctx = await setup({ poolSize: 3 });
     t.after(() => ctx.close());
     const secret = Array.from(crypto.randomBytes(32), (x) => String.fromCharCode(97 + (x % 26))).join('');
     const p = await ctx.provider({ secret });
-    const [l] = await ctx.logins(p, { expiresIn: 0 });
     const logStart = fs.statSync(process.env.UT_SERVER_LOG).size;
+    // The fault first: the engine refreshes an expired login as soon as it is stored.
     await ctx.fault({ match: { client_id: p.clientId },
         action: { oauth_error: 'invalid_client', error_description: `client authentication failed for secret ${secret}` } });
+    const [l] = await ctx.logins(p, { expiresIn: 0 });
     const e = await ctx.pool.query('SELECT upstream_token.get_upstream_token($1, $2) AS t', [l.session, p.provider])
         .then(() => null, (x) => x);
     assert.ok(e && e.code === 'UT010', `provider_misconfigured, got ${e && e.code}`);
