@@ -280,7 +280,7 @@ async function stormRound(db, idpc, p) {
 async function burstSessions(db, n) {
     const r = await db.query(
         `SELECT 'pr' || k AS s FROM generate_series(1, $1::int) k
-          ORDER BY upstream_token.planned_refresh_at('pro', 'pr' || k, 1, '2000-01-01',
+          ORDER BY upstream_token.planned_refresh_at('pro', 'pr' || k, 1, NULL,
                    '2000-01-01'::timestamptz + make_interval(secs => $2), make_interval(secs => $3))
           LIMIT $4`, [n * 100, B3_LIFETIME_S, B3_THRESHOLD_S, n]);
     return r.rows.map((x) => x.s);
@@ -300,6 +300,11 @@ async function proactiveRound(db, idpc, p, sessions) {
         `SELECT extract(epoch FROM min(next_refresh_at)) * 1000 AS first, extract(epoch FROM max(next_refresh_at)) * 1000 AS last,
                 bool_and(generation = 1) AS fresh FROM upstream_token.token_status WHERE provider = $1`, [p.provider])).rows[0];
     if (!plan.fresh) throw new Error('B3 rows are not new rows');
+    // The names were picked for coinciding instants; if the planning rule changed, say so
+    // rather than measure the spread.
+    if (Number(plan.last) - Number(plan.first) > 1000) {
+        throw new Error(`B3's planned instants span ${fmt(Number(plan.last) - Number(plan.first), 0)} ms, not a burst: check burstSessions against planned_refresh_at`);
+    }
     const firstDue = Number(plan.first);
     let done = false;
     const readLat = [];
@@ -552,7 +557,7 @@ async function b5(db, idpc) {
     });
     target('B5', `engine VmRSS after ${last.refreshes} / after ${first.refreshes} refreshes (incl. shared buffers touched)`, {
         ours: `${last.VmRSS} kB (RssShmem ${last.RssShmem})`, baseline: `${first.VmRSS} kB (RssShmem ${first.RssShmem})`,
-        ratio: fmt(last.VmRSS / first.VmRSS, 3), goal: 'reported', ok: true,
+        ratio: fmt(last.VmRSS / first.VmRSS, 3), goal: 'report only', ok: true,
     });
     const br = bLast.VmRSS / bFirst.VmRSS;
     target('B5', `backend VmRSS after ${bLast.calls} / after ${bFirst.calls} gets`, {
@@ -636,7 +641,8 @@ function table() {
     const rows = ['| Scenario | Measured | Ours | Baseline (same run) | Ratio | Target | Result |',
         '|---|---|---|---|---|---|---|'];
     for (const c of results.checks) {
-        rows.push(`| ${c.id} | ${c.what} | ${c.ours} | ${c.baseline} | ${c.ratio} | ${c.goal} | ${c.ok ? 'pass' : '**FAIL**'} |`);
+        const verdict = /^report/.test(c.goal) ? 'reported' : c.ok ? 'pass' : '**FAIL**';
+        rows.push(`| ${c.id} | ${c.what} | ${c.ours} | ${c.baseline} | ${c.ratio} | ${c.goal} | ${verdict} |`);
     }
     return rows.join('\n');
 }

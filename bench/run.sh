@@ -37,7 +37,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 echo "== building and installing upstream_token"
-make -s -j2 && make -s install
+# Someone may be mid-edit in src/: retry a failed build twice, half a minute apart.
+for attempt in 1 2 3; do
+    if make -s -j2 && make -s install; then break; fi
+    [ "$attempt" -lt 3 ] || { echo "bench: the build failed"; exit 1; }
+    echo "bench: the build failed; retrying in 30 s"
+    sleep 30
+done
 
 echo "== a throwaway cluster on port $UT_PORT"
 bash scripts/cluster.sh init
