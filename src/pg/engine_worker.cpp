@@ -28,6 +28,7 @@ extern "C" {
 #include "pg/gucs.hpp"
 #include "pg/refresh_job.hpp"
 #include "pg/spi.hpp"
+#include "pg/store.hpp"
 #include "pg/worker_txn.hpp"
 
 extern "C" {
@@ -392,6 +393,13 @@ void Engine::plan_after(const RefreshJob& job) {
 // Releases the lock and the concurrency place, answers the waiters, counts the result.
 void Engine::finish(RefreshJob& job) {
     release_refresh_lock(job);
+    // Requests that waited for this token's refresh go now (they find it done), not 20 ms on.
+    for (RefreshJob& waiting : deferred_) {
+        if (!waiting.outcome && waiting.provider == job.provider &&
+            waiting.session == job.session) {
+            waiting.retry_at = Time{};
+        }
+    }
     if (job.orphan_revocation_queued) next_revocation_ = now_time();
     if (job.holds_key) {
         busy_.erase(TokenKey{job.provider, job.session});
@@ -679,6 +687,7 @@ void Engine::run() {
                     requested |= s_->scan_requested;
                     s_->scan_requested = false;
                 }
+                if (requested) forget_cached_providers();
                 scan_if_due(requested);
                 revoke_if_due(requested);
                 start_planned();

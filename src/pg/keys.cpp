@@ -56,11 +56,11 @@ KeyCache& cache() {
 // Makes sure the cache matches the current settings.
 const std::vector<Key>& refreshed_keys() {
     KeyCache& c = cache();
-    const std::string path = key_file_path();
-    const std::string previous = previous_key_file_path();
+    const char* path = key_file_path();  // compared without copying: this runs on every get
+    const char* previous = previous_key_file_path();
     if (c.keys.empty() || c.path != path || c.previous_path != previous) {
         std::vector<Key> keys{load_key(path)};
-        if (!previous.empty()) {
+        if (*previous != '\0') {
             try {
                 keys.push_back(load_key(previous));
             } catch (const Error& e) {

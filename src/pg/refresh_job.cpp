@@ -191,8 +191,8 @@ BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
     job.binding = stored_binding(r, 6, 7, 8);
     const std::string refresh_plain =
         open_sealed(job.provider, job.session, "refresh_token", refresh_ct).value_or("");
-    const auto provider = find_provider(job.provider);
-    if (!provider) throw Error(ErrorCode::provider_not_found, "the provider was dropped");
+    const ProviderRow* provider = cached_provider(job.provider);
+    if (provider == nullptr) throw Error(ErrorCode::provider_not_found, "the provider was dropped");
     job.threshold = provider->refresh_threshold.value_or(refresh_threshold());
     job.default_lifetime = provider->default_lifetime;
     job.refresh_token_ttl = provider->refresh_token_ttl;
@@ -310,7 +310,6 @@ void save_failure(RefreshJob& job, const ExchangeOutcome& o, double unit_random)
     if (n > 0 && reauth) notify_event(job, "reauth_required");
     if (n > 0) job.retry_planned = next;
 }
-
 
 // True for "lock_timeout expired": the row is locked by a client transaction.
 bool is_lock_timeout(const PgError& e) {

@@ -248,9 +248,9 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
                     "provider \"" + provider_name + "\" does not exist");
     }
     const Time now = now_time();
-    const Time expires_at =
-        access ? access_expiry(now - kProviderClockAllowance, expires_in, provider->default_lifetime)
-               : now;
+    const Time expires_at = access ? access_expiry(now - kProviderClockAllowance, expires_in,
+                                                   provider->default_lifetime)
+                                   : now;
     std::optional<Time> refresh_expires_at;
     if (refresh) {
         refresh_expires_at = refresh_expiry(now, refresh_expires_in, provider->refresh_token_ttl,

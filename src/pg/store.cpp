@@ -1,6 +1,7 @@
 #include "pg/store.hpp"
 
 #include <algorithm>
+#include <unordered_map>
 
 #include "pg/guard.hpp"
 #include "pg/gucs.hpp"
@@ -10,6 +11,9 @@
 namespace upstream_token::pg {
 
 namespace {
+constexpr TimestampTz kProviderCacheAge = USECS_PER_SEC;
+constexpr std::size_t kProviderCacheSize = 1024;
+
 // An interval column read as microseconds.
 std::optional<Micros> micros_col(const ResultRow& r, int col) {
     auto v = r.int8(col);
@@ -70,6 +74,35 @@ HttpRequestSpec provider_request(const ProviderRow& p, std::string url, HttpRequ
     return spec;
 }
 
+namespace {
+struct CachedProvider {
+    TimestampTz fetched;
+    std::optional<ProviderRow> row;
+};
+
+// Per-backend, like PostgreSQL's own catalog caches; bounded and at most a second old.
+std::unordered_map<std::string, CachedProvider>& provider_cache() {
+    static std::unordered_map<std::string, CachedProvider> cache;
+    return cache;
+}
+}  // namespace
+
+void forget_cached_providers() {
+    provider_cache().clear();
+}
+
+const ProviderRow* cached_provider(std::string_view name) {
+    auto& cache = provider_cache();
+    const TimestampTz now = GetCurrentTimestamp();
+    auto it = cache.find(std::string(name));
+    if (it == cache.end() || now - it->second.fetched >= kProviderCacheAge) {
+        if (cache.size() >= kProviderCacheSize) cache.clear();
+        it = cache.insert_or_assign(std::string(name), CachedProvider{now, find_provider(name)})
+                 .first;
+    }
+    return it->second.row ? &*it->second.row : nullptr;
+}
+
 bool provider_exists(std::string_view name) {
     static Statement q("SELECT 1 FROM upstream_token.provider WHERE name = $1");
     return q.run({text_arg(name)}, true, 1) > 0;
@@ -77,20 +110,13 @@ bool provider_exists(std::string_view name) {
 
 std::optional<TokenView> read_token_view(std::string_view session, std::string_view provider,
                                          bool latest, bool with_id_token) {
+    // One table, one index probe: the provider's threshold comes from the per-backend cache.
     static Statement without_id(
-        "SELECT t.access_token, t.expires_at, t.status, t.refresh_token IS NOT NULL, "
-        "(extract(epoch FROM p.refresh_threshold) * 1000000)::int8, t.generation, t.xmin, "
-        "NULL::bytea, "
-        "t.issued_at "
-        "FROM upstream_token.token t JOIN upstream_token.provider p ON p.name = t.provider "
-        "WHERE t.session = $1 AND t.provider = $2");
+        "SELECT access_token, expires_at, status, refresh_token IS NOT NULL, generation, xmin, "
+        "NULL::bytea, issued_at FROM upstream_token.token WHERE session = $1 AND provider = $2");
     static Statement with_id(
-        "SELECT t.access_token, t.expires_at, t.status, t.refresh_token IS NOT NULL, "
-        "(extract(epoch FROM p.refresh_threshold) * 1000000)::int8, t.generation, t.xmin, "
-        "t.id_token, "
-        "t.issued_at "
-        "FROM upstream_token.token t JOIN upstream_token.provider p ON p.name = t.provider "
-        "WHERE t.session = $1 AND t.provider = $2");
+        "SELECT access_token, expires_at, status, refresh_token IS NOT NULL, generation, xmin, "
+        "id_token, issued_at FROM upstream_token.token WHERE session = $1 AND provider = $2");
     Statement& q = with_id_token ? with_id : without_id;
     Snapshot snap = latest ? pg_call([] { return GetLatestSnapshot(); }) : nullptr;
     if (q.run({text_arg(session), text_arg(provider)}, true, 1, snap) == 0) return std::nullopt;
@@ -100,12 +126,13 @@ std::optional<TokenView> read_token_view(std::string_view session, std::string_v
     v.expires_at = r.timestamptz(2).value_or(Time{});
     v.status = r.text(3).value_or("");
     v.has_refresh_token = r.boolean(4).value_or(false);
-    v.provider_threshold = micros_col(r, 5);
-    v.generation = r.int8(6).value_or(0);
+    v.generation = r.int8(5).value_or(0);
     bool isnull = false;
-    v.xmin = DatumGetTransactionId(r.raw(7, &isnull));
-    v.id_ct = r.bytea(8);
-    v.issued_at = r.timestamptz(9);
+    v.xmin = DatumGetTransactionId(r.raw(6, &isnull));
+    v.id_ct = r.bytea(7);
+    v.issued_at = r.timestamptz(8);
+    if (const ProviderRow* p = cached_provider(provider))
+        v.provider_threshold = p->refresh_threshold;
     return v;
 }
 

@@ -35,6 +35,14 @@ struct ProviderRow {
 // The provider named `name`, or nullopt.
 std::optional<ProviderRow> find_provider(std::string_view name);
 
+// The provider as this backend last read it, at most a second ago (nullptr: no such
+// provider). For the hot path and the engine, which read it on every call; configuration
+// changes reach them within a second.
+const ProviderRow* cached_provider(std::string_view name);
+
+// Drops the cache (the engine does when a registration may have changed a provider).
+void forget_cached_providers();
+
 // How the engine authenticates as the provider's client (decrypts the secret or private key).
 ClientCredentials client_credentials(const ProviderRow& p);
 
