@@ -149,6 +149,16 @@ std::string sqlstate_text(ErrorCode code) {
     return pg_call([&] { return unpack_sql_state(sqlstate_of(code)); });
 }
 
+// The failure columns (sqlstate, error) of a per-provider result row.
+struct RowFailure {
+    std::optional<std::string> sqlstate;
+    std::optional<std::string> error;
+    void set(const Error& e) {
+        sqlstate = sqlstate_text(e.code());
+        error = e.what();
+    }
+};
+
 // One output row of a materialized set-returning function.
 class RowSink {
   public:
@@ -180,18 +190,17 @@ Datum get_upstream_credentials(FunctionCallInfo fcinfo) {
     struct Row {
         std::string provider;
         std::optional<Obtained> got;
-        std::optional<std::string> sqlstate, error;
+        RowFailure failure;
     };
     std::vector<Row> rows;
     {
         SpiConnection spi;
         for (const std::string& provider : session_providers(session)) {
-            Row row{provider, std::nullopt, std::nullopt, std::nullopt};
+            Row row{provider, std::nullopt, {}};
             try {
                 row.got = obtain(session, provider, true);
             } catch (const Error& e) {
-                row.sqlstate = sqlstate_text(e.code());
-                row.error = e.what();
+                row.failure.set(e);
             }
             rows.push_back(std::move(row));
         }
@@ -201,8 +210,8 @@ Datum get_upstream_credentials(FunctionCallInfo fcinfo) {
         const auto access =
             opt_text(r.got ? std::optional<std::string>(r.got->access) : std::nullopt);
         const auto id = opt_text(r.got ? r.got->id_token : std::nullopt);
-        const auto state = opt_text(r.sqlstate);
-        const auto error = opt_text(r.error);
+        const auto state = opt_text(r.failure.sqlstate);
+        const auto error = opt_text(r.failure.error);
         sink.put({string_to_text_datum(r.provider), access.first, id.first,
                   r.got ? TimestampTzGetDatum(to_timestamptz(r.got->expires_at)) : Datum(0),
                   state.first, error.first},
@@ -218,7 +227,7 @@ Datum refresh_upstream_token(FunctionCallInfo fcinfo) {
         std::string provider;
         bool refreshed = false;
         std::optional<Time> expires_at;
-        std::optional<std::string> sqlstate, error;
+        RowFailure failure;
     };
     std::vector<Row> rows;
     {
@@ -250,16 +259,15 @@ Datum refresh_upstream_token(FunctionCallInfo fcinfo) {
                 row.refreshed = after && after->generation > view->generation;
                 if (after) row.expires_at = after->expires_at;
             } catch (const Error& e) {
-                row.sqlstate = sqlstate_text(e.code());
-                row.error = e.what();
+                row.failure.set(e);
             }
             rows.push_back(std::move(row));
         }
     }
     RowSink sink(fcinfo);
     for (const Row& r : rows) {
-        const auto state = opt_text(r.sqlstate);
-        const auto error = opt_text(r.error);
+        const auto state = opt_text(r.failure.sqlstate);
+        const auto error = opt_text(r.failure.error);
         sink.put({string_to_text_datum(r.provider), BoolGetDatum(r.refreshed),
                   r.expires_at ? TimestampTzGetDatum(to_timestamptz(*r.expires_at)) : Datum(0),
                   state.first, error.first},
