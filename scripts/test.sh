@@ -45,7 +45,9 @@ make -s installcheck REGRESS_OPTS="--inputdir=. --use-existing --dbname=$PGDATAB
     >"$log_dir/regress.log" 2>&1
 rc=$?
 grep -E '^(ok|not ok|test|#)' "$log_dir/regress.log" | tail -n 40
-n=$(grep -cE '^(ok|not ok) ' "$log_dir/regress.log"); bad=$(grep -cE '^not ok ' "$log_dir/regress.log")
+# PostgreSQL 15's pg_regress prints "test NAME ... ok|FAILED" lines.
+n=$(grep -cE '^test .* \.\.\. +(ok|FAILED|failed)' "$log_dir/regress.log")
+bad=$(grep -cE '^test .* \.\.\. +(FAILED|failed)' "$log_dir/regress.log")
 [ "$rc" -eq 0 ] || [ "$bad" -gt 0 ] || bad=1
 [ -f regression.diffs ] && [ "$rc" -ne 0 ] && head -n 80 regression.diffs
 count $((n - bad)) "$bad" "pg_regress"
