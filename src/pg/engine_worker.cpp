@@ -132,7 +132,8 @@ class Engine {
     void start_waiting();
     void start_planned();
     void start_job(RefreshJob job);
-    void on_http_result(const HttpResult& r);
+    std::optional<RefreshJob> on_http_result(const HttpResult& r);
+    void persist_all(std::vector<RefreshJob> jobs);
     void persist(RefreshJob job);
     void finish(RefreshJob& job);
     void run_deferred();
@@ -312,9 +313,9 @@ void Engine::start_job(RefreshJob job) {
     in_flight_.emplace(id, std::move(job));
 }
 
-void Engine::on_http_result(const HttpResult& r) {
+std::optional<RefreshJob> Engine::on_http_result(const HttpResult& r) {
     auto it = in_flight_.find(r.id);
-    if (it == in_flight_.end()) return;
+    if (it == in_flight_.end()) return std::nullopt;
     RefreshJob job = std::move(it->second);
     in_flight_.erase(it);
     job.latency = r.elapsed;
@@ -337,7 +338,24 @@ void Engine::on_http_result(const HttpResult& r) {
             p->latency[bucket]++;
         }
     }
-    persist(std::move(job));
+    return job;
+}
+
+// Saves the outcomes that arrived together in one transaction (one commit for all); when that
+// fails (a row a client transaction holds, anything else) each is saved on its own.
+void Engine::persist_all(std::vector<RefreshJob> jobs) {
+    if (jobs.size() > 1) {
+        try {
+            WorkerTxn txn;
+            for (RefreshJob& job : jobs) persist_in_transaction(job, unit_random());
+            txn.commit();
+            for (RefreshJob& job : jobs) finish(job);
+            return;
+        } catch (const std::exception&) {
+            abort_worker_transaction();  // nothing was saved: each job goes on its own below
+        }
+    }
+    for (RefreshJob& job : jobs) persist(std::move(job));
 }
 
 // Saves an exchange's outcome; a busy row keeps it in memory and tries again soon.
@@ -676,9 +694,12 @@ void Engine::run() {
             }
             if (ready) {
                 http_.drive();
+                std::vector<RefreshJob> answered;
                 for (const HttpResult& r : http_.take_finished()) {
-                    if (!on_revocation_result(r) && !on_discovery_result(r)) on_http_result(r);
+                    if (on_revocation_result(r) || on_discovery_result(r)) continue;
+                    if (auto job = on_http_result(r)) answered.push_back(std::move(*job));
                 }
+                persist_all(std::move(answered));
                 if (deferred_.size() < kMaxHeldResults) claim_requests();
                 start_waiting();
                 bool requested = reloaded;

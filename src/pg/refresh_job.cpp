@@ -318,39 +318,42 @@ bool is_lock_timeout(const PgError& e) {
 
 }  // namespace
 
-PersistStep persist_outcome(RefreshJob& job, double unit_random) {
+void persist_in_transaction(RefreshJob& job, double unit_random) {
     if (!job.sent_secrets.empty()) {  // before the texts reach the row, the log or a caller
         job.outcome->error = redact_secrets(std::move(job.outcome->error), job.sent_secrets);
         job.outcome->message = redact_secrets(std::move(job.outcome->message), job.sent_secrets);
         job.sent_secrets.clear();
     }
-    const ExchangeOutcome& o = *job.outcome;
+    // May run again after its transaction was rolled back: start from a clean result.
+    job.result = JobResult{};
     job.result.network = true;
+    job.orphan_revocation_queued = false;
+    job.retry_planned.reset();
+    const ExchangeOutcome& o = *job.outcome;
+    if (o.failure != FailureClass::none) {
+        save_failure(job, o, unit_random);
+        job.result.code = code_of(o.failure);
+        job.result.message = "the provider refused or failed the refresh: " + o.error;
+        job.result.detail = o.message;
+        return;
+    }
     std::int64_t generation = 0;
-    bool saved = false;
+    const bool saved = save_tokens(job, *o.tokens, &generation);
+    if (!saved && o.tokens->refresh_token) revoke_orphan(job, *o.tokens->refresh_token);
+    // Saved (unless save_tokens found a binding problem), or zero rows: another writer (a new
+    // login, a delete) moved the row on, and the caller serves what is stored.
+    if (!saved || job.result.code != ErrorCode::invalid_binding) job.result.ok = true;
+}
+
+PersistStep persist_outcome(RefreshJob& job, double unit_random) {
     try {
         WorkerTxn txn;
-        if (o.failure == FailureClass::none) {
-            saved = save_tokens(job, *o.tokens, &generation);
-            if (!saved && o.tokens->refresh_token) revoke_orphan(job, *o.tokens->refresh_token);
-        } else {
-            save_failure(job, o, unit_random);
-        }
+        persist_in_transaction(job, unit_random);
         txn.commit();
     } catch (const PgError& e) {
         if (is_lock_timeout(e)) return PersistStep::row_locked;
         throw;
     }
-    if (o.failure != FailureClass::none) {
-        job.result.ok = false;
-        job.result.code = code_of(o.failure);
-        job.result.message = "the provider refused or failed the refresh: " + o.error;
-        job.result.detail = o.message;
-        return PersistStep::done;
-    }
-    // Saved (unless save_tokens found a binding problem), or zero rows: another writer (a new
-    // login, a delete) moved the row on, and the caller serves what is stored.
-    if (!saved || job.result.code != ErrorCode::invalid_binding) job.result.ok = true;
     return PersistStep::done;
 }
 

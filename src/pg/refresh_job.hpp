@@ -72,6 +72,11 @@ BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec);
 
 enum class PersistStep { done, row_locked };
 
+// Saves the outcome (success: new tokens; failure: status and backoff) in the caller's open
+// transaction, without committing; the result holds only once it commits. Throws PgError
+// (lock_timeout among them). Safe to run again after that transaction was rolled back.
+void persist_in_transaction(RefreshJob& job, double unit_random);
+
 // Saves the outcome (success: new tokens; failure: status and backoff), commits, then
 // checks the ID-token binding (I3). `unit_random` in [0,1) spreads retries.
 PersistStep persist_outcome(RefreshJob& job, double unit_random);
