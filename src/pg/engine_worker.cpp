@@ -132,6 +132,9 @@ class Engine {
     void start_waiting();
     void start_planned();
     void start_job(RefreshJob job);
+    void start_jobs(std::vector<RefreshJob> jobs);
+    bool admit(RefreshJob& job);
+    void dispatch(RefreshJob job, BeginStep step, const HttpRequestSpec& spec);
     std::optional<RefreshJob> on_http_result(const HttpResult& r);
     void persist_all(std::vector<RefreshJob> jobs);
     void persist(RefreshJob job);
@@ -225,6 +228,7 @@ void Engine::claim_requests() {
 void Engine::start_waiting() {
     const int limit = max_concurrent_refreshes();
     const std::size_t n = waiting_.size();
+    std::vector<RefreshJob> go;
     for (std::size_t i = 0; i < n; ++i) {
         RefreshJob job = std::move(waiting_.front());
         waiting_.pop_front();
@@ -235,13 +239,15 @@ void Engine::start_waiting() {
         plan_.forget(TokenKey{job.provider, job.session});
         plan_.started(job.provider);
         job.counted_in_flight = true;
-        start_job(std::move(job));
+        go.push_back(std::move(job));
     }
+    start_jobs(std::move(go));
 }
 
 // Starts the planned refreshes that are due, within the limits.
 void Engine::start_planned() {
     if (!waiting_.empty()) return;
+    std::vector<RefreshJob> go;
     for (PlannedRefresh& p : plan_.take_due(now_time(), max_concurrent_refreshes())) {
         RefreshJob job;
         job.provider = std::move(p.key.provider);
@@ -249,22 +255,31 @@ void Engine::start_planned() {
         job.seen_generation = p.generation;
         job.proactive = true;
         job.counted_in_flight = true;
-        start_job(std::move(job));
+        go.push_back(std::move(job));
     }
+    start_jobs(std::move(go));
 }
 
-// Begins one refresh: answered at once, sent, or deferred when the lock is busy.
+// Begins one refresh (a deferred one coming back).
 void Engine::start_job(RefreshJob job) {
+    std::vector<RefreshJob> one;
+    one.push_back(std::move(job));
+    start_jobs(std::move(one));
+}
+
+// The checks that need no database: false when the job was dealt with (deferred behind a
+// running refresh of the same token, dropped, or answered during a provider's pause).
+bool Engine::admit(RefreshJob& job) {
     if (!job.holds_key) {
         TokenKey key{job.provider, job.session};
         if (busy_.count(key) > 0) {
             if (job.proactive) {  // the running refresh plans the next one
                 plan_.finished(job.provider);
-                return;
+                return false;
             }
             job.retry_at = now_time() + kLockRetry;
             deferred_.push_back(std::move(job));
-            return;
+            return false;
         }
         busy_.insert(std::move(key));
         job.holds_key = true;
@@ -275,22 +290,56 @@ void Engine::start_job(RefreshJob job) {
         job.result.message = "the provider asked to be left alone for a while (Retry-After)";
         job.retry_planned = *until;  // refreshed when the pause ends, not at some later scan
         finish(job);
-        return;
+        return false;
     }
-    HttpRequestSpec spec;
-    BeginStep step;
-    try {
-        step = begin_refresh(job, spec);
-    } catch (const std::exception& e) {
-        abort_worker_transaction();
-        job.result.ok = false;
-        job.result.code = ErrorCode::refresh_failed;
-        job.result.message = "the engine could not prepare the refresh";
-        job.result.detail = e.what();
-        log_recovered("preparing a refresh", e.what());
-        finish(job);
-        return;
+    return true;
+}
+
+// Begins refreshes: the database steps of all of them in one transaction when there are
+// several (one by one if that fails), then each is answered, deferred or sent.
+void Engine::start_jobs(std::vector<RefreshJob> jobs) {
+    std::vector<RefreshJob> admitted;
+    for (RefreshJob& job : jobs) {
+        if (admit(job)) admitted.push_back(std::move(job));
     }
+    std::vector<HttpRequestSpec> specs(admitted.size());
+    std::vector<BeginStep> steps(admitted.size(), BeginStep::answered);
+    bool batched = false;
+    if (admitted.size() > 1) {
+        try {
+            WorkerTxn txn;
+            for (std::size_t i = 0; i < admitted.size(); ++i) {
+                steps[i] = begin_in_transaction(admitted[i], specs[i]);
+            }
+            txn.commit();
+            batched = true;
+        } catch (const std::exception&) {
+            abort_worker_transaction();  // nothing committed: each begins on its own below
+        }
+    }
+    for (std::size_t i = 0; i < admitted.size(); ++i) {
+        RefreshJob& job = admitted[i];
+        if (!batched) {
+            specs[i] = HttpRequestSpec{};
+            try {
+                steps[i] = begin_refresh(job, specs[i]);
+            } catch (const std::exception& e) {
+                abort_worker_transaction();
+                job.result.ok = false;
+                job.result.code = ErrorCode::refresh_failed;
+                job.result.message = "the engine could not prepare the refresh";
+                job.result.detail = e.what();
+                log_recovered("preparing a refresh", e.what());
+                finish(job);
+                continue;
+            }
+        }
+        dispatch(std::move(job), steps[i], specs[i]);
+    }
+}
+
+// Acts on a begun refresh: answered, deferred while another process holds the lock, or sent.
+void Engine::dispatch(RefreshJob job, BeginStep step, const HttpRequestSpec& spec) {
     switch (step) {
         case BeginStep::answered:
             finish(job);

@@ -120,15 +120,13 @@ std::optional<std::string> binding_problem(const RefreshJob& job, const std::str
 
 }  // namespace
 
-BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
+BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec) {
     job.lock_key = refresh_lock_key(job.provider, job.session);
-    WorkerTxn txn;
     if (!job.lock_held) {
         LOCKTAG tag = advisory_tag(job.lock_key);
         const LockAcquireResult r =
             pg_call([&] { return LockAcquire(&tag, ExclusiveLock, true, true); });
         if (r == LOCKACQUIRE_NOT_AVAIL) {
-            txn.commit();
             return BeginStep::lock_busy;
         }
         job.lock_held = true;
@@ -138,7 +136,6 @@ BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
         "id_claims::text, subject, client_id, last_error, refresh_expires_at "
         "FROM upstream_token.token WHERE session = $1 AND provider = $2");
     if (read.run({text_arg(job.session), text_arg(job.provider)}, true, 1) == 0) {
-        txn.commit();
         return answer(job, false, ErrorCode::session_not_found,
                       "the token was deleted before it could be refreshed");
     }
@@ -148,31 +145,26 @@ BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
     const auto next_attempt = r.timestamptz(4);
     job.failure_count = r.int4(5).value_or(0);
     if (generation > job.seen_generation) {
-        txn.commit();
         return answer(job, true, ErrorCode::internal, {});  // another refresh already won
     }
     if (status == "reauth_required" || status == "expired") {
-        txn.commit();
         return answer(job, false, ErrorCode::reauth_required,
                       status == "expired"
                           ? "the refresh token has expired; sign-in is required"
                           : "the provider rejected the refresh token; sign-in is required");
     }
     if (status == "invalid_binding") {
-        txn.commit();
         return answer(job, false, ErrorCode::invalid_binding,
                       "the provider returned an ID token for a different user or client");
     }
     const Time now = now_time();
     if (const auto refresh_end = r.timestamptz(10); refresh_end && *refresh_end <= now) {
         mark_refresh_expired(job);
-        txn.commit();
         return answer(job, false, ErrorCode::reauth_required,
                       "the refresh token has expired; sign-in is required");
     }
     if (next_attempt && *next_attempt > now && !job.force) {
         const std::string last = r.text(9).value_or("");
-        txn.commit();
         job.result.detail = last;
         job.retry_planned = *next_attempt;  // keep the token planned for when backoff ends
         // Report the class of the failure that started the backoff, not "transient" for all.
@@ -184,7 +176,6 @@ BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
     }
     auto refresh_ct = r.bytea(1);
     if (!refresh_ct) {
-        txn.commit();
         return answer(job, false, ErrorCode::no_refresh_token, "no refresh token is stored");
     }
     job.old_refresh_ct = *refresh_ct;
@@ -197,7 +188,6 @@ BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
     job.default_lifetime = provider->default_lifetime;
     job.refresh_token_ttl = provider->refresh_token_ttl;
     const ClientCredentials client = client_credentials(*provider);
-    txn.commit();
 
     std::optional<std::string_view> scope;
     if (provider->scope) scope = *provider->scope;
@@ -207,6 +197,13 @@ BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
     job.sent_secrets = {refresh_plain};
     if (client.secret) job.sent_secrets.push_back(*client.secret);
     return BeginStep::send;
+}
+
+BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
+    WorkerTxn txn;
+    const BeginStep step = begin_in_transaction(job, spec);
+    txn.commit();
+    return step;
 }
 
 namespace {

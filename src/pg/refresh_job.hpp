@@ -70,6 +70,10 @@ enum class BeginStep { send, answered, lock_busy };
 // fills `spec` with the refresh request. Runs in (and commits) its own transaction.
 BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec);
 
+// begin_refresh inside the caller's open transaction (the step holds once it commits; the
+// advisory lock, a session lock, is held either way).
+BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec);
+
 enum class PersistStep { done, row_locked };
 
 // Saves the outcome (success: new tokens; failure: status and backoff) in the caller's open
