@@ -11,14 +11,6 @@ namespace upstream_token::pg {
 
 namespace {
 
-// Copies a string into a fixed shared-memory field (callers checked the length).
-template <std::size_t N>
-void put(char (&dst)[N], std::string_view src) {
-    const std::size_t n = std::min(src.size(), N - 1);
-    std::memcpy(dst, src.data(), n);
-    dst[n] = '\0';
-}
-
 // Finds a queued or running request for the same key, or claims a free slot.
 // Returns the slot index; -1 when the table is full. Caller holds the lock exclusively.
 int join_or_claim(EngineShared* s, RequestKind kind, std::string_view provider,
@@ -48,8 +40,8 @@ int join_or_claim(EngineShared* s, RequestKind kind, std::string_view provider,
         slot.dbid = MyDatabaseId;
         slot.force = force;
         slot.seen_generation = seen_generation;
-        put(slot.provider, provider);
-        put(slot.session, session);
+        copy_bounded(slot.provider, provider);
+        copy_bounded(slot.session, session);
         slot.ok = false;
         slot.error_code = 0;
         slot.message[0] = slot.detail[0] = '\0';

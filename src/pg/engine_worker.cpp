@@ -51,14 +51,6 @@ constexpr Micros kScanMax{300LL * 1000000};     // scan at least this often (cha
 constexpr Micros kMaintenanceEvery{60LL * 1000000};
 constexpr std::size_t kRevocationBatch = 100;  // revocations sent per pass
 
-// Copies a string into a fixed shared-memory field.
-template <std::size_t N>
-void put(char (&dst)[N], const std::string& src) {
-    const std::size_t n = std::min(src.size(), N - 1);
-    std::memcpy(dst, src.data(), n);
-    dst[n] = '\0';
-}
-
 // Logs an error the engine recovered from; messages carry no secrets by construction.
 void log_recovered(const char* what, const char* message) {
     try {
@@ -524,7 +516,7 @@ ProviderStats* Engine::provider_stats(const std::string& name) {
             return &p;
         }
     }
-    if (free_entry != nullptr) put(free_entry->name, name);
+    if (free_entry != nullptr) copy_bounded(free_entry->name, name);
     return free_entry;
 }
 
@@ -540,8 +532,8 @@ void Engine::answer_slot(int index, std::uint64_t request_id, const JobResult& r
         if (slot.request_id == request_id && slot.state == SlotState::working) {
             slot.ok = result.ok;
             slot.error_code = static_cast<int>(result.code);
-            put(slot.message, result.message);
-            put(slot.detail, result.detail);
+            copy_bounded(slot.message, result.message);
+            copy_bounded(slot.detail, result.detail);
             slot.state = slot.waiters == 0 ? SlotState::free : SlotState::done;
         }
     }

@@ -10,18 +10,6 @@
 
 namespace upstream_token::pg {
 
-namespace {
-
-// Bounded copy into a fixed buffer: no allocation may happen while an error is pending.
-template <std::size_t N>
-void copy_text(char (&dst)[N], std::string_view src) noexcept {
-    const std::size_t n = src.size() < N - 1 ? src.size() : N - 1;
-    std::memcpy(dst, src.data(), n);
-    dst[n] = '\0';
-}
-
-}  // namespace
-
 ErrorData* capture_pg_error(MemoryContext cxt) noexcept {
     MemoryContextSwitchTo(cxt);
     ErrorData* data = CopyErrorData();
@@ -36,19 +24,19 @@ void capture_current_exception(PendingError& out) noexcept {
         out.pg = e.data();
     } catch (const Error& e) {
         out.sqlstate = sqlstate_of(e.code());
-        copy_text(out.message, e.what());
-        copy_text(out.detail, e.detail());
-        copy_text(out.hint, e.hint());
+        copy_bounded(out.message, e.what());
+        copy_bounded(out.detail, e.detail());
+        copy_bounded(out.hint, e.hint());
     } catch (const std::bad_alloc&) {
         out.sqlstate = ERRCODE_OUT_OF_MEMORY;
-        copy_text(out.message, "upstream_token: out of memory");
+        copy_bounded(out.message, "upstream_token: out of memory");
     } catch (const std::exception& e) {
         out.sqlstate = ERRCODE_INTERNAL_ERROR;
-        copy_text(out.message, "upstream_token: internal error");
-        copy_text(out.detail, e.what());
+        copy_bounded(out.message, "upstream_token: internal error");
+        copy_bounded(out.detail, e.what());
     } catch (...) {
         out.sqlstate = ERRCODE_INTERNAL_ERROR;
-        copy_text(out.message, "upstream_token: internal error of unknown type");
+        copy_bounded(out.message, "upstream_token: internal error of unknown type");
     }
 }
 

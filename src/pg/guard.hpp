@@ -11,11 +11,22 @@
 
 #include "pg/prelude.hpp"
 
+#include <cstring>
 #include <exception>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 
 namespace upstream_token::pg {
+
+// Copies text into a fixed-size buffer (shared memory, pending errors), cut to fit and
+// NUL-terminated; never allocates.
+template <std::size_t N>
+void copy_bounded(char (&dst)[N], std::string_view src) noexcept {
+    const std::size_t n = src.size() < N - 1 ? src.size() : N - 1;
+    std::memcpy(dst, src.data(), n);
+    dst[n] = '\0';
+}
 
 // A PostgreSQL ERROR caught at a pg_call, travelling through C++ frames.
 class PgError : public std::exception {
