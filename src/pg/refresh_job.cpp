@@ -235,8 +235,9 @@ bool save_tokens(RefreshJob& job, const TokenResponse& t, std::int64_t* new_gene
     if (t.id_token) problem = binding_problem(job, *t.id_token);
     std::optional<std::string> last_error;
     if (problem) last_error = "invalid_binding: " + *problem;
+    // The event goes out with the same statement (and commit) as the save.
     static Statement update(
-        "UPDATE upstream_token.token SET access_token = $3, "
+        "WITH saved AS (UPDATE upstream_token.token SET access_token = $3, "
         "refresh_token = coalesce($4, refresh_token), id_token = coalesce($5, id_token), "
         "token_type = $6, scope = coalesce($7, scope), expires_at = $8, "
         "refresh_expires_at = coalesce($9, refresh_expires_at), generation = generation + 1, "
@@ -244,7 +245,11 @@ bool save_tokens(RefreshJob& job, const TokenResponse& t, std::int64_t* new_gene
         "status = CASE WHEN $12::text IS NULL THEN 'active' ELSE 'invalid_binding' END, "
         "failure_count = 0, next_attempt_at = NULL, last_error = $12, "
         "refreshed_at = pg_catalog.now(), updated_at = pg_catalog.now() "
-        "WHERE session = $1 AND provider = $2 AND refresh_token = $10 RETURNING generation");
+        "WHERE session = $1 AND provider = $2 AND refresh_token = $10 "
+        "RETURNING generation, status) "
+        "SELECT generation, pg_catalog.pg_notify('upstream_token_events', "
+        "pg_catalog.json_build_object('session', $1, 'provider', $2, 'event', "
+        "CASE WHEN status = 'active' THEN 'refreshed' ELSE status END)::text) FROM saved");
     const auto n = update.run(
         {text_arg(job.session), text_arg(job.provider), bytea_arg(access_ct), bytea_arg(refresh_ct),
          bytea_arg(id_ct), text_arg(t.token_type), text_arg(t.scope), timestamptz_arg(expires_at),
@@ -257,13 +262,10 @@ bool save_tokens(RefreshJob& job, const TokenResponse& t, std::int64_t* new_gene
     job.new_expires_at = expires_at;
     job.new_issued_at = now;
     if (problem) {
-        notify_event(job, "invalid_binding");
         job.result.ok = false;
         job.result.code = ErrorCode::invalid_binding;
         job.result.message = "the provider returned an ID token for a different user or client";
         job.result.detail = *problem;
-    } else {
-        notify_event(job, "refreshed");
     }
     return true;
 }
