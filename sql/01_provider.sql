@@ -4,15 +4,7 @@
 -- (2BP01) while tokens exist, and removes both with cascade => true.
 \set VERBOSITY terse
 
--- Runs one statement and reports 'ok' or its SQLSTATE and message, so every error shows its code.
-CREATE FUNCTION pg_temp.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE stmt;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END
-$$;
+\i sql/try.psql
 
 -- Everything about a provider except the ciphertext and the timestamps.
 CREATE VIEW pg_temp.prov AS

@@ -5,15 +5,7 @@
 -- sane values and no secret; refresh_lock_key is deterministic and input-sensitive.
 \set VERBOSITY terse
 
--- Runs one statement and reports 'ok' or its SQLSTATE and message, so every error shows its code.
-CREATE FUNCTION pg_temp.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE stmt;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END
-$$;
+\i sql/try.psql
 
 -- base64url without padding (RFC 7515 section 2), to build ID tokens in SQL.
 CREATE FUNCTION pg_temp.b64url(t text) RETURNS text LANGUAGE sql IMMUTABLE AS $$

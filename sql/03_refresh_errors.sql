@@ -11,15 +11,7 @@
 -- it, before the first backoff (at least 0.5 s) can end.
 \set VERBOSITY terse
 
--- Runs one statement and reports 'ok' or its SQLSTATE and message, so every error shows its code.
-CREATE FUNCTION pg_temp.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE stmt;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END
-$$;
+\i sql/try.psql
 
 -- The engine counters that tell whether a request reached the engine or the network.
 CREATE FUNCTION pg_temp.calls() RETURNS TABLE (requests bigint, network_calls bigint)

@@ -3,15 +3,7 @@
 -- row or column, altered, or written under another key fails with UT009 and returns nothing.
 \set VERBOSITY terse
 
--- Runs one statement and reports 'ok' or its SQLSTATE and message, so every error shows its code.
-CREATE FUNCTION pg_temp.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE stmt;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END
-$$;
+\i sql/try.psql
 
 -- Writes a key file of the given content and mode as the server's OS user (who must be able
 -- to read it), inside this cluster's data directory so parallel clusters never share it.

@@ -4,15 +4,7 @@
 -- manage providers; nothing in the schema is executable by PUBLIC.
 \set VERBOSITY terse
 
--- Runs one statement and reports 'ok' or its SQLSTATE and message, so every error shows its code.
-CREATE FUNCTION pg_temp.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE stmt;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END
-$$;
+\i sql/try.psql
 
 -- Runs one statement as another role and reports like try(); the role is reset either way.
 CREATE FUNCTION pg_temp.try_as(r text, stmt text) RETURNS text LANGUAGE plpgsql AS $$
