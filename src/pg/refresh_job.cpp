@@ -209,7 +209,7 @@ BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
 namespace {
 
 // Saves new tokens with the optimistic UPDATE (I2); false when another writer moved the row.
-bool save_tokens(RefreshJob& job, const TokenResponse& t, std::int64_t* new_generation) {
+bool save_tokens(RefreshJob& job, const TokenResponse& t) {
     // The provider counted expires_in from some instant after the request was sent: the send
     // time is the safe (early) base, less a second for providers that truncate their clock;
     // the save time would be late by the whole exchange.
@@ -257,8 +257,7 @@ bool save_tokens(RefreshJob& job, const TokenResponse& t, std::int64_t* new_gene
          text_arg(last_error)},
         false);
     if (n == 0) return false;
-    *new_generation = ResultRow().int8(1).value_or(0);
-    job.new_generation = *new_generation;
+    job.new_generation = ResultRow().int8(1).value_or(0);
     job.new_expires_at = expires_at;
     job.new_issued_at = now;
     if (problem) {
@@ -336,8 +335,7 @@ void persist_in_transaction(RefreshJob& job, double unit_random) {
         job.result.detail = o.message;
         return;
     }
-    std::int64_t generation = 0;
-    const bool saved = save_tokens(job, *o.tokens, &generation);
+    const bool saved = save_tokens(job, *o.tokens);
     if (!saved && o.tokens->refresh_token) revoke_orphan(job, *o.tokens->refresh_token);
     // Saved (unless save_tokens found a binding problem), or zero rows: another writer (a new
     // login, a delete) moved the row on, and the caller serves what is stored.

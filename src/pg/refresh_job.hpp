@@ -1,6 +1,7 @@
 // One refresh of one (provider, session), as the engine runs it in steps:
 // begin (advisory lock, re-read, decide, build the request) → the HTTP exchange →
-// persist (optimistic UPDATE, commit) → validate (ID-token binding) → release the lock.
+// persist (optimistic UPDATE with the ID-token binding verdict and the event, commit) →
+// release the lock.
 #pragma once
 
 #include <cstdint>
@@ -81,8 +82,8 @@ enum class PersistStep { done, row_locked };
 // (lock_timeout among them). Safe to run again after that transaction was rolled back.
 void persist_in_transaction(RefreshJob& job, double unit_random);
 
-// Saves the outcome (success: new tokens; failure: status and backoff), commits, then
-// checks the ID-token binding (I3). `unit_random` in [0,1) spreads retries.
+// persist_in_transaction in a transaction of its own, committed; a row a client transaction
+// holds (lock_timeout) is reported as row_locked. `unit_random` in [0,1) spreads retries.
 PersistStep persist_outcome(RefreshJob& job, double unit_random);
 
 // Releases the advisory lock if held (after the result is committed).
