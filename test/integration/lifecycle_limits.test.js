@@ -109,14 +109,21 @@ test('500 tokens issued together: refreshes spread over the window, max_concurre
     t.diagnostic(`calls spread over ${span} ms of the ${THRESHOLD_S * 1000} ms window; ${Date.now() - t0} ms`);
 });
 
+// A provider limited to `limit` refreshes at once whose token endpoint answers 200 ms late,
+// so that refreshes overlap unless the limit holds them back.
+async function slowLimitedProvider(t, limit) {
+    const p = await ctx.provider({ accessTtl: 3600 });
+    await setProviderLimit(ctx, p, limit);
+    await ctx.fault({ match: { client_id: p.clientId }, action: { delay_ms: 200 } });
+    t.after(() => ctx.clearFaults());
+    return p;
+}
+
 test("a provider's max_concurrent bounds on-demand and proactive refreshes of due tokens", async (t) => {
     const N = 30;
     const LIMIT = 3;
     const t0 = Date.now();
-    const p = await ctx.provider({ accessTtl: 3600 });
-    await setProviderLimit(ctx, p, LIMIT);
-    await ctx.fault({ match: { client_id: p.clientId }, action: { delay_ms: 200 } });
-    t.after(() => ctx.clearFaults());
+    const p = await slowLimitedProvider(t, LIMIT);
     // Expired tokens, read at once: proactive and on-demand refreshes together.
     const expired = await mint(ctx, p, N, 0, 'expired');
     await storeMany(ctx.pool, p.provider, expired);
@@ -135,10 +142,7 @@ test("a provider's max_concurrent bounds forced refreshes of fresh tokens", asyn
     const N = 30;
     const LIMIT = 3;
     const t0 = Date.now();
-    const p = await ctx.provider({ accessTtl: 3600 });
-    await setProviderLimit(ctx, p, LIMIT);
-    await ctx.fault({ match: { client_id: p.clientId }, action: { delay_ms: 200 } });
-    t.after(() => ctx.clearFaults());
+    const p = await slowLimitedProvider(t, LIMIT);
     // Fresh tokens, all forced at once: nothing is due, so no scan has seen this provider.
     const fresh = await mint(ctx, p, N, 3600, 'forced');
     await storeMany(ctx.pool, p.provider, fresh);
