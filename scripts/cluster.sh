@@ -4,12 +4,13 @@
 #
 #   scripts/cluster.sh init|start|stop|destroy|env
 #
-# Environment: UT_CLUSTER_DIR (default .tmp/cluster), UT_PORT (default 54329),
-# UT_DATABASE (default ut_test, the database the engine serves).
+# Environment: UT_CLUSTER_DIR (default .tmp/cluster), UT_PORT (default 25432),
+# UT_DATABASE (default ut_test, the database the engine serves), UT_PG_BIN (the server's bin
+# directory, default Debian's 15; a relocated copy lets several checkouts test side by side).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-bin=/usr/lib/postgresql/15/bin
+bin=${UT_PG_BIN:-/usr/lib/postgresql/15/bin}
 dir=${UT_CLUSTER_DIR:-$here/.tmp/cluster}
 port=${UT_PORT:-25432}  # below the ephemeral range, where test servers pick ports
 db=${UT_DATABASE:-ut_test}
@@ -64,7 +65,7 @@ case "${1:-}" in
     destroy) stop; rm -rf "$dir" ;;
     env)
         echo "export PGHOST=$sock PGPORT=$port PGUSER=postgres PGDATABASE=$db"
-        echo "export UT_CLUSTER_DIR=$dir UT_SERVER_LOG=$dir/server.log UT_DATA=$data"
+        echo "export UT_CLUSTER_DIR=$dir UT_SERVER_LOG=$dir/server.log UT_DATA=$data UT_PG_BIN=$bin"
         ;;
     *) echo "usage: $0 init|start|stop|restart|destroy|env" >&2; exit 2 ;;
 esac

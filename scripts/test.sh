@@ -10,6 +10,8 @@ log_dir=$here/.tmp/test-logs
 mkdir -p "$log_dir"
 
 bash scripts/deps.sh || exit 1
+# UT_PG_BIN selects the server (default Debian's 15): build, install and run against the same one.
+pg_config=${UT_PG_BIN:-/usr/lib/postgresql/15/bin}/pg_config
 
 passed=0
 failed=0
@@ -18,7 +20,8 @@ count() { passed=$((passed + $1)); failed=$((failed + $2)); [ "$2" -eq 0 ] || fa
 section() { printf '\n== %s ==\n' "$1"; }
 
 section "build (PGXS)"
-make -s -j2 >"$log_dir/make.log" 2>&1 && make -s install >>"$log_dir/make.log" 2>&1 || {
+make -s -j2 PG_CONFIG="$pg_config" >"$log_dir/make.log" 2>&1 &&
+    make -s install PG_CONFIG="$pg_config" >>"$log_dir/make.log" 2>&1 || {
     cat "$log_dir/make.log"; echo "build failed"; exit 1; }
 if grep -E '^src/.*(warning|error):' "$log_dir/make.log"; then
     echo "the build printed warnings from our code"; count 0 1 "build warnings"
@@ -41,7 +44,7 @@ eval "$(bash scripts/cluster.sh env)"
 trap 'bash scripts/cluster.sh stop' EXIT
 
 section "pg_regress"
-make -s installcheck REGRESS_OPTS="--inputdir=. --use-existing --dbname=$PGDATABASE" \
+make -s installcheck PG_CONFIG="$pg_config" REGRESS_OPTS="--inputdir=. --use-existing --dbname=$PGDATABASE" \
     >"$log_dir/regress.log" 2>&1
 rc=$?
 grep -E '^(ok|not ok|test|#)' "$log_dir/regress.log" | tail -n 40

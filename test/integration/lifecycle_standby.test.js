@@ -13,7 +13,7 @@ const assert = require('node:assert');
 const { execFileSync } = require('node:child_process');
 const { setup, connect, waitFor, unique, storeMany, ensureEngine, introspectActive, REPO } = require('./harness.js');
 
-const BIN = '/usr/lib/postgresql/15/bin';
+const BIN = process.env.UT_PG_BIN || '/usr/lib/postgresql/15/bin';
 const THRESHOLD_S = 20;
 
 // Runs a PostgreSQL program as the postgres user (the server refuses root).
