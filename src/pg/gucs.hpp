@@ -23,5 +23,6 @@ const char* ca_file();
 int max_requests();
 int max_concurrent_refreshes();
 Micros purge_after();
+Micros shutdown_timeout();
 
 }  // namespace upstream_token::pg

@@ -135,7 +135,10 @@ BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec) {
         "SELECT refresh_token, generation, status, next_attempt_at, failure_count, "
         "id_claims::text, subject, client_id, last_error, refresh_expires_at "
         "FROM upstream_token.token WHERE session = $1 AND provider = $2");
-    if (read.run({text_arg(job.session), text_arg(job.provider)}, true, 1) == 0) {
+    // Read with a snapshot taken after the lock: the transaction's own predates it and would
+    // miss the commit of a refresher that held the lock until just now (I1).
+    Snapshot after_lock = pg_call([] { return GetLatestSnapshot(); });
+    if (read.run({text_arg(job.session), text_arg(job.provider)}, true, 1, after_lock) == 0) {
         return answer(job, false, ErrorCode::session_not_found,
                       "the token was deleted before it could be refreshed");
     }

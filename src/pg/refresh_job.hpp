@@ -48,8 +48,8 @@ struct RefreshJob {
 
     // After the exchange.
     std::optional<ExchangeOutcome> outcome;
-    Time retry_at{};  // when a deferred step runs again
-    int attempts = 0;
+    MonoTime retry_at{};             // when a deferred step (start, save) runs again
+    int attempts = 0;                // of the step that is being retried
     bool counted_in_flight = false;  // holds a place in the concurrency limits
     bool holds_key = false;          // registered as the engine's job for this token
     Micros latency{0};               // of the HTTP exchange
