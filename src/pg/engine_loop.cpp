@@ -130,6 +130,7 @@ void Engine::pass(bool reloaded) {
     if (!ready_ && !stopping_) return;
     take_answers();
     take_requests();
+    if (stopping_) refresher_.abandon_unstarted(kStopping);
     if (!stopping_) {
         bool requested = reloaded;
         {

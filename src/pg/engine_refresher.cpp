@@ -206,10 +206,7 @@ void Refresher::finish(RefreshJob& job) noexcept {
     release_refresh_lock(job);
     release_place(job);
     try {
-        // Requests that waited behind this token's refresh go now (they find it done).
-        for (RefreshJob& w : waiting_) {
-            if (w.provider == job.provider && w.session == job.session) w.retry_at = MonoTime{};
-        }
+        answer_behind(job);
         if (job.orphan_revocation_queued) orphan_queued_ = true;
         if (job.holds_key) {
             busy_.erase(TokenKey{job.provider, job.session});
@@ -223,10 +220,36 @@ void Refresher::finish(RefreshJob& job) noexcept {
     if (job.slot >= 0) intake_.answer(job.slot, job.request_id, job.result);
 }
 
+// Requests that waited behind a finished refresh of their token: a success is theirs too
+// (a fresh token is stored); after a failure they go now and decide for themselves.
+void Refresher::answer_behind(const RefreshJob& done) {
+    for (std::size_t i = 0, n = waiting_.size(); i < n; ++i) {
+        RefreshJob w = std::move(waiting_.front());
+        waiting_.pop_front();
+        if (w.provider != done.provider || w.session != done.session) {
+            waiting_.push_back(std::move(w));
+        } else if (done.result.ok) {
+            w.result = done.result;
+            w.result.network = false;
+            release_place(w);
+            stats_.finished(w);
+            intake_.answer(w.slot, w.request_id, w.result);
+        } else {
+            w.retry_at = MonoTime{};
+            waiting_.push_back(std::move(w));
+        }
+    }
+}
+
 void Refresher::abandon_unstarted(const char* why) noexcept {
-    while (!waiting_.empty()) {
+    // Those behind a refresh under way wait for it: it is finished and saved before the stop.
+    for (std::size_t i = 0, n = waiting_.size(); i < n; ++i) {
         RefreshJob job = std::move(waiting_.front());
         waiting_.pop_front();
+        if (busy_.count(TokenKey{job.provider, job.session}) > 0) {
+            waiting_.push_back(std::move(job));
+            continue;
+        }
         job.result = JobResult{};
         job.result.code = ErrorCode::engine_unavailable;
         job.result.message = why;

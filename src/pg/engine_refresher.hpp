@@ -35,7 +35,8 @@ class Refresher {
     std::optional<RefreshJob> on_result(const HttpResult& r) noexcept;
     // Ends a job: releases its lock, answers its caller, counts it, plans the next refresh.
     void finish(RefreshJob& job) noexcept;
-    // Answers every request not yet sent (the engine is stopping).
+    // Answers every request not yet sent, except those behind a refresh under way (the
+    // engine is stopping; called on every pass until it exits).
     void abandon_unstarted(const char* why) noexcept;
 
     const std::set<TokenKey>& busy() const { return busy_; }
@@ -49,6 +50,7 @@ class Refresher {
     void begin_all(std::vector<RefreshJob> jobs);
     void dispatch(RefreshJob job, BeginStep step, const HttpRequestSpec& spec);
     void wait_for_lock(RefreshJob job);
+    void answer_behind(const RefreshJob& done);
     void release_place(RefreshJob& job) noexcept;
 
     HttpMulti& http_;
