@@ -11,8 +11,9 @@
 namespace upstream_token::pg {
 
 namespace {
-constexpr Micros kRowLockedRetry{100000};  // a client transaction holds the row
-constexpr Micros kRefusedFirst{100000};    // the database refused: 0.1 s doubling to 5 s
+constexpr Micros kRowLockedRetry{100000};  // a client transaction holds the row: 0.1 s to 2 s
+constexpr Micros kRowLockedMax{2000000};
+constexpr Micros kRefusedFirst{100000};  // the database refused: 0.1 s doubling to 5 s
 constexpr Micros kRefusedMax{5000000};
 }  // namespace
 
@@ -62,7 +63,11 @@ bool Saver::save_one(RefreshJob& job) noexcept {
             blocked_ = false;
             return true;
         }
-        job.retry_at = mono_now() + kRowLockedRetry;  // this row only
+        // This row only; each wait on it costs the engine a lock_timeout, so back off.
+        job.attempts++;
+        job.retry_at =
+            mono_now() + std::min(kRowLockedMax,
+                                  Micros{kRowLockedRetry.count() << std::min(job.attempts - 1, 5)});
         stats_.persist_retry();
         return false;
     } catch (const std::exception& e) {
