@@ -104,3 +104,31 @@ test('an unsendable revocation row waits on its own; proactive refresh goes on',
         await ctx.pool.query('DELETE FROM upstream_token.revocation WHERE id = $1', [badId]);
     }
 });
+
+test('tokens whose lock another process holds take no concurrency place from the others', async () => {
+    const { setSystemGucs, holdRefreshLock } = require('./harness.js');
+    await setSystemGucs(ctx.pool, { 'upstream_token.max_concurrent_refreshes': 2 });
+    const holds = [];
+    try {
+        const p = await ctx.provider({ accessTtl: 3600 });
+        const blocked = await dueLogins(p, 8);
+        await storeMany(ctx.pool, p.provider, blocked.map((r) => ({ ...r, expiresIn: 3600 })));
+        for (const r of blocked) holds.push(await holdRefreshLock(p.provider, r.session));
+        // Now due, with their locks held elsewhere: the engine keeps trying them.
+        await ctx.pool.query("UPDATE upstream_token.token SET expires_at = now() WHERE provider = $1", [p.provider]);
+        const waiters = blocked.map((r) => connect().then(async (c) => {
+            try { await c.query("SET upstream_token.wait_timeout = '3s'"); await c.query('SELECT upstream_token.get_upstream_token($1, $2)', [r.session, p.provider]); } catch { /* times out: expected */ } finally { await c.end(); }
+        }));
+        const other = (await dueLogins(p, 1))[0];
+        await new Promise((r) => setTimeout(r, 500));  // the blocked ones are being retried
+        await storeMany(ctx.pool, p.provider, [other]);
+        const t0 = Date.now();
+        await ctx.pool.query('SELECT upstream_token.get_upstream_token($1, $2)', [other.session, p.provider]);
+        const ms = Date.now() - t0;
+        assert.ok(ms < 2500, `an unrelated expired token was served in ${ms} ms while 8 tokens waited for their locks`);
+        await Promise.all(waiters);
+    } finally {
+        for (const h of holds) await h.release().catch(() => {});
+        await setSystemGucs(ctx.pool, { 'upstream_token.max_concurrent_refreshes': null });
+    }
+});
