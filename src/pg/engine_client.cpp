@@ -13,6 +13,8 @@ namespace {
 
 // Finds a queued or running request for the same key, or claims a free slot.
 // Returns the slot index; -1 when the table is full. Caller holds the lock exclusively.
+// A forced request makes a queued one forced too; it never joins one the engine already took
+// without force (that one may be answered without a refresh, e.g. during backoff).
 int join_or_claim(EngineShared* s, RequestKind kind, std::string_view provider,
                   std::string_view session, std::int64_t seen_generation, bool force,
                   bool* joined) {
@@ -25,8 +27,11 @@ int join_or_claim(EngineShared* s, RequestKind kind, std::string_view provider,
         }
         if (slot.state == SlotState::done || slot.dbid != MyDatabaseId) continue;
         if (slot.kind == kind && provider == slot.provider && session == slot.session) {
-            if (slot.state == SlotState::pending && seen_generation > slot.seen_generation) {
-                slot.seen_generation = seen_generation;
+            if (slot.state == SlotState::pending) {
+                if (seen_generation > slot.seen_generation) slot.seen_generation = seen_generation;
+                slot.force = slot.force || force;
+            } else if (force && !slot.force) {
+                continue;
             }
             *joined = true;
             return i;
