@@ -73,7 +73,7 @@ async function storeExpired(p, sessions, grants) {
     return grants;
 }
 
-test('6a. a role with no grant holding advisory locks on every computable key stalls no refresh', async () => {
+test('token lock (a): a role with no grant holding advisory locks on every computable key stalls no refresh', async () => {
     const p = await ctx.provider();
     const sessions = Array.from({ length: 40 }, () => unique('sess'));
     const attackerRole = await roleWithoutGrant();
@@ -115,7 +115,7 @@ test('6a. a role with no grant holding advisory locks on every computable key st
     }
 });
 
-test('6b. lock_token in a client transaction holds off the engine for that token only', async () => {
+test('token lock (b): lock_token in a client transaction holds off the engine for that token only', async () => {
     const p = await ctx.provider({ requestTimeout: '30 s' });
     const [locked, other, busy] = [unique('sess'), unique('sess'), unique('sess')];
     const app = await appRole();
@@ -174,7 +174,7 @@ test('6b. lock_token in a client transaction holds off the engine for that token
     }
 });
 
-test('6c. a role without the grant cannot take the token lock (42501)', async () => {
+test('token lock (c): a role without the grant cannot take the token lock (42501)', async () => {
     const name = await roleWithoutGrant();
     const c = new Client(pgConfig({ user: name }));
     c.on('error', () => {});

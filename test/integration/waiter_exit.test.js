@@ -141,7 +141,7 @@ async function batch(p, kind, n = 4) {
     });
 }
 
-test('8. every way a waiter leaves frees its slot: after 32 exits all 16 slots still serve', async () => {
+test('defect 8: every way a waiter leaves frees its slot: after 32 exits all 16 slots still serve', async () => {
     const p = await ctx.provider();
     const slots = await ctx.pool.query("SELECT current_setting('upstream_token.max_requests') AS v");
     assert.strictEqual(slots.rows[0].v, String(SLOTS));
