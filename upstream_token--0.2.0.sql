@@ -271,13 +271,23 @@ AS 'MODULE_PATHNAME', 'ut_refresh_upstream_token';
 COMMENT ON FUNCTION upstream_token.refresh_upstream_token(text, text) IS
     'Refreshes now (every provider of the session when provider is NULL) and reports the outcome per provider.';
 
-CREATE FUNCTION upstream_token.refresh_lock_key(provider text, session text)
-RETURNS bigint
-LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
-AS 'MODULE_PATHNAME', 'ut_refresh_lock_key';
+-- The per-token lock (I1), as the engine holds it while refreshing: a lock tag no built-in
+-- function makes, so only roles granted these functions can take it.
+CREATE FUNCTION upstream_token.lock_token(provider text, session text)
+RETURNS void
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'ut_lock_token';
 
-COMMENT ON FUNCTION upstream_token.refresh_lock_key(text, text) IS
-    'The advisory-lock key the engine holds while refreshing (provider, session); pg_advisory_lock(key) makes any other refresher wait for it.';
+COMMENT ON FUNCTION upstream_token.lock_token(text, text) IS
+    'Waits for the lock the refresh engine holds while it refreshes (provider, session) and holds it until the transaction ends: a manual refresh done meanwhile cannot race the engine.';
+
+CREATE FUNCTION upstream_token.try_lock_token(provider text, session text)
+RETURNS boolean
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'ut_try_lock_token';
+
+COMMENT ON FUNCTION upstream_token.try_lock_token(text, text) IS
+    'Takes the lock of lock_token(provider, session) until the transaction ends if it is free, without waiting; returns whether it did.';
 
 CREATE FUNCTION upstream_token.engine_stats(
     OUT worker_pid integer, OUT ready boolean, OUT worker_starts bigint,
@@ -442,7 +452,8 @@ GRANT EXECUTE ON FUNCTION
     upstream_token.get_upstream_credentials(text),
     upstream_token.refresh_upstream_token(text, text),
     upstream_token.revoke_upstream_token(text, text),
-    upstream_token.refresh_lock_key(text, text),
+    upstream_token.lock_token(text, text),
+    upstream_token.try_lock_token(text, text),
     upstream_token.engine_stats(),
     upstream_token.provider_stats(),
     upstream_token.planned_refresh_at(text, text, bigint, timestamptz, timestamptz, interval)

@@ -1,10 +1,6 @@
 #include "pg/prelude.hpp"
 #include "pg/refresh_job.hpp"
 
-extern "C" {
-#include "storage/lock.h"
-}
-
 #include <algorithm>
 
 #include "core/backoff.hpp"
@@ -17,6 +13,7 @@ extern "C" {
 #include "pg/secrets.hpp"
 #include "pg/spi.hpp"
 #include "pg/store.hpp"
+#include "pg/token_lock.hpp"
 #include "pg/worker_txn.hpp"
 
 namespace upstream_token::pg {
@@ -24,15 +21,6 @@ namespace upstream_token::pg {
 namespace {
 
 constexpr std::size_t kLastErrorMax = 200;
-
-// The lock pg_advisory_lock(refresh_lock_key(provider, session)) takes, held by session.
-LOCKTAG advisory_tag(std::int64_t key) {
-    LOCKTAG tag;
-    SET_LOCKTAG_ADVISORY(tag, MyDatabaseId,
-                         static_cast<uint32>(static_cast<std::uint64_t>(key) >> 32),
-                         static_cast<uint32>(key), 1);
-    return tag;
-}
 
 // Queues a transactional NOTIFY on upstream_token_events; delivered only if the change commits.
 void notify_event(const RefreshJob& job, const char* event) {
@@ -121,9 +109,9 @@ std::optional<std::string> binding_problem(const RefreshJob& job, const std::str
 }  // namespace
 
 BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec) {
-    job.lock_key = refresh_lock_key(job.provider, job.session);
+    job.lock_key = token_lock_key(job.provider, job.session);
     if (!job.lock_held) {
-        LOCKTAG tag = advisory_tag(job.lock_key);
+        LOCKTAG tag = token_lock_tag(job.lock_key);
         const LockAcquireResult r =
             pg_call([&] { return LockAcquire(&tag, ExclusiveLock, true, true); });
         if (r == LOCKACQUIRE_NOT_AVAIL) {
@@ -360,7 +348,7 @@ PersistStep persist_outcome(RefreshJob& job, double unit_random) {
 void release_refresh_lock(RefreshJob& job) noexcept {
     if (!job.lock_held) return;
     try {
-        LOCKTAG tag = advisory_tag(job.lock_key);
+        LOCKTAG tag = token_lock_tag(job.lock_key);
         pg_call([&] { (void)LockRelease(&tag, ExclusiveLock, true); });
     } catch (...) {
         // Session locks also go away when the process exits.

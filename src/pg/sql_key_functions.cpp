@@ -6,11 +6,11 @@
 
 #include "core/crypto.hpp"
 #include "core/error.hpp"
-#include "core/lock_key.hpp"
 #include "pg/guard.hpp"
 #include "pg/keys.hpp"
 #include "pg/secrets.hpp"
 #include "pg/spi.hpp"
+#include "pg/token_lock.hpp"
 
 namespace upstream_token::pg {
 namespace {
@@ -50,13 +50,11 @@ void reencrypt_tokens(const Arg& current_id, std::int64_t batch) {
         rows.push_back(Row{r.text(1).value_or(""), r.text(2).value_or(""), r.bytea(3), r.bytea(4),
                            r.bytea(5)});
     }
-    static Statement lock("SELECT pg_catalog.pg_try_advisory_xact_lock($1)");
     static Statement update(
         "UPDATE upstream_token.token SET access_token = $3, refresh_token = $4, id_token = $5 "
         "WHERE session = $1 AND provider = $2");
     for (const Row& row : rows) {
-        lock.run({int8_arg(refresh_lock_key(row.provider, row.session))}, false, 1);
-        if (!ResultRow().boolean(1).value_or(false)) continue;
+        if (!lock_token_for_transaction(row.provider, row.session, false)) continue;
         const auto access = reseal(row.provider, row.session, "access_token", row.access);
         const auto refresh = reseal(row.provider, row.session, "refresh_token", row.refresh);
         const auto id = reseal(row.provider, row.session, "id_token", row.id);

@@ -9,7 +9,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS upstream_token;
 
 BEGIN;
-SELECT plan(45);
+SELECT plan(47);
 
 -- Runs one statement as the given role; returns 'ok' or the SQLSTATE it failed with. The
 -- role is reset either way, so pgTAP itself always runs as the superuser.
@@ -41,7 +41,8 @@ SELECT is(pg_temp.sqlstate_as('ut_tap_nobody', stmt), '42501', 'no client role: 
     ('delete_upstream_token', $$SELECT upstream_token.delete_upstream_token('p-1')$$),
     ('get_upstream_credentials', $$SELECT upstream_token.get_upstream_credentials('p-1')$$),
     ('refresh_upstream_token', $$SELECT upstream_token.refresh_upstream_token('p-1')$$),
-    ('refresh_lock_key', $$SELECT upstream_token.refresh_lock_key('priv', 'p-1')$$),
+    ('lock_token', $$SELECT upstream_token.lock_token('priv', 'p-1')$$),
+    ('try_lock_token', $$SELECT upstream_token.try_lock_token('priv', 'p-1')$$),
     ('engine_stats', $$SELECT upstream_token.engine_stats()$$),
     ('register_provider', $$SELECT upstream_token.register_provider('x', 'https://x.example/t', 'c', 's')$$),
     ('drop_provider', $$SELECT upstream_token.drop_provider('priv', true)$$),
@@ -71,7 +72,8 @@ SELECT is(pg_temp.sqlstate_as('ut_tap_app', stmt), 'ok', 'client role may: ' || 
     ('get_upstream_token', $$DO 'BEGIN IF upstream_token.get_upstream_token(''p-2'', ''priv'') IS DISTINCT FROM ''p2-access'' THEN RAISE ''wrong''; END IF; END'$$),
     ('SELECT token_status', $$SELECT * FROM upstream_token.token_status$$),
     ('SELECT engine_status', $$SELECT * FROM upstream_token.engine_status$$),
-    ('refresh_lock_key', $$SELECT upstream_token.refresh_lock_key('priv', 'p-1')$$),
+    ('lock_token', $$SELECT upstream_token.lock_token('priv', 'p-1')$$),
+    ('try_lock_token', $$DO 'BEGIN IF NOT upstream_token.try_lock_token(''priv'', ''p-1'') THEN RAISE ''not taken''; END IF; END'$$),
     ('delete_upstream_token', $$DO 'BEGIN IF upstream_token.delete_upstream_token(''p-2'') <> 1 THEN RAISE ''wrong''; END IF; END'$$)
   ) AS v(what, stmt);
 SELECT is((SELECT count(*)::int FROM upstream_token.token WHERE session = 'p-2'), 0,
