@@ -152,3 +152,25 @@ test('e: a re-login in the same grant replaced the row, then the app revoked THA
     assert.strictEqual(calls.length, 1, `one revocation (the app's), got ${calls.length}`);
     assert.strictEqual((await ctx.grant(login.grant.grant_id)).revoked, true);
 });
+
+test('f: the app stores the SAME login again mid-exchange: the answer is saved over it and the session lives on', async () => {
+    // A retried login callback stores the refresh token the engine has just sent: the row moved
+    // on, but to the consumed credential. Dropping the answer would leave only that one (the
+    // next refresh would be reuse: grant revoked); revoking it would end the grant at once.
+    const p = await slowRevocable(1500);
+    const since = Date.now();
+    const login = await loginRefreshInFlight(p);
+    await ctx.pool.query(STORE, [login.session, p.provider, login.grant.access_token, login.grant.refresh_token, 3600,
+        login.grant.id_token]);
+    await answerHandled(p);
+
+    const t = (await ctx.pool.query(GET, [login.session, p.provider])).rows[0].t;
+    assert.ok(t !== login.grant.access_token, 'the refreshed access token is served');
+    assert.strictEqual((await active(t)).active, true);
+    const forced = (await ctx.pool.query(
+        'SELECT refreshed, sqlstate FROM upstream_token.refresh_upstream_token($1, $2)', [login.session, p.provider])).rows;
+    assert.deepStrictEqual(forced, [{ refreshed: true, sqlstate: null }], 'the stored refresh token is the live one');
+    const g = await ctx.grant(login.grant.grant_id);
+    assert.deepStrictEqual([g.revoked, g.reuse_detected, g.rotations], [false, 0, 2]);
+    assert.deepStrictEqual(await revokeCalls(ctx.idp, p.clientId, since), []);
+});
