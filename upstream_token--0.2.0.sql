@@ -98,7 +98,7 @@ CREATE INDEX revocation_due_idx ON upstream_token.revocation (next_attempt_at);
 -- the refresh token it received revoked too, even after the queued revocation was delivered.
 -- A row replaced by a new login or deleted by delete_upstream_token leaves no tombstone, so
 -- its late refresh revokes nothing. No secret: the version is named by a digest of the
--- deleted row's refresh-token ciphertext.
+-- deleted row's refresh-token ciphertext. Not dumped: it only matters to refreshes in flight.
 CREATE TABLE upstream_token.token_tombstone (
     provider       text NOT NULL REFERENCES upstream_token.provider (name) ON DELETE CASCADE,
     session        text NOT NULL,
