@@ -41,14 +41,20 @@ async function refreshedCount(provider) {
     return r.rows.length ? Number(r.rows[0].refreshed) : 0;
 }
 
+// Asserts that the provider has not answered the refresh of `login` yet: whatever the test did
+// so far happened mid-exchange (a slow machine fails here instead of passing vacuously).
+async function answerPending(login, what) {
+    const calls = await ctx.idp.client.admin('GET', `/admin/calls?grant_id=${login.grant.grant_id}`);
+    assert.deepStrictEqual(calls.calls.map((c) => c.status), [null], `precondition: ${what} before the answer`);
+}
+
 // Stores a login due at once (the engine refreshes it) and waits until the provider rotated
 // its refresh token; the answer is still on its way. Returns {session, grant}.
 async function loginRefreshInFlight(p) {
     const login = await storeLogin(ctx, p, { expiresIn: 0 });
     await waitFor(async () => (await ctx.grant(login.grant.grant_id)).rotations === 1,
         { timeoutMs: 10000, what: 'the provider to rotate the refresh token' });
-    const calls = await ctx.idp.client.admin('GET', `/admin/calls?grant_id=${login.grant.grant_id}`);
-    assert.deepStrictEqual(calls.calls.map((c) => c.status), [null], 'precondition: the answer is still on its way');
+    await answerPending(login, 'the rotation');
     return login;
 }
 
@@ -61,13 +67,14 @@ async function answerHandled(p) {
 }
 
 test('a: a re-login in the SAME grant stored mid-exchange stays active; the late answer revokes nothing', async () => {
-    const p = await slowRevocable(1500);
+    const p = await slowRevocable(2500);
     const since = Date.now();
     const login = await loginRefreshInFlight(p);
     // The user signs in again in the same browser session: the provider continues the grant.
     const again = await ctx.idp.client.admin('POST', `/admin/grants/${login.grant.grant_id}/login`, {});
     assert.strictEqual(again.grant_id, login.grant.grant_id);
     await ctx.pool.query(STORE, [login.session, p.provider, again.access_token, again.refresh_token, 3600, again.id_token]);
+    await answerPending(login, 'the re-login');
     await answerHandled(p);
 
     assert.deepStrictEqual(await revokeCalls(ctx.idp, p.clientId, since), [], 'nothing was sent to /revoke');
@@ -87,10 +94,11 @@ test('a: a re-login in the SAME grant stored mid-exchange stays active; the late
 });
 
 test('b: delete_upstream_token mid-exchange: the provider is not contacted (the orphan is not revoked)', async () => {
-    const p = await slowRevocable(1500);
+    const p = await slowRevocable(2500);
     const since = Date.now();
     const login = await loginRefreshInFlight(p);
     assert.strictEqual((await ctx.pool.query(DELETE, [login.session, p.provider])).rows[0].n, 1);
+    await answerPending(login, 'the delete');
     await answerHandled(p);
 
     assert.deepStrictEqual(await revokeCalls(ctx.idp, p.clientId, since), [], 'nothing was sent to /revoke');
@@ -109,8 +117,7 @@ test('c: revoke mid-exchange, delivered BEFORE the answer arrives: the rotated r
     await waitFor(async () => (await revokeCalls(ctx.idp, p.clientId, since)).some((c) => c.status === 200)
         && (await revocationQueue(ctx.pool, p.provider)).length === 0,
     { timeoutMs: 10000, what: 'the queued revocation to be delivered' });
-    const calls = await ctx.idp.client.admin('GET', `/admin/calls?grant_id=${login.grant.grant_id}`);
-    assert.deepStrictEqual(calls.calls.map((c) => c.status), [null], 'precondition: delivered before the answer arrived');
+    await answerPending(login, 'the delivery of the queued revocation');
     const rotated = (await ctx.grant(login.grant.grant_id)).refresh_token;
     assert.strictEqual((await active(rotated)).active, true, 'the consumed token\'s revocation left the rotated one live');
 
@@ -123,10 +130,11 @@ test('c: revoke mid-exchange, delivered BEFORE the answer arrives: the rotated r
 });
 
 test('d: revoke mid-exchange, then a new login (new grant): the revoked session\'s rotated token is revoked, the new login stays', async () => {
-    const p = await slowRevocable(2000, { revoke_used_noop: true });
+    const p = await slowRevocable(3000, { revoke_used_noop: true });
     const login = await loginRefreshInFlight(p);
     assert.strictEqual((await ctx.pool.query(REVOKE, [login.session, p.provider])).rows[0].n, 1);
     const fresh = await storeLogin(ctx, p, { session: login.session, expiresIn: 3600 });
+    await answerPending(login, 'the revoke and the new login');
     await answerHandled(p);
 
     const rotated = (await ctx.grant(login.grant.grant_id)).refresh_token;
@@ -141,12 +149,13 @@ test('d: revoke mid-exchange, then a new login (new grant): the revoked session\
 test('e: a re-login in the same grant replaced the row, then the app revoked THAT login: only its revocation ends the grant', async () => {
     // The first thing that happened to the refreshed row was the re-login: the orphan is not
     // revoked on its own account; the app's later revoke of the new login is delivered as usual.
-    const p = await slowRevocable(2000);
+    const p = await slowRevocable(3000);
     const since = Date.now();
     const login = await loginRefreshInFlight(p);
     const again = await ctx.idp.client.admin('POST', `/admin/grants/${login.grant.grant_id}/login`, {});
     await ctx.pool.query(STORE, [login.session, p.provider, again.access_token, again.refresh_token, 3600, again.id_token]);
     assert.strictEqual((await ctx.pool.query(REVOKE, [login.session, p.provider])).rows[0].n, 1);
+    await answerPending(login, 'the re-login and its revoke');
     await answerHandled(p);
     const calls = await revokeCalls(ctx.idp, p.clientId, since);
     assert.strictEqual(calls.length, 1, `one revocation (the app's), got ${calls.length}`);
@@ -157,11 +166,12 @@ test('f: the app stores the SAME login again mid-exchange: the answer is saved o
     // A retried login callback stores the refresh token the engine has just sent: the row moved
     // on, but to the consumed credential. Dropping the answer would leave only that one (the
     // next refresh would be reuse: grant revoked); revoking it would end the grant at once.
-    const p = await slowRevocable(1500);
+    const p = await slowRevocable(2500);
     const since = Date.now();
     const login = await loginRefreshInFlight(p);
     await ctx.pool.query(STORE, [login.session, p.provider, login.grant.access_token, login.grant.refresh_token, 3600,
         login.grant.id_token]);
+    await answerPending(login, 'the second store of the same login');
     await answerHandled(p);
 
     const t = (await ctx.pool.query(GET, [login.session, p.provider])).rows[0].t;
