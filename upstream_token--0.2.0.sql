@@ -63,6 +63,11 @@ CREATE TABLE upstream_token.token (
     created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
     refreshed_at        timestamptz,
+    -- Where refresh_expires_at came from: 'provider' (its token response) or 'application'
+    -- (store_upstream_token's refresh_expires_in) are stated cut-offs; 'estimate' (the
+    -- provider's refresh_token_ttl or the GUC) is not: past it the engine still refreshes.
+    refresh_expiry_source text
+        CHECK (refresh_expiry_source IN ('provider', 'application', 'estimate')),
     PRIMARY KEY (session, provider),
     CHECK (session <> '' AND pg_catalog.octet_length(session) <= 512)
 );
@@ -72,10 +77,11 @@ CREATE INDEX token_due_idx ON upstream_token.token (expires_at) WHERE status = '
 CREATE INDEX token_refresh_expiry_idx ON upstream_token.token (refresh_expires_at);
 
 -- Revocations (RFC 7009) still to be delivered: written in the caller's transaction, sent
--- by the engine after commit, retried until the provider confirms.
+-- by the engine after commit, retried until the provider confirms. The provider cannot be
+-- deleted while any is pending (drop_provider refuses, or discards them when told to).
 CREATE TABLE upstream_token.revocation (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    provider        text NOT NULL REFERENCES upstream_token.provider (name) ON DELETE CASCADE,
+    provider        text NOT NULL REFERENCES upstream_token.provider (name),
     session         text NOT NULL,
     token           bytea NOT NULL,  -- the row's ciphertext, still bound to (provider, session, column)
     token_column    text NOT NULL CHECK (token_column IN ('refresh_token', 'access_token')),
@@ -86,6 +92,22 @@ CREATE TABLE upstream_token.revocation (
 );
 
 CREATE INDEX revocation_due_idx ON upstream_token.revocation (next_attempt_at);
+
+-- Token rows revoke_upstream_token deleted, kept a day (the engine purges them): a refresh
+-- that was in flight finds here that the app revoked the version it refreshed from, and has
+-- the refresh token it received revoked too, even after the queued revocation was delivered.
+-- A row replaced by a new login or deleted by delete_upstream_token leaves no tombstone, so
+-- its late refresh revokes nothing. No secret: the version is named by a digest of the
+-- deleted row's refresh-token ciphertext. Not dumped: it only matters to refreshes in flight.
+CREATE TABLE upstream_token.token_tombstone (
+    provider       text NOT NULL REFERENCES upstream_token.provider (name) ON DELETE CASCADE,
+    session        text NOT NULL,
+    refresh_digest bytea NOT NULL,  -- sha256 of the revoked row's refresh_token ciphertext
+    revoked_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (provider, session, refresh_digest)
+);
+
+CREATE INDEX token_tombstone_revoked_at_idx ON upstream_token.token_tombstone (revoked_at);
 
 -- Provider metadata the engine fetched and checked for register_provider_from_issuer.
 CREATE TABLE upstream_token.discovery (
@@ -100,7 +122,7 @@ SELECT pg_catalog.pg_extension_config_dump('upstream_token.token', '');
 SELECT pg_catalog.pg_extension_config_dump('upstream_token.revocation', '');
 
 REVOKE ALL ON upstream_token.provider, upstream_token.token, upstream_token.revocation,
-              upstream_token.discovery FROM PUBLIC;
+              upstream_token.discovery, upstream_token.token_tombstone FROM PUBLIC;
 
 CREATE FUNCTION upstream_token.planned_refresh_at(provider text, session text, generation bigint,
                                                   issued_at timestamptz, expires_at timestamptz,
@@ -126,12 +148,13 @@ SELECT t.session, t.provider, t.subject, t.status,
                    coalesce(p.refresh_threshold,
                             pg_catalog.current_setting('upstream_token.refresh_threshold')::interval)),
                t.next_attempt_at)
-       END AS next_refresh_at
+       END AS next_refresh_at,
+       t.refresh_expiry_source
   FROM upstream_token.token t
   JOIN upstream_token.provider p ON p.name = t.provider;
 
 COMMENT ON VIEW upstream_token.token_status IS
-    'One row per stored token: status, expiry, next planned refresh, backoff and last error. Contains no secret.';
+    'One row per stored token: status, expiry, next planned refresh, backoff and last error; refresh_expiry_source says whether refresh_expires_at was stated (provider, application: a cut-off) or estimated (estimate: the engine still refreshes past it). Contains no secret.';
 
 CREATE FUNCTION upstream_token.register_provider(
     name                text,
@@ -177,7 +200,8 @@ AS 'MODULE_PATHNAME', 'ut_register_provider_from_issuer';
 COMMENT ON FUNCTION upstream_token.register_provider_from_issuer(text, text, text, text, text, text, interval, interval, interval, interval, integer, text, text) IS
     'Registers a provider from its OpenID Connect / RFC 8414 metadata, fetched by the engine: the document must name exactly this issuer; token and revocation endpoints come from it, and the client authentication from what it supports unless auth_method is given.';
 
-CREATE FUNCTION upstream_token.drop_provider(name text, cascade boolean DEFAULT false)
+CREATE FUNCTION upstream_token.drop_provider(name text, cascade boolean DEFAULT false,
+                                             discard_revocations boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -188,6 +212,7 @@ BEGIN
     IF name IS NULL THEN
         RAISE EXCEPTION 'provider name must not be NULL' USING ERRCODE = '22004';
     END IF;
+    -- Locks out concurrent revocations of this provider until the drop commits or fails.
     PERFORM 1 FROM upstream_token.provider p WHERE p.name = drop_provider.name FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'provider "%" does not exist', name USING ERRCODE = '42704';
@@ -198,13 +223,22 @@ BEGIN
             USING ERRCODE = '2BP01',
                   HINT = 'Delete them first, or call upstream_token.drop_provider(name, cascade => true).';
     END IF;
+    SELECT pg_catalog.count(*) INTO n FROM upstream_token.revocation r WHERE r.provider = drop_provider.name;
+    IF n > 0 AND NOT coalesce(discard_revocations, false) THEN
+        RAISE EXCEPTION 'provider "%" has % revocation(s) not yet delivered', name, n
+            USING ERRCODE = '55006',
+                  DETAIL = 'revoke_upstream_token queued them; dropping the provider would forget them unsent.',
+                  HINT = 'Wait until the engine has delivered them (upstream_token.revocation lists what is left), '
+                         'or call upstream_token.drop_provider(name, ..., discard_revocations => true) to drop them unsent.';
+    END IF;
+    DELETE FROM upstream_token.revocation r WHERE r.provider = drop_provider.name;
     DELETE FROM upstream_token.token t WHERE t.provider = drop_provider.name;
     DELETE FROM upstream_token.provider p WHERE p.name = drop_provider.name;
 END
 $fn$;
 
-COMMENT ON FUNCTION upstream_token.drop_provider(text, boolean) IS
-    'Removes a provider; refuses while tokens exist unless cascade is true.';
+COMMENT ON FUNCTION upstream_token.drop_provider(text, boolean, boolean) IS
+    'Removes a provider without contacting it. Refuses (2BP01) while tokens exist unless cascade is true (they are deleted, not revoked), and (55006) while revocations queued by revoke_upstream_token are not yet delivered unless discard_revocations is true (they are dropped unsent).';
 
 CREATE FUNCTION upstream_token.store_upstream_token(
     session            text,
@@ -221,7 +255,7 @@ LANGUAGE c VOLATILE SECURITY DEFINER
 AS 'MODULE_PATHNAME', 'ut_store_upstream_token';
 
 COMMENT ON FUNCTION upstream_token.store_upstream_token(text, text, text, text, integer, text, text, text, integer) IS
-    'Saves (inserts or replaces) the tokens of a session after the application''s own login.';
+    'Saves (inserts or replaces) the tokens of a session after the application''s own login. A refresh_expires_in given here is a cut-off for the refresh token; without one its lifetime is an estimate the engine refreshes past (token_status.refresh_expiry_source).';
 
 CREATE FUNCTION upstream_token.get_upstream_token(session text, provider text)
 RETURNS text
@@ -251,7 +285,7 @@ END
 $fn$;
 
 COMMENT ON FUNCTION upstream_token.delete_upstream_token(text, text) IS
-    'Deletes the stored tokens of a session (one provider, or all when provider is NULL); returns the count. Does not contact the provider.';
+    'Deletes the stored tokens of a session (one provider, or all when provider is NULL); returns the count. Does not contact the provider: a refresh token a refresh in flight brings back is dropped, not revoked.';
 
 CREATE FUNCTION upstream_token.get_upstream_credentials(session text)
 RETURNS TABLE (provider text, access_token text, id_token text, expires_at timestamptz,
@@ -356,6 +390,12 @@ BEGIN
            AND (revoke_upstream_token.provider IS NULL OR t.provider = revoke_upstream_token.provider)
         RETURNING t.session, t.provider, t.refresh_token, t.access_token
     LOOP
+        -- A refresh of this row may be in flight: its answer must be revoked too.
+        IF r.refresh_token IS NOT NULL THEN
+            INSERT INTO upstream_token.token_tombstone (provider, session, refresh_digest)
+            VALUES (r.provider, r.session, pg_catalog.sha256(r.refresh_token))
+            ON CONFLICT DO NOTHING;
+        END IF;
         INSERT INTO upstream_token.revocation (provider, session, token, token_column)
         SELECT r.provider, r.session, coalesce(r.refresh_token, r.access_token),
                CASE WHEN r.refresh_token IS NOT NULL THEN 'refresh_token' ELSE 'access_token' END
@@ -374,7 +414,7 @@ END
 $fn$;
 
 COMMENT ON FUNCTION upstream_token.revoke_upstream_token(text, text) IS
-    'Deletes the session''s tokens (one provider, or all) and, after commit, revokes the refresh token at providers with a revocation endpoint (RFC 7009), retrying until delivered. Returns the number of tokens removed.';
+    'Deletes the session''s tokens (one provider, or all) and, after commit, revokes the refresh token at providers with a revocation endpoint (RFC 7009), retrying until delivered; a refresh token a refresh in flight brings back is revoked too. Returns the number of tokens removed.';
 
 CREATE FUNCTION upstream_token.current_key_id()
 RETURNS text

@@ -16,10 +16,11 @@ SELECT want AS missing_member
   FROM unnest(ARRAY[
     'table upstream_token.provider',
     'table upstream_token.token',
+    'table upstream_token.token_tombstone',
     'view upstream_token.token_status',
     'view upstream_token.engine_status',
     'function upstream_token.register_provider(text,text,text,text,text,text,text,text,interval,interval,interval,interval,integer,text,text)',
-    'function upstream_token.drop_provider(text,boolean)',
+    'function upstream_token.drop_provider(text,boolean,boolean)',
     'function upstream_token.store_upstream_token(text,text,text,text,integer,text,text,text,integer)',
     'function upstream_token.get_upstream_token(text,text)',
     'function upstream_token.delete_upstream_token(text,text)',

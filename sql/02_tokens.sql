@@ -89,6 +89,14 @@ SELECT upstream_token.store_upstream_token('sess-k', 'google', 'gg-access-k', 'g
 SELECT refresh_expires_at BETWEEN now() + interval '30 days' - interval '1 s'
                               AND now() + interval '30 days' + interval '1 s' AS refresh_ttl_30d
   FROM upstream_token.token_status WHERE session = 'sess-k' AND provider = 'google';
+-- Where each refresh expiry came from: stated by the store call (a cut-off), estimated (the
+-- engine refreshes past it), none without a refresh token.
+SELECT session, provider, refresh_expiry_source FROM upstream_token.token_status
+ WHERE session IN ('sess-a', 'sess-k') ORDER BY session, provider;
+SELECT upstream_token.store_upstream_token('sess-k', 'github', 'gh-access-k', 'gh-refresh-k', 3600,
+                                           refresh_expires_in => 600);
+SELECT refresh_expiry_source FROM upstream_token.token_status WHERE session = 'sess-k' AND provider = 'github';
+SELECT upstream_token.delete_upstream_token('sess-k', 'github') AS deleted;
 -- A refresh token alone is accepted; the missing access token counts as expired.
 SELECT upstream_token.store_upstream_token('sess-r', 'google', NULL, 'gg-refresh-r', NULL);
 SELECT has_refresh_token, expires_at <= now() AS expired

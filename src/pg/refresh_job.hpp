@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "core/expiry.hpp"
 #include "core/http_multi.hpp"
 #include "core/id_token.hpp"
 #include "core/time.hpp"
@@ -43,6 +44,7 @@ struct RefreshJob {
     std::optional<IdClaims> binding;  // what a new ID token must match
     Micros default_lifetime{};
     std::optional<Micros> refresh_token_ttl;
+    RefreshExpirySource refresh_expiry_source = RefreshExpirySource::estimate;  // of the row read
     std::vector<std::string> sent_secrets;  // refresh token, client secret: redacted from replies
     Micros threshold{};                     // the provider's, or the GUC
 

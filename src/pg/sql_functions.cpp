@@ -252,9 +252,12 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
                                                    provider->default_lifetime)
                                    : now;
     std::optional<Time> refresh_expires_at;
+    std::optional<std::string> refresh_expiry_source;  // stated by this call, or an estimate
     if (refresh) {
-        refresh_expires_at = refresh_expiry(now, refresh_expires_in, provider->refresh_token_ttl,
-                                            refresh_token_ttl());
+        const RefreshExpiry e = login_refresh_expiry(
+            now, refresh_expires_in, provider->refresh_token_ttl, refresh_token_ttl());
+        refresh_expires_at = e.at;
+        refresh_expiry_source = refresh_expiry_source_name(e.source);
     }
     std::optional<std::string> access_ct, refresh_ct, id_ct;
     if (access) access_ct = seal(provider_name, session, "access_token", *access);
@@ -263,22 +266,24 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
 
     static Statement upsert(
         "INSERT INTO upstream_token.token AS t (session, provider, subject, client_id, id_claims, "
-        "access_token, refresh_token, id_token, scope, expires_at, refresh_expires_at, issued_at) "
-        "VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12) "
+        "access_token, refresh_token, id_token, scope, expires_at, refresh_expires_at, issued_at, "
+        "refresh_expiry_source) "
+        "VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13) "
         "ON CONFLICT (session, provider) DO UPDATE SET subject = EXCLUDED.subject, "
         "client_id = EXCLUDED.client_id, id_claims = EXCLUDED.id_claims, "
         "access_token = EXCLUDED.access_token, refresh_token = EXCLUDED.refresh_token, "
         "id_token = EXCLUDED.id_token, token_type = 'Bearer', scope = EXCLUDED.scope, "
         "expires_at = EXCLUDED.expires_at, refresh_expires_at = EXCLUDED.refresh_expires_at, "
-        "issued_at = EXCLUDED.issued_at, generation = t.generation + 1, status = 'active', "
+        "issued_at = EXCLUDED.issued_at, refresh_expiry_source = EXCLUDED.refresh_expiry_source, "
+        "generation = t.generation + 1, status = 'active', "
         "failure_count = 0, "
         "next_attempt_at = NULL, last_error = NULL, updated_at = pg_catalog.now()");
-    upsert.run(
-        {text_arg(session), text_arg(provider_name), text_arg(subject),
-         text_arg(provider->client_id), text_arg(claims_json), bytea_arg(access_ct),
-         bytea_arg(refresh_ct), bytea_arg(id_ct), text_arg(scope), timestamptz_arg(expires_at),
-         timestamptz_arg(refresh_expires_at), timestamptz_arg(std::nullopt)},
-        false);
+    upsert.run({text_arg(session), text_arg(provider_name), text_arg(subject),
+                text_arg(provider->client_id), text_arg(claims_json), bytea_arg(access_ct),
+                bytea_arg(refresh_ct), bytea_arg(id_ct), text_arg(scope),
+                timestamptz_arg(expires_at), timestamptz_arg(refresh_expires_at),
+                timestamptz_arg(std::nullopt), text_arg(refresh_expiry_source)},
+               false);
     if (refresh) {
         scan_on_commit(
             to_timestamptz(expires_at - provider->refresh_threshold.value_or(refresh_threshold())));

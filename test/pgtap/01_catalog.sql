@@ -9,7 +9,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS upstream_token;
 
 BEGIN;
-SELECT plan(75);
+SELECT plan(77);
 
 -- Extension and schema.
 SELECT has_extension('upstream_token', 'extension upstream_token is installed');
@@ -22,7 +22,7 @@ SELECT is((SELECT extrelocatable FROM pg_extension WHERE extname = 'upstream_tok
           false, 'the extension is not relocatable');
 SELECT has_schema('upstream_token');
 SELECT has_table('upstream_token', t, 'table upstream_token.' || t || ' exists')
-  FROM unnest(ARRAY['provider', 'token']) AS t;
+  FROM unnest(ARRAY['provider', 'token', 'revocation', 'token_tombstone']) AS t;
 -- The documented views and functions exist (the surface may grow; the regress suite lists it).
 SELECT has_view('upstream_token', v, 'view upstream_token.' || v || ' exists')
   FROM unnest(ARRAY['token_status', 'engine_status']) AS v;
@@ -34,7 +34,7 @@ SELECT has_function('upstream_token', 'get_upstream_token', ARRAY['text', 'text'
 SELECT has_function('upstream_token', 'store_upstream_token',
                     ARRAY['text', 'text', 'text', 'text', 'integer', 'text', 'text', 'text', 'integer']);
 SELECT has_function('upstream_token', 'delete_upstream_token', ARRAY['text', 'text']);
-SELECT has_function('upstream_token', 'drop_provider', ARRAY['text', 'boolean']);
+SELECT has_function('upstream_token', 'drop_provider', ARRAY['text', 'boolean', 'boolean']);
 SELECT has_function('upstream_token', 'lock_token', ARRAY['text', 'text']);
 SELECT hasnt_function('upstream_token', 'refresh_lock_key', ARRAY['text', 'text'],
                       'refresh_lock_key is gone (its public key let any role stall refreshes)');
