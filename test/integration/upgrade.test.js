@@ -1,9 +1,10 @@
 'use strict';
 // The 0.1.0 -> 0.2.0 upgrade of a database in use, on a cluster of its own (the engine serves
-// only upstream_token.database, here the upgraded one). With 0.1.0 installed: providers
-// registered against the test IdP, several logins stored (long-lived ones and a 6-second one the
-// engine keeps refreshing), a revocation left queued (the IdP's revocation endpoint answers 503)
-// and the key rotated (rotate_key, then the old key removed). Then ALTER EXTENSION
+// only upstream_token.database, here the upgraded one). With 0.1.0's objects and the new library
+// (the state between the restart and the UPDATE): providers registered against the test IdP,
+// several logins stored (long-lived ones and a 6-second one the engine keeps refreshing, and has
+// refreshed already), a revocation left queued (the IdP's revocation endpoint answers 503) and
+// the key rotated (rotate_key, then the old key removed). Then ALTER EXTENSION
 // upstream_token UPDATE while clients keep reading. Afterwards every token is still served, a
 // forced refresh works, the engine refreshes the short-lived token on its own, the queued
 // revocation is delivered once the endpoint is back, nothing rotated was lost or replayed, and
@@ -122,6 +123,11 @@ test(`${FROM} in use (tokens, queued revocation, rotated key) -> ALTER EXTENSION
     const keyIds = async () => (await ctx.pool.query('SELECT key_id FROM upstream_token.key_usage ORDER BY 1')).rows.map((r) => r.key_id);
     assert.deepStrictEqual(await keyIds(), [newId], 'everything sealed with the new key');
     await harness.setSystemGucs(ctx.pool, { 'upstream_token.previous_key_file': null });
+
+    // The new library works with 0.1.0's objects (the state between restart and UPDATE): the
+    // engine has refreshed the short-lived token on its own already.
+    await waitFor(async () => Number((await harness.tokenStatus(ctx.pool, short.session, pShort.provider)).generation) >= 2,
+        { timeoutMs: 15000, intervalMs: 100, what: `a proactive refresh under ${FROM}` });
 
     // The state just before the upgrade.
     const queuedBefore = await harness.revocationQueue(ctx.pool, pLong.provider);
