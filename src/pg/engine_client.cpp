@@ -146,10 +146,13 @@ RefreshResult enqueue_and_wait(RequestKind kind, std::string_view provider,
     std::uint64_t request_id = 0;
     bool joined = false;
     const char* refusal = nullptr;
+    bool outdated = false;
     SlotWait membership;  // before the slot is joined, so that every way out is covered
     {
         SharedLock guard(s, LW_EXCLUSIVE);
-        if (s->worker_pid == 0 || !s->worker_ready) {
+        if (s->worker_pid != 0 && s->schema_outdated && s->worker_dbid == MyDatabaseId) {
+            outdated = true;
+        } else if (s->worker_pid == 0 || !s->worker_ready) {
             refusal = "the upstream_token refresh engine is not running";
         } else if (s->worker_dbid != MyDatabaseId) {
             refusal = "the upstream_token refresh engine serves another database";
@@ -163,6 +166,12 @@ RefreshResult enqueue_and_wait(RequestKind kind, std::string_view provider,
                 if (joined) s->counters.deduplicated++;
             }
         }
+    }
+    if (outdated) {
+        throw Error(ErrorCode::engine_unavailable,
+                    "the upstream_token refresh engine waits for the extension to be updated",
+                    "The installed SQL objects are older than the library.",
+                    "Run ALTER EXTENSION upstream_token UPDATE in this database.");
     }
     if (refusal != nullptr) {
         throw Error(ErrorCode::engine_unavailable, refusal, {},

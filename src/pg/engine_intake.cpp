@@ -32,15 +32,17 @@ void Intake::attach() {
         s_->worker_procno = compat::my_procno();
         s_->worker_dbid = MyDatabaseId;
         s_->worker_ready = false;
+        s_->schema_outdated = false;
         s_->worker_starts++;
         s_->scan_requested = true;
     }
     fail_all_slots(s_, "the refresh engine restarted before answering");
 }
 
-void Intake::set_ready(bool ready) {
+void Intake::set_ready(bool ready, bool outdated) {
     SharedLock guard(s_, LW_EXCLUSIVE);
     s_->worker_ready = ready;
+    s_->schema_outdated = outdated;
 }
 
 Claimed Intake::claim() {

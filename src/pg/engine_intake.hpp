@@ -30,8 +30,9 @@ class Intake {
 
     // Registers this process as the engine and answers what a previous engine left behind.
     void attach();
-    // Whether backends may queue requests (false while idle or stopping).
-    void set_ready(bool ready);
+    // Whether backends may queue requests (false while idle or stopping); `outdated`: the
+    // extension must be updated first (backends say so).
+    void set_ready(bool ready, bool outdated = false);
     // Takes every pending request into the engine.
     Claimed claim();
     // Writes a result into a claimed slot and wakes its waiters.

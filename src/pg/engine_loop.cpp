@@ -4,7 +4,6 @@
 extern "C" {
 #include "postmaster/interrupt.h"
 #include "storage/latch.h"
-#include "utils/lsyscache.h"
 }
 
 #include <algorithm>
@@ -20,6 +19,7 @@ extern "C" {
 #include "pg/engine_stage.hpp"
 #include "pg/engine_stats.hpp"
 #include "pg/guard.hpp"
+#include "pg/schema_version.hpp"
 #include "pg/gucs.hpp"
 #include "pg/spi.hpp"
 #include "pg/store.hpp"
@@ -70,17 +70,18 @@ class Engine {
     Stage intake_stage_{"taking requests"};
     Stage start_stage_{"starting refreshes"};
     bool ready_ = false;
+    bool outdated_logged_ = false;
     MonoTime next_ready_check_{};
     bool stopping_ = false;
     MonoTime stop_deadline_{};
 };
 
-// Whether the extension exists in the engine's database (checked in a transaction).
-bool extension_exists() {
+// The extension's version in the engine's database, if it is installed (own transaction).
+std::optional<std::string> extension_version() {
     WorkerTxn txn;
-    const Oid ext = pg_call([] { return get_extension_oid("upstream_token", true); });
+    auto version = installed_version();
     txn.commit();
-    return OidIsValid(ext);
+    return version;
 }
 
 // Finished exchanges go to their owner; a refresh answer is held by the saver from here on.
@@ -117,14 +118,25 @@ void Engine::pass(bool reloaded) {
     const MonoTime now = mono_now();
     if (!stopping_ && (!ready_ || reloaded || now >= next_ready_check_)) {
         next_ready_check_ = now + kReadyCheck;
-        bool exists = ready_;
-        if (ready_stage_.run([&] { exists = extension_exists(); })) {
-            if (exists && !ready_) {
+        std::optional<std::string> version;
+        if (ready_stage_.run([&] { version = extension_version(); })) {
+            // An older extension than the library waits for ALTER EXTENSION ... UPDATE: its
+            // tables lack what the engine writes.
+            const bool outdated = version && *version != kSchemaVersion;
+            const bool usable = version && !outdated;
+            if (outdated && !outdated_logged_) {
+                const std::string why =
+                    "the extension is version " + *version + ", the library " + kSchemaVersion +
+                    ": refreshes wait for ALTER EXTENSION upstream_token UPDATE";
+                log_recovered("waiting", why.c_str());
+            }
+            outdated_logged_ = outdated;
+            if (usable && !ready_) {
                 SharedLock guard(s_, LW_EXCLUSIVE);
                 s_->scan_requested = true;  // a new or re-created extension: plan from scratch
             }
-            ready_ = exists;
-            intake_.set_ready(ready_);
+            ready_ = usable;
+            intake_.set_ready(ready_, outdated);
         }
     }
     if (!ready_ && !stopping_) return;

@@ -15,6 +15,7 @@
 #include "pg/engine_shmem.hpp"
 #include "pg/guard.hpp"
 #include "pg/gucs.hpp"
+#include "pg/schema_version.hpp"
 #include "pg/secrets.hpp"
 #include "pg/spi.hpp"
 #include "pg/store.hpp"
@@ -147,6 +148,7 @@ void save_provider(ProviderSpec& spec) {
 }
 
 Datum register_provider(FunctionCallInfo fcinfo) {
+    require_current_schema();
     ProviderSpec spec;
     spec.name = nonempty_text_arg(fcinfo, 0, "provider name");
     spec.token_endpoint = nonempty_text_arg(fcinfo, 1, "token_endpoint");
@@ -161,6 +163,7 @@ Datum register_provider(FunctionCallInfo fcinfo) {
 }
 
 Datum register_provider_from_issuer(FunctionCallInfo fcinfo) {
+    require_current_schema();
     ProviderSpec spec;
     spec.name = nonempty_text_arg(fcinfo, 0, "provider name");
     check_provider_name(spec.name);
@@ -210,6 +213,7 @@ Datum wake_engine_at_commit(FunctionCallInfo) {
 }
 
 Datum store_upstream_token(FunctionCallInfo fcinfo) {
+    require_current_schema();
     const std::string session = nonempty_text_arg(fcinfo, 0, "session");
     check_session(session);
     const std::string provider_name = nonempty_text_arg(fcinfo, 1, "provider");

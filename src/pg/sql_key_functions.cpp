@@ -8,6 +8,7 @@
 #include "core/error.hpp"
 #include "pg/guard.hpp"
 #include "pg/keys.hpp"
+#include "pg/schema_version.hpp"
 #include "pg/secrets.hpp"
 #include "pg/spi.hpp"
 #include "pg/token_lock.hpp"
@@ -120,6 +121,7 @@ std::int64_t remaining(const Arg& current_id) {
 }
 
 Datum reencrypt_batch(FunctionCallInfo fcinfo) {
+    require_current_schema();
     const std::int64_t batch = PG_ARGISNULL(0) ? 500 : PG_GETARG_INT32(0);
     if (batch <= 0) throw Error(ErrorCode::invalid_parameter, "batch_size must be positive");
     std::int64_t left = 0;
