@@ -23,6 +23,7 @@ extern "C" {
 #include "core/token_response.hpp"
 #include "pg/engine_revocation.hpp"
 #include "pg/engine_scan.hpp"
+#include "pg/engine_session.hpp"
 #include "pg/engine_shmem.hpp"
 #include "pg/guard.hpp"
 #include "pg/gucs.hpp"
@@ -90,7 +91,7 @@ void save_discovery(const std::string& issuer, const std::string& document) {
     WorkerTxn txn;
     static Statement save(
         "INSERT INTO upstream_token.discovery (issuer, document, fetched_at) "
-        "VALUES ($1, $2::jsonb, pg_catalog.now()) ON CONFLICT (issuer) DO UPDATE "
+        "VALUES ($1, $2::pg_catalog.jsonb, pg_catalog.now()) ON CONFLICT (issuer) DO UPDATE "
         "SET document = EXCLUDED.document, fetched_at = EXCLUDED.fetched_at");
     save.run({text_arg(issuer), text_arg(document)}, false);
     txn.commit();
@@ -805,13 +806,7 @@ void upstream_token_engine_main(Datum) {
     EngineShared* s = engine_shared();
     if (s == nullptr) proc_exit(1);
     BackgroundWorkerInitializeConnection(engine_database(), nullptr, 0);
-    // A rotated refresh token lost to a crash is a broken link: commit durably, and never
-    // wait long on a row a client transaction holds.
-    SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
-    SetConfigOption("lock_timeout", "50", PGC_SUSET, PGC_S_OVERRIDE);
-    SetConfigOption("statement_timeout", "10000", PGC_SUSET, PGC_S_OVERRIDE);
-    SetConfigOption("application_name", "upstream_token engine", PGC_SUSET, PGC_S_OVERRIDE);
-    pgstat_report_appname("upstream_token engine");
+    configure_engine_session();
 
     entry_guard([&] {
         before_shmem_exit(on_engine_exit, PointerGetDatum(s));

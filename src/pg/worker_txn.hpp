@@ -1,5 +1,6 @@
-// A transaction of the engine's own: started, connected to SPI with a snapshot, and either
-// committed explicitly or aborted by the destructor. No transaction outlives a step.
+// A transaction of the engine's own: started, connected to SPI with a snapshot, run as the
+// extension's owner inside a security-restricted operation, and either committed explicitly
+// or aborted by the destructor. No transaction outlives a step.
 #pragma once
 
 #include "pg/prelude.hpp"
@@ -18,6 +19,8 @@ class WorkerTxn {
 
   private:
     bool open_ = true;
+    Oid saved_user_ = InvalidOid;  // the identity the transaction switched from, restored on
+    int saved_context_ = 0;        // commit (an abort restores it by itself)
 };
 
 // Aborts whatever transaction an error left behind (worker error recovery).
