@@ -12,6 +12,7 @@ extern "C" {
 }
 
 #include "pg/guard.hpp"
+#include "pg/worker_txn.hpp"
 
 namespace upstream_token::pg {
 
@@ -32,6 +33,7 @@ void configure_engine_session() {
     pin("default_transaction_isolation", "read committed");
     pin("application_name", "upstream_token engine");
     pgstat_report_appname("upstream_token engine");
+    register_standby_wait_backstop();
 }
 
 Oid extension_owner() {

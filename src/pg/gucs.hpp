@@ -23,5 +23,7 @@ const char* ca_file();
 int max_requests();
 int max_concurrent_refreshes();
 Micros purge_after();
+// upstream_token.standby_wait_timeout in milliseconds (0: no limit).
+int standby_wait_timeout_ms();
 
 }  // namespace upstream_token::pg

@@ -14,7 +14,8 @@ class WorkerTxn {
     WorkerTxn(const WorkerTxn&) = delete;
     WorkerTxn& operator=(const WorkerTxn&) = delete;
 
-    // Commits (durably: the engine runs with synchronous_commit = on).
+    // Commits (durably: the engine runs with synchronous_commit = on). The wait for a
+    // synchronous standby's confirmation is bounded by upstream_token.standby_wait_timeout.
     void commit();
 
   private:
@@ -25,5 +26,9 @@ class WorkerTxn {
 
 // Aborts whatever transaction an error left behind (worker error recovery).
 void abort_worker_transaction() noexcept;
+
+// Registers the timer that bounds a commit's wait for a synchronous standby
+// (upstream_token.standby_wait_timeout). Called once by the engine after it connected.
+void register_standby_wait_backstop();
 
 }  // namespace upstream_token::pg
