@@ -24,6 +24,7 @@ constexpr std::int64_t kReadCheckEveryNs = 1000LL * 1000 * 1000;
 // tick (file times are coarse): its stat identity is not trusted and it is read again.
 constexpr std::int64_t kRacyWindowNs = 2LL * 1000 * 1000 * 1000;
 
+// A timespec in nanoseconds (file times and clocks compared as plain numbers).
 std::int64_t ns_of(const timespec& t) {
     return static_cast<std::int64_t>(t.tv_sec) * 1000000000LL + t.tv_nsec;
 }
@@ -41,12 +42,14 @@ struct FileIdentity {
     }
 };
 
+// The identity of a file from its stat data.
 FileIdentity identity_of(const struct stat& st) {
     return FileIdentity{st.st_dev, st.st_ino, st.st_size, ns_of(st.st_mtim), ns_of(st.st_ctim)};
 }
 
 const std::string kHint = "Create one with: openssl rand -hex 32 > FILE; chmod 600 FILE";
 
+// The error for a key file that cannot be opened or read (never naming its content).
 Error unreadable() {
     return Error(ErrorCode::key_unavailable,
                  "could not read the key file named by upstream_token.key_file", {}, kHint);
@@ -139,16 +142,19 @@ struct KeyCache {
     std::int64_t checked_ns = 0;  // CLOCK_MONOTONIC of the last check against the files
 };
 
+// The process's key cache (one per backend or engine, like PostgreSQL's own caches).
 KeyCache& cache() {
     static KeyCache c;
     return c;
 }
 
+// Overwrites keys that are being replaced, so no old key lingers in memory.
 void wipe(std::vector<Key>& keys) {
     for (Key& k : keys) OPENSSL_cleanse(k.bytes.data(), k.bytes.size());
     keys.clear();
 }
 
+// A cheap clock for "at most once a second" (no system call: vDSO, coarse).
 std::int64_t monotonic_ns() {
     timespec t{};
     ::clock_gettime(CLOCK_MONOTONIC_COARSE, &t);

@@ -66,6 +66,8 @@ void redact_quoted(char* text) noexcept {
     *out = '\0';
 }
 
+// The emit_log_hook: hides the statement (and quoted values) of errors about statements that
+// name a function taking a secret, then hands the message on.
 void filter(ErrorData* edata) {
     if (edata != nullptr && !edata->hide_stmt && debug_query_string != nullptr &&
         names_secret_function(debug_query_string)) {

@@ -18,6 +18,7 @@ std::string hex_id(std::uint32_t id) {
     return hex;
 }
 
+// Whether a key with this id is in hand.
 bool has_key(const std::vector<Key>& keys, std::uint32_t id) {
     return std::any_of(keys.begin(), keys.end(), [id](const Key& k) { return k.id == id; });
 }
@@ -31,13 +32,14 @@ const std::vector<Key>& keys_for(std::uint32_t id, std::string_view provider,
     if (has_key(keys, id)) return keys;
     const std::vector<Key>& now = known_keys_checked_now();
     if (has_key(now, id)) return now;
-    std::string configured = "upstream_token.key_file holds key " + hex_id(now.front().id);
-    configured += now.size() > 1 ? ", upstream_token.previous_key_file key " + hex_id(now[1].id)
-                                 : "; upstream_token.previous_key_file is not set";
+    std::string detail = "The value names key " + hex_id(id) +
+                         "; upstream_token.key_file holds key " + hex_id(now.front().id);
+    detail += now.size() > 1 ? ", upstream_token.previous_key_file key " + hex_id(now[1].id)
+                             : ", and upstream_token.previous_key_file is not set";
     throw Error(ErrorCode::decryption_failed,
                 "stored " + std::string(column) + " of provider \"" + std::string(provider) +
-                    "\" is sealed under key " + hex_id(id) + ", which is not configured",
-                configured + ".",
+                    "\" is sealed under a key that is not configured",
+                detail + ".",
                 "Point upstream_token.previous_key_file at the file of key " + hex_id(id) +
                     " and reload, until CALL upstream_token.rotate_key() has re-sealed "
                     "everything under the current key.");

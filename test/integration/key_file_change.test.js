@@ -104,7 +104,9 @@ test('a key file overwritten in place is noticed by open backends, the engine an
         try {
             const e = await sqlError(c.query(GET, [a.session, p.provider]), `${who}: a value under the old key`);
             assert.strictEqual(e.code, 'UT009', `${who}: ${e.code} ${e.message}`);
-            assert.ok(e.message.includes(id0), `${who}: the error names the key id ${id0}: ${e.message}`);
+            assert.match(e.message, /is sealed under a key that is not configured/, `${who}: ${e.message}`);
+            assert.ok((e.detail || '').includes(`names key ${id0}`) && e.detail.includes(`holds key ${id1}`),
+                `${who}: the error names the key ids (${id0}, configured ${id1}): ${e.detail}`);
             assert.ok(!e.message.includes(original.trim()) && !(e.detail || '').includes(original.trim()));
             assert.match(e.hint || '', /previous_key_file/, `${who}: the hint says what to do`);
             assert.strictEqual((await c.query(GET, [b.session, p.provider])).rows[0].t, b.access,
