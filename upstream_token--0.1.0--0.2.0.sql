@@ -178,3 +178,35 @@ COMMENT ON FUNCTION upstream_token.delete_upstream_token(text, text) IS
 
 COMMENT ON FUNCTION upstream_token.store_upstream_token(text, text, text, text, integer, text, text, text, integer) IS
     'Saves (inserts or replaces) the tokens of a session after the application''s own login. A refresh_expires_in given here is a cut-off for the refresh token; without one its lifetime is an estimate the engine refreshes past (token_status.refresh_expiry_source).';
+
+-- Security (issue 9, defect 1): rotate_key runs on its caller's search_path (a procedure that
+-- commits can have no SET clause), so its operators are written with their schema.
+CREATE OR REPLACE PROCEDURE upstream_token.rotate_key(batch_size integer DEFAULT 500)
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    left_now  bigint;
+    left_before bigint := NULL;
+    idle integer := 0;
+BEGIN
+    LOOP
+        left_now := upstream_token.reencrypt_batch(batch_size);
+        EXIT WHEN left_now OPERATOR(pg_catalog.=) 0::bigint;
+        COMMIT;
+        IF left_before IS NOT NULL AND left_now OPERATOR(pg_catalog.>=) left_before THEN
+            -- Only rows being refreshed or locked are left: give them a moment.
+            idle := idle OPERATOR(pg_catalog.+) 1;
+            IF idle OPERATOR(pg_catalog.>) 600 THEN
+                RAISE EXCEPTION '% values could not be re-encrypted within 30 s', left_now
+                    USING ERRCODE = '55P03',
+                          HINT = 'Rows stay locked by long transactions; run rotate_key again later.';
+            END IF;
+            PERFORM pg_catalog.pg_sleep(0.05::double precision);
+        ELSE
+            idle := 0;
+        END IF;
+        left_before := left_now;
+    END LOOP;
+    RAISE NOTICE 'every stored secret is now sealed under key %', upstream_token.current_key_id();
+END
+$fn$;

@@ -447,7 +447,9 @@ COMMENT ON FUNCTION upstream_token.reencrypt_batch(integer) IS
     'Re-seals up to batch_size rows of each table under the current key (skipping rows being refreshed or locked) and returns how many values still use another key.';
 
 -- A procedure so that it can commit between batches (no SECURITY DEFINER: that forbids COMMIT;
--- it is the owner's to call, like the function it loops over).
+-- it is the owner's to call, like the function it loops over). No SET clause either (that too
+-- forbids COMMIT), so it runs on its caller's search_path: every operator is written with its
+-- schema, so no operator a database owner plants in `public` can stand in for pg_catalog's.
 CREATE PROCEDURE upstream_token.rotate_key(batch_size integer DEFAULT 500)
 LANGUAGE plpgsql
 AS $fn$
@@ -458,17 +460,17 @@ DECLARE
 BEGIN
     LOOP
         left_now := upstream_token.reencrypt_batch(batch_size);
-        EXIT WHEN left_now = 0;
+        EXIT WHEN left_now OPERATOR(pg_catalog.=) 0::bigint;
         COMMIT;
-        IF left_before IS NOT NULL AND left_now >= left_before THEN
+        IF left_before IS NOT NULL AND left_now OPERATOR(pg_catalog.>=) left_before THEN
             -- Only rows being refreshed or locked are left: give them a moment.
-            idle := idle + 1;
-            IF idle > 600 THEN
+            idle := idle OPERATOR(pg_catalog.+) 1;
+            IF idle OPERATOR(pg_catalog.>) 600 THEN
                 RAISE EXCEPTION '% values could not be re-encrypted within 30 s', left_now
                     USING ERRCODE = '55P03',
                           HINT = 'Rows stay locked by long transactions; run rotate_key again later.';
             END IF;
-            PERFORM pg_catalog.pg_sleep(0.05);
+            PERFORM pg_catalog.pg_sleep(0.05::double precision);
         ELSE
             idle := 0;
         END IF;

@@ -8,6 +8,7 @@ extern "C" {
 
 #include "pg/engine_intake.hpp"
 #include "pg/engine_loop.hpp"
+#include "pg/engine_session.hpp"
 #include "pg/engine_shmem.hpp"
 #include "pg/guard.hpp"
 #include "pg/gucs.hpp"
@@ -45,13 +46,7 @@ void upstream_token_engine_main(Datum) {
     EngineShared* s = engine_shared();
     if (s == nullptr) proc_exit(1);
     BackgroundWorkerInitializeConnection(engine_database(), nullptr, 0);
-    // A rotated refresh token lost to a crash is a broken link: commit durably, and never
-    // wait long on a row a client transaction holds.
-    SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
-    SetConfigOption("lock_timeout", "50", PGC_SUSET, PGC_S_OVERRIDE);
-    SetConfigOption("statement_timeout", "10000", PGC_SUSET, PGC_S_OVERRIDE);
-    SetConfigOption("application_name", "upstream_token engine", PGC_SUSET, PGC_S_OVERRIDE);
-    pgstat_report_appname("upstream_token engine");
+    configure_engine_session();
 
     before_shmem_exit(on_engine_exit, PointerGetDatum(s));
     entry_guard([&] {

@@ -83,7 +83,7 @@ std::vector<RevocationWork> due_revocations(const std::set<std::int64_t>& runnin
         out.push_back(std::move(w));
     }
     static Statement next(
-        "SELECT min(next_attempt_at) FROM upstream_token.revocation "
+        "SELECT pg_catalog.min(next_attempt_at) FROM upstream_token.revocation "
         "WHERE next_attempt_at > pg_catalog.now()");
     next.run({}, true, 1);
     *next_due = ResultRow().timestamptz(1);

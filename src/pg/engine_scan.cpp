@@ -17,16 +17,17 @@ ScanResult scan_due_tokens(Time window_end, std::size_t limit) {
     const std::int64_t guc_threshold_us = refresh_threshold().count();
     // The widest threshold bounds the index range; the exact window is checked per row.
     static Statement widest(
-        "SELECT (extract(epoch FROM max(coalesce(refresh_threshold, "
-        "make_interval(secs => $1::float8 / 1000000)))) * 1000000)::int8 "
-        "FROM upstream_token.provider");
+        "SELECT (extract(epoch FROM pg_catalog.max(coalesce(refresh_threshold, "
+        "pg_catalog.make_interval(secs => $1::pg_catalog.float8 / 1000000::pg_catalog.float8)))) "
+        "* 1000000::pg_catalog.numeric)::pg_catalog.int8 FROM upstream_token.provider");
     widest.run({int8_arg(guc_threshold_us)}, true, 1);
     const Micros max_threshold{ResultRow().int8(1).value_or(guc_threshold_us)};
     const Time bound = window_end + max_threshold;
 
     static Statement due(
         "SELECT t.session, t.provider, t.generation, t.expires_at, t.next_attempt_at, "
-        "(extract(epoch FROM p.refresh_threshold) * 1000000)::int8, t.issued_at "
+        "(extract(epoch FROM p.refresh_threshold) * 1000000::pg_catalog.numeric)::pg_catalog.int8, "
+        "t.issued_at "
         "FROM upstream_token.token t JOIN upstream_token.provider p ON p.name = t.provider "
         "WHERE t.status = 'active' AND t.expires_at <= $1 AND t.refresh_token IS NOT NULL "
         "ORDER BY t.expires_at LIMIT $2");
@@ -56,7 +57,7 @@ ScanResult scan_due_tokens(Time window_end, std::size_t limit) {
     }
     if (!out.truncated) {
         static Statement next(
-            "SELECT min(expires_at) FROM upstream_token.token "
+            "SELECT pg_catalog.min(expires_at) FROM upstream_token.token "
             "WHERE status = 'active' AND expires_at > $1 AND refresh_token IS NOT NULL");
         next.run({timestamptz_arg(bound)}, true, 1);
         if (auto first = ResultRow().timestamptz(1)) out.next_window = *first - max_threshold;
@@ -77,7 +78,7 @@ std::uint64_t expire_and_purge() {
         "AND refresh_expiry_source IN ('provider', 'application') "
         "RETURNING session, provider) "
         "SELECT pg_catalog.pg_notify('upstream_token_events', pg_catalog.json_build_object("
-        "'session', session, 'provider', provider, 'event', 'expired')::text) FROM x");
+        "'session', session, 'provider', provider, 'event', 'expired')::pg_catalog.text) FROM x");
     expire.run({}, false);
     // Purged purge_after past the end: a stated end, or an estimate once the row is no longer
     // active (the provider refused it, or it was marked on a stated end before).

@@ -26,7 +26,8 @@ constexpr std::size_t kLastErrorMax = 200;
 void notify_event(const RefreshJob& job, const char* event) {
     static Statement notify(
         "SELECT pg_catalog.pg_notify('upstream_token_events', pg_catalog.json_build_object("
-        "'session', $1::text, 'provider', $2::text, 'event', $3::text)::text)");
+        "'session', $1::pg_catalog.text, 'provider', $2::pg_catalog.text, 'event', "
+        "$3::pg_catalog.text)::pg_catalog.text)");
     notify.run({text_arg(job.session), text_arg(job.provider), text_arg(event)}, false);
 }
 
@@ -124,7 +125,7 @@ BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec) {
     }
     static Statement read(
         "SELECT refresh_token, generation, status, next_attempt_at, failure_count, "
-        "id_claims::text, subject, client_id, last_error, refresh_expires_at, "
+        "id_claims::pg_catalog.text, subject, client_id, last_error, refresh_expires_at, "
         "refresh_expiry_source FROM upstream_token.token WHERE session = $1 AND provider = $2");
     // Read with a snapshot taken after the lock: the transaction's own predates it and would
     // miss the commit of a refresher that held the lock until just now (I1).
@@ -242,14 +243,15 @@ bool save_tokens(RefreshJob& job, const TokenResponse& t) {
         "refresh_expires_at = coalesce($9, refresh_expires_at), "
         "refresh_expiry_source = coalesce($13, refresh_expiry_source), "
         "generation = generation + 1, issued_at = $11, "
-        "status = CASE WHEN $12::text IS NULL THEN 'active' ELSE 'invalid_binding' END, "
+        "status = CASE WHEN $12::pg_catalog.text IS NULL THEN 'active' ELSE 'invalid_binding' END, "
         "failure_count = 0, next_attempt_at = NULL, last_error = $12, "
         "refreshed_at = pg_catalog.now(), updated_at = pg_catalog.now() "
         "WHERE session = $1 AND provider = $2 AND refresh_token = $10 "
         "RETURNING generation, status) "
         "SELECT generation, pg_catalog.pg_notify('upstream_token_events', "
         "pg_catalog.json_build_object('session', $1, 'provider', $2, 'event', "
-        "CASE WHEN status = 'active' THEN 'refreshed' ELSE status END)::text) FROM saved");
+        "CASE WHEN status = 'active' THEN 'refreshed' ELSE status END)::pg_catalog.text) FROM "
+        "saved");
     const auto n = update.run(
         {text_arg(job.session), text_arg(job.provider), bytea_arg(access_ct), bytea_arg(refresh_ct),
          bytea_arg(id_ct), text_arg(t.token_type), text_arg(t.scope), timestamptz_arg(expires_at),

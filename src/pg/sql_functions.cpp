@@ -180,7 +180,7 @@ Datum register_provider_from_issuer(FunctionCallInfo fcinfo) {
     {
         SpiConnection spi;
         static Statement read(
-            "SELECT document::text FROM upstream_token.discovery WHERE issuer = $1");
+            "SELECT document::pg_catalog.text FROM upstream_token.discovery WHERE issuer = $1");
         if (read.run({text_arg(issuer)}, true, 1, pg_call([] { return GetLatestSnapshot(); })) ==
             0) {
             throw Error(ErrorCode::internal, "the engine's metadata for this issuer vanished");
@@ -272,7 +272,7 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
         "INSERT INTO upstream_token.token AS t (session, provider, subject, client_id, id_claims, "
         "access_token, refresh_token, id_token, scope, expires_at, refresh_expires_at, issued_at, "
         "refresh_expiry_source) "
-        "VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13) "
+        "VALUES ($1, $2, $3, $4, $5::pg_catalog.jsonb, $6, $7, $8, $9, $10, $11, $12, $13) "
         "ON CONFLICT (session, provider) DO UPDATE SET subject = EXCLUDED.subject, "
         "client_id = EXCLUDED.client_id, id_claims = EXCLUDED.id_claims, "
         "access_token = EXCLUDED.access_token, refresh_token = EXCLUDED.refresh_token, "

@@ -107,14 +107,14 @@ void reencrypt_others(const Arg& current_id, std::int64_t batch) {
 // Values still sealed under another key than the current one.
 std::int64_t remaining(const Arg& current_id) {
     static Statement count(
-        "SELECT (SELECT count(*) FROM upstream_token.token "
+        "SELECT (SELECT pg_catalog.count(*) FROM upstream_token.token "
         "         WHERE (access_token IS NOT NULL AND substring(access_token FROM 2 FOR 4) <> $1) "
         "            OR (refresh_token IS NOT NULL AND substring(refresh_token FROM 2 FOR 4) <> "
         "$1) "
         "            OR (id_token IS NOT NULL AND substring(id_token FROM 2 FOR 4) <> $1)) "
-        "     + (SELECT count(*) FROM upstream_token.provider "
+        "     + (SELECT pg_catalog.count(*) FROM upstream_token.provider "
         "         WHERE client_secret IS NOT NULL AND substring(client_secret FROM 2 FOR 4) <> $1) "
-        "     + (SELECT count(*) FROM upstream_token.revocation "
+        "     + (SELECT pg_catalog.count(*) FROM upstream_token.revocation "
         "         WHERE substring(token FROM 2 FOR 4) <> $1)");
     count.run({current_id}, true, 1);
     return ResultRow().int8(1).value_or(0);

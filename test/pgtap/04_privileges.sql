@@ -8,12 +8,16 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS upstream_token;
 
+SELECT current_setting('search_path') AS tap_search_path \gset
 BEGIN;
-SELECT plan(47);
+SELECT plan(50);
 
 -- Runs one statement as the given role; returns 'ok' or the SQLSTATE it failed with. The
--- role is reset either way, so pgTAP itself always runs as the superuser.
-CREATE FUNCTION pg_temp.sqlstate_as(r text, stmt text) RETURNS text LANGUAGE plpgsql AS $$
+-- role is reset either way, so pgTAP itself always runs as the superuser; and the SET clause
+-- confines a `SET LOCAL search_path` inside stmt to this call (without it, a hostile path a
+-- test plants would outlive the call and pgTAP's own "=" would resolve to it).
+CREATE FUNCTION pg_temp.sqlstate_as(r text, stmt text) RETURNS text LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 DECLARE
     state text := 'ok';
 BEGIN
@@ -115,8 +119,17 @@ SELECT is(pg_temp.sqlstate_as('ut_tap_app',
           $$SET LOCAL search_path = ut_tap_evil, pg_catalog, public; SELECT upstream_token.get_upstream_token('no-such-session', 'priv')$$),
           'UT001', 'a hostile operator on the caller''s search_path does not turn a missing session into a match');
 SELECT is(pg_temp.sqlstate_as('ut_tap_app',
-          $$SET LOCAL search_path = ut_tap_evil, pg_catalog, public; DO 'BEGIN IF upstream_token.get_upstream_token(''p-1'', ''priv'') IS DISTINCT FROM ''p1-access'' THEN RAISE ''wrong''; END IF; END'$$),
-          'ok', 'and the right token still comes back');
+          $$SET LOCAL search_path = ut_tap_evil, pg_catalog, public; DO 'BEGIN IF (upstream_token.get_upstream_token(''p-1'', ''priv'') OPERATOR(pg_catalog.=) ''p1-access'') IS NOT TRUE THEN RAISE ''wrong''; END IF; END'$$),
+          'ok', 'and the right token still comes back (compared with pg_catalog''s "=")');
+
+-- Control: on that search path the hostile "=" is really in effect (the two tests above
+-- would prove nothing otherwise)...
+SELECT is(pg_temp.sqlstate_as('ut_tap_app',
+          $$SET LOCAL search_path = ut_tap_evil, pg_catalog, public; DO 'BEGIN IF NOT (''a''::text = ''b''::text) THEN RAISE ''hostile = not in effect''; END IF; END'$$),
+          'ok', 'control: on the hostile search path ''a'' = ''b'' is true');
+-- ...and it did not leak out of the calls into this script (pgTAP resolves "=" here too).
+SELECT is(current_setting('search_path'), :'tap_search_path', 'the planted search path stayed inside the calls');
+SELECT ok(NOT ('a'::text = 'b'::text), 'this script''s "=" is pg_catalog''s');
 
 SELECT * FROM finish();
 ROLLBACK;
