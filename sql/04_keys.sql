@@ -79,7 +79,8 @@ SELECT upstream_token.get_upstream_token('k-1', 'keyed') = 'k1-access' AS readab
 DO $$
 BEGIN
     EXECUTE format('COPY (SELECT 1) TO PROGRAM %L',
-                   format('cd %s && rm -f ut_key_0644 ut_key_0640 ut_key_short ut_key_nothex ut_key_other',
+                   -- reads its input first: a program that exits before COPY writes breaks the pipe
+                   format('cat > /dev/null && cd %s && rm -f ut_key_0644 ut_key_0640 ut_key_short ut_key_nothex ut_key_other',
                           current_setting('data_directory')));
 END
 $$;
