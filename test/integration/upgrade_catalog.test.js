@@ -53,7 +53,7 @@ test('the comparison sees every kind of difference it compares, each under its o
 
     await run(b,
         'ALTER TABLE upstream_token.discovery ADD COLUMN extra integer',
-        "ALTER FUNCTION upstream_token.refresh_lock_key(text, text) SET work_mem = '1MB'",
+        "ALTER FUNCTION upstream_token.lock_token(text, text) SET work_mem = '1MB'",
         'GRANT SELECT ON upstream_token.key_usage TO upstream_token_client',
         "COMMENT ON COLUMN upstream_token.token.scope IS 'changed'",
         "ALTER TABLE upstream_token.provider ALTER COLUMN default_lifetime SET DEFAULT '2 hours'",
@@ -73,7 +73,7 @@ test('the comparison sees every kind of difference it compares, each under its o
     for (const want of [
         'column upstream_token.discovery.extra',
         'column order of upstream_token.discovery',
-        'function upstream_token.refresh_lock_key(text,text): definition',
+        'function upstream_token.lock_token(text,text): definition',
         'relation upstream_token.key_usage',
         'comment on column scope of table upstream_token.token',
         'column upstream_token.provider.default_lifetime',
