@@ -182,6 +182,10 @@ std::optional<std::string> repair_json_text(std::string_view text) {
             i = j;
             continue;
         }
+        if (c == '\0') {  // nlohmann::json reads a NUL outside strings as the end of input
+            out.append(text.substr(i));
+            break;
+        }
         out.push_back(c);
         ++i;
     }

@@ -63,6 +63,16 @@ TEST(JsonRepair, RepairedTextParses) {
     }
 }
 
+TEST(JsonRepair, NothingAfterANulOutsideStringsIsTouched) {
+    // Found by fuzzing: the parser stops at a NUL outside strings, so the text it accepted
+    // must not count as repaired because of bytes after it.
+    const std::string text("26\t\0>\"\x06", 7);
+    EXPECT_FALSE(nlohmann::json::parse(text, nullptr, false).is_discarded());
+    EXPECT_FALSE(repair_json_text(text));
+    EXPECT_EQ(repair_json_text(std::string("[1e400]\0\"\x01", 10)),
+              std::string("[1e308]\0\"\x01", 10));
+}
+
 TEST(JsonRepair, UnterminatedInputIsSafe) {
     EXPECT_EQ(repair_json_text("[\"\xff"), "[\"" + kFffd);
     EXPECT_FALSE(repair_json_text("[\"\\"));
