@@ -17,9 +17,23 @@ using upstream_token::fuzz::require;
 namespace {
 constexpr std::string_view kIssuer = "https://issuer.example/realms/main";
 
+// Whether a URL starts with `scheme`, ignoring case (RFC 3986 3.1).
+bool has_scheme(std::string_view url, std::string_view scheme) {
+    if (url.size() < scheme.size()) {
+        return false;
+    }
+    for (std::size_t i = 0; i < scheme.size(); ++i) {
+        const char c = url[i];
+        if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != scheme[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
 // Whether a URL has the scheme validate_endpoint allows.
 bool allowed_scheme(std::string_view url, bool allow_http) {
-    return url.rfind("https://", 0) == 0 || (allow_http && url.rfind("http://", 0) == 0);
+    return has_scheme(url, "https://") || (allow_http && has_scheme(url, "http://"));
 }
 }  // namespace
 
