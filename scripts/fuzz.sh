@@ -7,9 +7,10 @@
 #   UT_FUZZ_MERGE=1 bash scripts/fuzz.sh ...   then minimise what was found into the
 #                                              committed corpus (test/fuzz/corpus/TARGET/)
 #
-# New inputs go to .tmp/fuzz/work/TARGET (the committed corpus is read, not written); crash
-# inputs to .tmp/fuzz/artifacts/TARGET/. One process per target (the machine is shared);
-# UT_FUZZ_ARGS adds libFuzzer flags. Exits non-zero when a target crashed.
+# New inputs go to .tmp/fuzz/work/TARGET; the committed corpus and test/fuzz/regressions/TARGET/
+# (inputs that once crashed) are read, not written. Crash inputs go to
+# .tmp/fuzz/artifacts/TARGET/. One process per target (the machine is shared); UT_FUZZ_ARGS
+# adds libFuzzer flags. Exits non-zero when a target crashed.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -64,7 +65,8 @@ for t in "${targets[@]}"; do
     echo "== $t: ${seconds}s"
     # shellcheck disable=SC2086
     "$out/bin/$t" -max_total_time="$seconds" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
-        -artifact_prefix="$art/" ${UT_FUZZ_ARGS:-} "$work" "$corpus" >"$log" 2>&1
+        -artifact_prefix="$art/" ${UT_FUZZ_ARGS:-} "$work" "$corpus" \
+        $( [ -d "test/fuzz/regressions/$t" ] && echo "test/fuzz/regressions/$t" ) >"$log" 2>&1
     rc=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$log" | tail -n 1)
     [ -n "$execs" ] || execs=$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$log" | tail -n 1)
@@ -78,7 +80,7 @@ for t in "${targets[@]}"; do
         rm -rf "$merged"; mkdir -p "$merged"
         "$out/bin/$t" -merge=1 "$merged" "$corpus" "$work" >"$out/logs/$t.merge.log" 2>&1 &&
             rm -f "$corpus"/* && cp "$merged"/* "$corpus"/ && rm -rf "$work" &&
-            echo "   corpus minimised: $(find "$corpus" -type f | wc -l) files, $(du -sk "$corpus" | cut -f1) KB"
+            echo "   corpus minimised: $(find "$corpus" -type f | wc -l) files, $(cat "$corpus"/* | wc -c) bytes"
     fi
 done
 

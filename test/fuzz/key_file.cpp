@@ -58,7 +58,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     } catch (const Error& e) {
         require(e.code() == ErrorCode::decryption_failed, "decryption errors");
     }
-    if (size <= 256) {
+    if (size <= 64 && (size == 0 || data[0] % 8 == 0)) {  // sealing is slow: a sample
         const std::string sealed = encrypt_secret(test_key(), in, aad);
         require(ciphertext_key_id(sealed) == test_key().id, "sealed under the key");
         require(decrypt_secret({test_key()}, sealed, aad) == in, "seal/open round trip");
