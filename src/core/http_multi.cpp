@@ -21,6 +21,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "core/http_header.hpp"
+
 namespace upstream_token {
 
 namespace {
@@ -28,7 +30,6 @@ namespace {
 using SteadyClock = std::chrono::steady_clock;
 
 constexpr long kMaxConnects = 64;
-constexpr std::size_t kMaxRetryAfterLength = 256;
 constexpr std::size_t kMaxErrorDetailLength = 200;
 constexpr int kEpollBatch = 64;
 constexpr int kMaxDriveRounds = 16;
@@ -104,20 +105,6 @@ bool starts_with_ci(const char* data, std::size_t len, const char* prefix) {
         }
     }
     return true;
-}
-
-// Header values arrive with surrounding blanks and the CRLF; callers want the bare value.
-std::string trim(const char* data, std::size_t len) {
-    std::size_t b = 0;
-    std::size_t e = len;
-    auto blank = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
-    while (b < e && blank(data[b])) {
-        ++b;
-    }
-    while (e > b && blank(data[e - 1])) {
-        --e;
-    }
-    return {data + b, e - b};
 }
 
 // Appends one header line to an owned curl_slist; false (list unchanged) when out of memory.
@@ -330,17 +317,7 @@ std::size_t HttpMulti::Impl::on_header(char* data, std::size_t size, std::size_t
     auto* t = static_cast<Transfer*>(userp);
     const std::size_t n = size * nmemb;
     try {
-        static constexpr char kRetryAfter[] = "retry-after:";
-        if (starts_with_ci(data, n, "HTTP/")) {
-            t->retry_after.clear();
-        } else if (starts_with_ci(data, n, kRetryAfter)) {
-            const std::size_t skip = sizeof(kRetryAfter) - 1;
-            std::string value = trim(data + skip, n - skip);
-            if (value.size() > kMaxRetryAfterLength) {
-                value.resize(kMaxRetryAfterLength);
-            }
-            t->retry_after = std::move(value);
-        }
+        track_retry_after(std::string_view(data, n), t->retry_after);
         return n;
     } catch (...) {
         return n == 0 ? 1 : 0;

@@ -6,7 +6,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "http_header.hpp"  // parse_retry_after
 #include "time.hpp"
 
 namespace upstream_token {
@@ -20,6 +22,9 @@ struct TokenResponse {
     std::optional<std::int64_t> expires_in;  // number or numeric string
     std::optional<std::int64_t>
         refresh_expires_in;  // refresh_expires_in or refresh_token_expires_in
+    // Odd optional fields that were defaulted ("expires_in is a boolean; default used"):
+    // field names and JSON types only, never a value.
+    std::vector<std::string> warnings;
 };
 
 enum class FailureClass {
@@ -44,8 +49,5 @@ ExchangeOutcome interpret_token_response(long http_status, std::string_view body
 
 // For failures below HTTP (connect refused, TLS, timeout): always transient.
 ExchangeOutcome transport_failure(std::string_view what);
-
-// Retry-After (RFC 9110 10.2.3): delta-seconds or an HTTP-date; nullopt when unusable.
-std::optional<Micros> parse_retry_after(std::string_view header, Time now);
 
 }  // namespace upstream_token

@@ -207,6 +207,21 @@ BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
 
 namespace {
 
+// last_error after a saved answer: the binding problem and/or "warning: " and the odd fields
+// that were defaulted (names and JSON types only); nullopt for a clean answer.
+std::optional<std::string> success_note(const std::optional<std::string>& problem,
+                                        const std::vector<std::string>& warnings) {
+    std::string note;
+    if (problem) note = "invalid_binding: " + *problem;
+    for (std::size_t i = 0; i < warnings.size(); ++i) {
+        note += i == 0 ? (note.empty() ? "warning: " : "; warning: ") : "; ";
+        note += warnings[i];
+    }
+    if (note.empty()) return std::nullopt;
+    if (note.size() > kLastErrorMax) note.resize(kLastErrorMax);
+    return note;
+}
+
 // Saves new tokens with the optimistic UPDATE (I2); false when another writer moved the row.
 bool save_tokens(RefreshJob& job, const TokenResponse& t) {
     // The provider counted expires_in from some instant after the request was sent: the send
@@ -233,17 +248,17 @@ bool save_tokens(RefreshJob& job, const TokenResponse& t) {
     // user's token as active between two commits.
     std::optional<std::string> problem;
     if (t.id_token) problem = binding_problem(job, *t.id_token);
-    std::optional<std::string> last_error;
-    if (problem) last_error = "invalid_binding: " + *problem;
+    // Odd optional fields were defaulted (never fatal); say which in last_error, status active.
+    std::optional<std::string> last_error = success_note(problem, t.warnings);
     // The event goes out with the same statement (and commit) as the save.
     static Statement update(
         "WITH saved AS (UPDATE upstream_token.token SET access_token = $3, "
         "refresh_token = coalesce($4, refresh_token), id_token = coalesce($5, id_token), "
         "token_type = $6, scope = coalesce($7, scope), expires_at = $8, "
         "refresh_expires_at = coalesce($9, refresh_expires_at), "
-        "refresh_expiry_source = coalesce($13, refresh_expiry_source), "
+        "refresh_expiry_source = coalesce($14, refresh_expiry_source), "
         "generation = generation + 1, issued_at = $11, "
-        "status = CASE WHEN $12::pg_catalog.text IS NULL THEN 'active' ELSE 'invalid_binding' END, "
+        "status = CASE WHEN $13 THEN 'invalid_binding' ELSE 'active' END, "
         "failure_count = 0, next_attempt_at = NULL, last_error = $12, "
         "refreshed_at = pg_catalog.now(), updated_at = pg_catalog.now() "
         "WHERE session = $1 AND provider = $2 AND refresh_token = $10 "
@@ -256,7 +271,7 @@ bool save_tokens(RefreshJob& job, const TokenResponse& t) {
         {text_arg(job.session), text_arg(job.provider), bytea_arg(access_ct), bytea_arg(refresh_ct),
          bytea_arg(id_ct), text_arg(t.token_type), text_arg(t.scope), timestamptz_arg(expires_at),
          timestamptz_arg(refresh_expires_at), bytea_arg(job.old_refresh_ct), timestamptz_arg(now),
-         text_arg(last_error), text_arg(refresh_expiry_source)},
+         text_arg(last_error), bool_arg(problem.has_value()), text_arg(refresh_expiry_source)},
         false);
     if (n == 0) return false;
     job.new_generation = ResultRow().int8(1).value_or(0);

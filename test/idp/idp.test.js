@@ -533,6 +533,27 @@ describe('faults', () => {
         assert.equal((await refresh(client, res.json.refresh_token)).status, 200);
     });
 
+    test('set_fields and raw_fields: a rotated success with odd fields', async () => {
+        const g = await mint(client);
+        await c.admin('POST', '/admin/faults', { match: { grant_id: g.grant_id }, count: 1,
+            action: { set_fields: { expires_in: '', scope: 42, extra: null }, raw_fields: { refresh_token_expires_in: '99999999999999999999999', token_type: '1e400' } } });
+        const res = await refresh(client, g.refresh_token);
+        assert.equal(res.status, 200);
+        assert.equal(res.json.expires_in, '');
+        assert.equal(res.json.scope, 42);
+        assert.equal(res.json.extra, null);
+        assert.match(res.text, /"refresh_token_expires_in":99999999999999999999999[,}]/);
+        assert.match(res.text, /"token_type":1e400[,}]/);
+        assert.equal((res.text.match(/"token_type"/g) || []).length, 1, 'a raw field replaces the normal one');
+        assert.ok(res.json.access_token);
+        // It rotated: the new token works, the old one is now reuse.
+        assert.equal((await refresh(client, res.json.refresh_token)).status, 200);
+        assert.equal((await refresh(client, g.refresh_token)).status, 400);
+        await assert.rejects(c.admin('POST', '/admin/faults', { action: { set_fields: ['expires_in'] } }), { status: 400 });
+        await assert.rejects(c.admin('POST', '/admin/faults', { action: { raw_fields: { expires_in: 5 } } }), { status: 400 });
+        await assert.rejects(c.admin('POST', '/admin/faults', { match: { endpoint: 'revoke' }, action: { set_fields: { a: 1 } } }), { status: 400 });
+    });
+
     test('id_token_claims overrides claims', async () => {
         const g = await mint(client);
         await c.admin('POST', '/admin/faults', { match: { subject: 'alice', client_id: client.client_id }, action: { id_token_claims: { sub: 'someone-else' } }, count: 1 });

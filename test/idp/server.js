@@ -522,6 +522,7 @@ class Provider {
         if (result.status === 200) {
             this.stats.token_success++;
             if (action.oversized_body_bytes) result.body = padJson(result.body, action.oversized_body_bytes);
+            result.body = applyFieldOverrides(result.body, action);
         }
         this.answer(res, call, result.status, result.body, result.headers);
     }
@@ -1007,6 +1008,38 @@ function validateAction(action, endpoint) {
         throw badAdmin('id_token_omit must be an array of claim names');
     }
     if (action.oauth_error !== undefined && typeof action.oauth_error !== 'string') throw badAdmin('oauth_error must be a string');
+    validateFieldOverrides(action);
+}
+
+// ---- Field overrides (`set_fields`, `raw_fields`): a successful, rotated answer with odd
+// optional fields, as real providers send them ("expires_in": "3600", a numeric scope, ...).
+FAULT_ACTION_KEYS.push('set_fields', 'raw_fields');
+
+// Checks set_fields (any JSON values) and raw_fields (JSON text written verbatim).
+function validateFieldOverrides(action) {
+    if (action.set_fields !== undefined) requireObject(action.set_fields, 'set_fields');
+    if (action.raw_fields !== undefined) {
+        requireObject(action.raw_fields, 'raw_fields');
+        if (!Object.values(action.raw_fields).every((v) => typeof v === 'string' && v.length > 0)) {
+            throw badAdmin('raw_fields values must be non-empty strings of JSON text');
+        }
+    }
+}
+
+// Sets `set_fields` on a success body (replacing the field), then appends each `raw_fields`
+// member as `"name":<text>` verbatim (for numbers JavaScript cannot hold, such as 1e400 or
+// 99999999999999999999999); a raw field replaces a field of the same name.
+function applyFieldOverrides(body, action) {
+    if (!action.set_fields && !action.raw_fields) return body;
+    const obj = typeof body === 'string' ? JSON.parse(body) : { ...body };
+    Object.assign(obj, action.set_fields || {});
+    const raw = action.raw_fields || {};
+    for (const name of Object.keys(raw)) delete obj[name];
+    let text = JSON.stringify(obj);
+    for (const [name, value] of Object.entries(raw)) {
+        text = `${text.slice(0, -1)}${text.length > 2 ? ',' : ''}${JSON.stringify(name)}:${value}}`;
+    }
+    return text;
 }
 
 // Pads a JSON object with a "padding" field so the serialised body is exactly `bytes` long (when possible).

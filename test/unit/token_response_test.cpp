@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <limits>
 #include <string>
+#include <vector>
 
 namespace upstream_token {
 namespace {
@@ -84,28 +85,107 @@ TEST(TokenResponse, RefreshExpiresInAliases) {
     o = interpret(200, R"({"access_token":"a","refresh_expires_in":10,
                            "refresh_token_expires_in":20})");
     EXPECT_EQ(o.tokens->refresh_expires_in, 10);
-    o = interpret(200, R"({"access_token":"a","refresh_expires_in":-1})");
-    EXPECT_EQ(o.failure, FailureClass::protocol);
+    // An odd first alias does not hide a usable second one.
+    o = interpret(200, R"({"access_token":"a","refresh_expires_in":-1,
+                           "refresh_token_expires_in":30})");
+    ASSERT_EQ(o.failure, FailureClass::none);
+    EXPECT_EQ(o.tokens->refresh_expires_in, 30);
+    ASSERT_EQ(o.tokens->warnings.size(), 1U);
+    EXPECT_EQ(o.tokens->warnings[0], "refresh_expires_in is negative; default used");
     o = interpret(200, R"({"access_token":"a","refresh_token_expires_in":"soon"})");
-    EXPECT_EQ(o.failure, FailureClass::protocol);
+    ASSERT_EQ(o.failure, FailureClass::none);
+    EXPECT_FALSE(o.tokens->refresh_expires_in);
+    ASSERT_EQ(o.tokens->warnings.size(), 1U);
+    EXPECT_EQ(o.tokens->warnings[0],
+              "refresh_token_expires_in is a string that is not a number; default used");
 }
 
-TEST(TokenResponse, BadNumbersAreProtocolFailures) {
-    for (const char* body : {
-             R"({"access_token":"a","expires_in":-1})",
-             R"({"access_token":"a","expires_in":"-1"})",
-             R"({"access_token":"a","expires_in":"1h"})",
-             R"({"access_token":"a","expires_in":""})",
-             R"({"access_token":"a","expires_in":" 3600"})",
-             R"({"access_token":"a","expires_in":-0.5})",
-             R"({"access_token":"a","expires_in":true})",
-             R"({"access_token":"a","expires_in":[3600]})",
+// Defect 9 (issue 9): an odd optional lifetime cost the whole answer, and with it the
+// rotated refresh token. Now the answer is kept, the field defaulted, a warning recorded.
+TEST(TokenResponse, OddLifetimesAreDefaultedWithAWarning) {
+    struct Case {
+        const char* value;
+        const char* warning;
+    };
+    for (const Case c : {
+             Case{R"(-1)", "expires_in is negative; default used"},
+             Case{R"(-5)", "expires_in is negative; default used"},
+             Case{R"("-1")", "expires_in is negative; default used"},
+             Case{R"(-0.5)", "expires_in is negative; default used"},
+             Case{R"(-1e400)", "expires_in is negative; default used"},
+             Case{R"("1h")", "expires_in is a string that is not a number; default used"},
+             Case{R"("")", "expires_in is an empty string; default used"},
+             Case{R"("0x10")", "expires_in is a string that is not a number; default used"},
+             Case{R"("+5")", "expires_in is a string that is not a number; default used"},
+             Case{R"("true")", "expires_in is a string that is not a number; default used"},
+             Case{R"("[3600]")", "expires_in is a string that is not a number; default used"},
+             Case{R"(true)", "expires_in is a boolean; default used"},
+             Case{R"(false)", "expires_in is a boolean; default used"},
+             Case{R"([3600])", "expires_in is an array; default used"},
+             Case{R"({"s":3600})", "expires_in is an object; default used"},
          }) {
+        const std::string body = std::string(R"({"access_token":"a","refresh_token":"r",)") +
+                                 R"("expires_in":)" + c.value + "}";
         const auto o = interpret(200, body);
-        EXPECT_EQ(o.failure, FailureClass::protocol) << body;
-        EXPECT_FALSE(o.tokens) << body;
-        EXPECT_NE(o.message.find("expires_in"), std::string::npos) << o.message;
+        ASSERT_EQ(o.failure, FailureClass::none) << body << " " << o.message;
+        EXPECT_EQ(o.tokens->access_token, "a");
+        EXPECT_EQ(o.tokens->refresh_token, "r") << body;
+        EXPECT_FALSE(o.tokens->expires_in) << body;
+        ASSERT_FALSE(o.tokens->warnings.empty()) << body;
+        EXPECT_EQ(o.tokens->warnings.back(), c.warning) << body;
+        EXPECT_LE(o.tokens->warnings.size(), 2U) << body;  // and "body repaired" for -1e400
     }
+}
+
+TEST(TokenResponse, SensibleLifetimeEncodingsAreAcceptedSilently) {
+    struct Case {
+        const char* value;
+        std::int64_t seconds;
+    };
+    for (const Case c :
+         {Case{R"(3600)", 3600}, Case{R"("3600")", 3600}, Case{R"("3600.0")", 3600},
+          Case{R"("3599.9")", 3599}, Case{R"(" 3600 ")", 3600}, Case{R"("3.6e3")", 3600},
+          Case{R"(3.6E3)", 3600}, Case{R"(0)", 0}, Case{R"("0")", 0}, Case{R"(0.4)", 0},
+          Case{R"(-0)", 0}, Case{R"(1e-400)", 0}}) {
+        const std::string body =
+            std::string(R"({"access_token":"a","expires_in":)") + c.value + "}";
+        const auto o = interpret(200, body);
+        ASSERT_EQ(o.failure, FailureClass::none) << body;
+        EXPECT_EQ(o.tokens->expires_in, c.seconds) << body;
+        EXPECT_TRUE(o.tokens->warnings.empty()) << body << " " << o.tokens->warnings[0];
+    }
+}
+
+TEST(TokenResponse, HugeLifetimesAreCappedWithAWarning) {
+    constexpr auto kMax = std::numeric_limits<std::int64_t>::max();
+    for (const char* value :
+         {"9223372036854775808", "\"9223372036854775808\"", "1e19", "1e308", "1e400", "\"1e400\"",
+          "99999999999999999999999999999999999999", "\"99999999999999999999999\""}) {
+        const std::string body = std::string(R"({"access_token":"a","expires_in":)") + value + "}";
+        const auto o = interpret(200, body);
+        ASSERT_EQ(o.failure, FailureClass::none) << body;
+        EXPECT_EQ(o.tokens->expires_in, kMax) << body;
+        ASSERT_FALSE(o.tokens->warnings.empty()) << body;
+        EXPECT_EQ(o.tokens->warnings.back(), "expires_in is too large; capped") << body;
+    }
+    // The largest value that fits is taken as is.
+    const auto o = interpret(200, R"({"access_token":"a","expires_in":9223372036854775807})");
+    EXPECT_EQ(o.tokens->expires_in, kMax);
+    EXPECT_TRUE(o.tokens->warnings.empty());
+}
+
+TEST(TokenResponse, NullAndEmptyOptionalFieldsAreAbsentWithoutWarning) {
+    const auto o = interpret(200, R"({"access_token":"a","refresh_token":null,"id_token":"",
+        "token_type":null,"scope":null,"expires_in":null,"refresh_expires_in":null,
+        "refresh_token_expires_in":null})");
+    ASSERT_EQ(o.failure, FailureClass::none);
+    EXPECT_FALSE(o.tokens->refresh_token);
+    EXPECT_FALSE(o.tokens->id_token);
+    EXPECT_EQ(o.tokens->token_type, "Bearer");
+    EXPECT_FALSE(o.tokens->scope);
+    EXPECT_FALSE(o.tokens->expires_in);
+    EXPECT_FALSE(o.tokens->refresh_expires_in);
+    EXPECT_TRUE(o.tokens->warnings.empty());
 }
 
 TEST(TokenResponse, EmptyRefreshTokenIsAbsent) {
@@ -136,14 +216,82 @@ TEST(TokenResponse, MissingOrBadAccessTokenIsProtocol) {
     }
 }
 
-TEST(TokenResponse, WrongTypesAreProtocol) {
-    EXPECT_EQ(interpret(200, R"({"access_token":"a","refresh_token":5})").failure,
-              FailureClass::protocol);
-    EXPECT_EQ(interpret(200, R"({"access_token":"a","id_token":{}})").failure,
-              FailureClass::protocol);
-    EXPECT_EQ(interpret(200, R"({"access_token":"a","token_type":1})").failure,
-              FailureClass::protocol);
-    EXPECT_EQ(interpret(200, R"({"access_token":"a","scope":7})").failure, FailureClass::protocol);
+TEST(TokenResponse, WrongTypesOfOptionalFieldsAreIgnoredWithAWarning) {
+    struct Case {
+        const char* body;
+        const char* warning;
+    };
+    for (const Case c : {
+             Case{R"({"access_token":"a","refresh_token":5})",
+                  "refresh_token is a number; ignored"},
+             Case{R"({"access_token":"a","refresh_token":["r"]})",
+                  "refresh_token is an array; ignored"},
+             Case{R"({"access_token":"a","refresh_token":true})",
+                  "refresh_token is a boolean; ignored"},
+             Case{R"({"access_token":"a","id_token":{}})", "id_token is an object; ignored"},
+             Case{R"({"access_token":"a","id_token":5})", "id_token is a number; ignored"},
+             Case{R"({"access_token":"a","token_type":1})", "token_type is a number; Bearer used"},
+             Case{R"({"access_token":"a","token_type":[]})", "token_type is an array; Bearer used"},
+             Case{R"({"access_token":"a","scope":7})", "scope is a number; ignored"},
+             Case{R"({"access_token":"a","scope":false})", "scope is a boolean; ignored"},
+             Case{R"({"access_token":"a","scope":{"openid":true}})", "scope is an object; ignored"},
+             Case{R"({"access_token":"a","scope":["openid",1]})",
+                  "scope is an array with a number in it; ignored"},
+             Case{R"({"access_token":"a","scope":[null]})",
+                  "scope is an array with a null in it; ignored"},
+         }) {
+        const auto o = interpret(200, c.body);
+        ASSERT_EQ(o.failure, FailureClass::none) << c.body;
+        EXPECT_EQ(o.tokens->access_token, "a");
+        EXPECT_FALSE(o.tokens->refresh_token) << c.body;
+        EXPECT_FALSE(o.tokens->id_token) << c.body;
+        EXPECT_FALSE(o.tokens->scope) << c.body;
+        EXPECT_EQ(o.tokens->token_type, "Bearer") << c.body;
+        ASSERT_EQ(o.tokens->warnings.size(), 1U) << c.body;
+        EXPECT_EQ(o.tokens->warnings[0], c.warning);
+    }
+}
+
+TEST(TokenResponse, SeveralOddFieldsGiveOneWarningEach) {
+    const auto o = interpret(200, R"({"access_token":"a","refresh_token":"r","expires_in":"",
+        "scope":42,"token_type":[],"refresh_expires_in":"x","refresh_token_expires_in":false})");
+    ASSERT_EQ(o.failure, FailureClass::none);
+    EXPECT_EQ(o.tokens->refresh_token, "r");
+    EXPECT_EQ(o.tokens->warnings,
+              (std::vector<std::string>{
+                  "token_type is an array; Bearer used", "scope is a number; ignored",
+                  "expires_in is an empty string; default used",
+                  "refresh_expires_in is a string that is not a number; default used",
+                  "refresh_token_expires_in is a boolean; default used"}));
+}
+
+TEST(TokenResponse, OddValuesBreakingTheJsonAreRepaired) {
+    // A strict parser rejects the whole body for these; the tokens next to them are kept.
+    auto o = interpret(200, R"({"access_token":"a","refresh_token":"r","expires_in":1e400})");
+    ASSERT_EQ(o.failure, FailureClass::none) << o.message;
+    EXPECT_EQ(o.tokens->refresh_token, "r");
+    EXPECT_EQ(o.tokens->expires_in, std::numeric_limits<std::int64_t>::max());
+    EXPECT_EQ(o.tokens->warnings.front(), "body repaired (invalid UTF-8 or a number out of range)");
+    // Latin-1 in an optional field, a raw control character in another.
+    o = interpret(
+        200, "{\"access_token\":\"a\",\"refresh_token\":\"r\",\"scope\":\"caf\xe9\",\"x\":\"\t\"}");
+    ASSERT_EQ(o.failure, FailureClass::none) << o.message;
+    EXPECT_EQ(o.tokens->refresh_token, "r");
+    EXPECT_EQ(o.tokens->scope, "caf\xEF\xBF\xBD");
+    // A damaged token is not used: the access token fails the answer, others are ignored.
+    o = interpret(200, "{\"access_token\":\"a\xff\",\"refresh_token\":\"r\"}");
+    EXPECT_EQ(o.failure, FailureClass::protocol);
+    EXPECT_NE(o.message.find("access_token is not valid UTF-8"), std::string::npos);
+    o = interpret(200, "{\"access_token\":\"a\",\"refresh_token\":\"r\\n\x80\"}");
+    ASSERT_EQ(o.failure, FailureClass::none);
+    EXPECT_FALSE(o.tokens->refresh_token);
+    EXPECT_EQ(o.tokens->warnings.back(), "refresh_token is not valid UTF-8; ignored");
+    // An error body with a Latin-1 description is still classified by its error code.
+    o = interpret(400, "{\"error\":\"invalid_grant\",\"error_description\":\"expir\xe9\"}");
+    EXPECT_EQ(o.failure, FailureClass::reauth_required);
+    // What no repair can fix stays a protocol failure.
+    o = interpret(200, R"({"access_token":"a","expires_in":1e400)");
+    EXPECT_EQ(o.failure, FailureClass::protocol);
 }
 
 TEST(TokenResponse, NonJsonOrNonObjectSuccessIsProtocol) {
@@ -156,8 +304,8 @@ TEST(TokenResponse, NonJsonOrNonObjectSuccessIsProtocol) {
 }
 
 TEST(TokenResponse, MalformedResponseNeverLeaksTokens) {
-    // A response that carries a refresh token but is otherwise unusable: the refresh token
-    // must not appear in the message (it will be logged and stored as last_error).
+    // Answers with a token in an odd place: neither the message nor a warning (both end up
+    // in last_error or the log) may carry it.
     const std::string bodies[] = {
         R"({"refresh_token":")" + std::string(kRefresh) + R"(","expires_in":"x"})",
         R"({"access_token":")" + std::string(kAccess) + R"(","refresh_token":")" +
@@ -171,9 +319,19 @@ TEST(TokenResponse, MalformedResponseNeverLeaksTokens) {
     };
     for (const auto& body : bodies) {
         const auto o = interpret(200, body);
-        EXPECT_EQ(o.failure, FailureClass::protocol) << body;
         expect_no_secrets(o);
+        if (o.tokens) {
+            for (const auto& w : o.tokens->warnings) {
+                EXPECT_EQ(w.find(kRefresh), std::string::npos) << w;
+                EXPECT_EQ(w.find(kAccess), std::string::npos) << w;
+            }
+        }
     }
+    EXPECT_EQ(interpret(200, bodies[0]).failure, FailureClass::protocol);  // no access_token
+    EXPECT_EQ(interpret(200, bodies[1]).failure, FailureClass::none);      // negative: defaulted
+    EXPECT_EQ(interpret(200, bodies[2]).failure, FailureClass::protocol);  // truncated JSON
+    EXPECT_EQ(interpret(200, bodies[3]).failure, FailureClass::none);      // array: ignored
+    EXPECT_EQ(interpret(200, bodies[4]).failure, FailureClass::none);      // object: ignored
 }
 
 TEST(TokenResponse, InvalidGrantIsReauth) {
@@ -325,51 +483,6 @@ TEST(TokenResponse, TransportFailure) {
     EXPECT_NE(o.message.find("Connection refused"), std::string::npos);
     EXPECT_EQ(o.message.find('\n'), std::string::npos);
     EXPECT_FALSE(o.tokens);
-}
-
-TEST(RetryAfter, DeltaSeconds) {
-    EXPECT_EQ(parse_retry_after("120", kNow), seconds(120));
-    EXPECT_EQ(parse_retry_after("0", kNow), Micros{0});
-    EXPECT_EQ(parse_retry_after(" 5 ", kNow), seconds(5));
-    EXPECT_EQ(parse_retry_after("86400", kNow), seconds(86400));
-    EXPECT_EQ(parse_retry_after("86401", kNow), seconds(86400));
-    EXPECT_EQ(parse_retry_after("99999999999999999999999999", kNow), seconds(86400));
-}
-
-TEST(RetryAfter, ImfFixdate) {
-    EXPECT_EQ(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", kNow), Micros{0});
-    EXPECT_EQ(parse_retry_after("Wed, 21 Oct 2015 07:29:00 GMT", kNow), seconds(60));
-    EXPECT_EQ(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", kNow + Micros{500000}), Micros{0});
-    EXPECT_EQ(parse_retry_after("Wed, 21 Oct 2015 07:28:01 GMT", kNow + Micros{500000}),
-              Micros{500000});
-    EXPECT_EQ(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", kNow), Micros{0});
-    EXPECT_EQ(parse_retry_after("Thu, 22 Oct 2015 07:28:00 GMT", kNow), seconds(86400));
-    EXPECT_EQ(parse_retry_after("Fri, 01 Jan 2100 00:00:00 GMT", kNow), seconds(86400));
-    // Leap day, and a date across a year boundary.
-    EXPECT_EQ(parse_retry_after("Mon, 29 Feb 2016 00:00:10 GMT", Time{seconds(1456704000)}),
-              seconds(10));
-    EXPECT_EQ(parse_retry_after("Sat, 01 Jan 2000 00:00:00 GMT", Time{seconds(946684790)}),
-              seconds(10));
-}
-
-TEST(RetryAfter, ObsoleteDateFormats) {
-    EXPECT_EQ(parse_retry_after("Wednesday, 21-Oct-15 07:29:00 GMT", kNow), seconds(60));
-    EXPECT_EQ(parse_retry_after("Sunday, 06-Nov-94 08:49:37 GMT", kNow), Micros{0});
-    EXPECT_EQ(parse_retry_after("Wed Oct 21 07:29:00 2015", kNow), seconds(60));
-    EXPECT_EQ(parse_retry_after("Sun Nov  6 08:49:37 1994", kNow), Micros{0});
-}
-
-TEST(RetryAfter, Garbage) {
-    for (const char* h :
-         {"", "   ", "-1", "1.5", "+5", "soon", "120s", "0x10", "Wed, 21 Oct 2015 07:28:00",
-          "Wed, 21 Oct 2015 07:28:00 UTC", "Wed, 32 Oct 2015 07:28:00 GMT",
-          "Wed, 29 Feb 2015 07:28:00 GMT", "Wed, 21 Foo 2015 07:28:00 GMT",
-          "Wed, 21 Oct 2015 24:00:00 GMT", "Xyz, 21 Oct 2015 07:28:00 GMT",
-          "wed, 21 oct 2015 07:28:00 gmt", "Wed, 21 Oct 2015 07:28:00 GMT extra",
-          "Wed,  21 Oct 2015 07:28:00 GMT", "Wed, 21 Oct 15 07:28:00 GMT"}) {
-        EXPECT_FALSE(parse_retry_after(h, kNow)) << h;
-    }
-    EXPECT_FALSE(parse_retry_after(std::string(1000, '1'), kNow));
 }
 
 }  // namespace
