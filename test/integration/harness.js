@@ -387,3 +387,15 @@ async function revokeCalls(idp, clientId, sinceMs = 0) {
 }
 
 Object.assign(module.exports, { providerWith, introspector, listenEvents, revocationQueue, revokeCalls });
+
+// Whether a process has exited (gone, or a zombie the postmaster has not reaped yet).
+function processGone(pid) {
+    try {
+        const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+        return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
+    } catch {
+        return true;
+    }
+}
+
+Object.assign(module.exports, { processGone });

@@ -2,20 +2,9 @@
 // The end of a token's life (an orderly stop with refreshes in flight is orderly_stop.test.js).
 // Purge: with purge_after = 0 the maintenance pass deletes a token whose refresh token expired (announcing `expired`), and
 // keeps one whose access token expired long ago while its refresh token is valid (I8).
-const fs = require('node:fs');
 const test = require('node:test');
 const assert = require('node:assert');
-const { setup, connect, waitFor, unique, storeMany, setSystemGucs } = require('./harness.js');
-
-// Whether a process has exited (gone, or a zombie the postmaster has not reaped yet).
-function processGone(pid) {
-    try {
-        const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-        return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
-    } catch {
-        return true;
-    }
-}
+const { setup, connect, waitFor, unique, storeMany, setSystemGucs, processGone } = require('./harness.js');
 
 // SIGTERMs the engine and waits for the postmaster's replacement; returns {pid, gone_ms, back_ms}.
 async function restartEngine(ctx) {

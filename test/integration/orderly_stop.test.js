@@ -6,22 +6,11 @@
 // and only then exits: every rotated token is saved, no grant is revoked, every session goes
 // on refreshing. Only SIGKILL, a crash or an immediate shutdown may lose an exchange
 // (crash.test.js counts that case).
-const fs = require('node:fs');
 const test = require('node:test');
 const assert = require('node:assert');
-const { setup, connect, waitFor, unique, storeMany, cluster, ensureEngine } = require('./harness.js');
+const { setup, connect, waitFor, unique, storeMany, cluster, ensureEngine, processGone } = require('./harness.js');
 
 const RESPOND_DELAY_MS = 2000;
-
-// Whether a process has exited (gone, or a zombie the postmaster has not reaped yet).
-function processGone(pid) {
-    try {
-        const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-        return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
-    } catch {
-        return true;
-    }
-}
 
 // Runs one get on its own connection; resolves {ok, code} and never rejects.
 async function getOnOwnConnection(session, provider) {
