@@ -21,6 +21,7 @@ extern "C" {
 #include "core/schedule.hpp"
 #include "core/scheduler.hpp"
 #include "core/token_response.hpp"
+#include "pg/compat.hpp"
 #include "pg/engine_revocation.hpp"
 #include "pg/engine_scan.hpp"
 #include "pg/engine_shmem.hpp"
@@ -106,7 +107,7 @@ class Engine {
         {
             SharedLock guard(s_, LW_EXCLUSIVE);
             s_->worker_pid = MyProcPid;
-            s_->worker_procno = MyProc->pgprocno;
+            s_->worker_procno = compat::my_procno();
             s_->worker_dbid = MyDatabaseId;
             s_->worker_ready = false;
             s_->worker_starts++;
@@ -697,7 +698,7 @@ long Engine::wait_timeout_ms() const {
 
 void Engine::run() {
     WaitEventSet* set = pg_call([&] {
-        WaitEventSet* w = CreateWaitEventSet(TopMemoryContext, 3);
+        WaitEventSet* w = compat::create_wait_event_set(3);
         AddWaitEventToSet(w, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, nullptr);
         AddWaitEventToSet(w, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, nullptr, nullptr);
         AddWaitEventToSet(w, WL_SOCKET_READABLE, http_.wait_fd(), nullptr, nullptr);
