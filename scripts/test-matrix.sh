@@ -12,7 +12,7 @@
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-cd "$here"
+cd "$here" || exit 1
 logs=$here/.tmp/test-logs
 mkdir -p "$logs"
 majors=("$@")
