@@ -1,30 +1,74 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL 15 cluster for upstream_token: owned by the postgres user, its own
+# A throwaway PostgreSQL cluster for upstream_token: owned by the postgres user, its own
 # port and socket directory, the extension preloaded, a freshly generated key file.
 #
-#   scripts/cluster.sh init|start|stop|destroy|env
+#   scripts/cluster.sh init|start|stop|restart|destroy|env
+#   scripts/cluster.sh pg PROGRAM ARGS...   run a server program (initdb, pg_ctl, pg_basebackup,
+#                                           ...) of this cluster's server as the postgres user
+#   scripts/cluster.sh serverdir DIR        make DIR a directory the server sees at the same path
+#   scripts/cluster.sh rmserverdir DIR      remove such a directory
 #
 # Environment: UT_CLUSTER_DIR (default .tmp/cluster), UT_PORT (default 25432),
 # UT_DATABASE (default ut_test, the database the engine serves), UT_PG_BIN (the server's bin
 # directory, default Debian's 15; a relocated copy lets several checkouts test side by side).
+# UT_PG_ROOT with UT_PG_MAJOR: the server of a Debian root (scripts/pgroot.sh) instead, run
+# there with chroot. Every directory the server uses (cluster, certificates, a standby) then
+# lives inside the root, and the path outside is a symbolic link to it: the same path names
+# the same file for the server inside and the tests outside (key file, CA file, socket).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-bin=${UT_PG_BIN:-/usr/lib/postgresql/15/bin}
+root=${UT_PG_ROOT:-}
+if [ -n "$root" ]; then
+    major=${UT_PG_MAJOR:?UT_PG_MAJOR must name the major of UT_PG_ROOT}
+    bin=/usr/lib/postgresql/$major/bin
+else
+    bin=${UT_PG_BIN:-/usr/lib/postgresql/15/bin}
+fi
 dir=${UT_CLUSTER_DIR:-$here/.tmp/cluster}
 port=${UT_PORT:-25432}  # below the ephemeral range, where test servers pick ports
 db=${UT_DATABASE:-ut_test}
 data=$dir/data
 sock=$dir/sock
 
-as_pg() { runuser -u postgres -- "$@"; }
+# A server program as the postgres user (the server refuses root).
+as_pg() {
+    if [ -n "$root" ]; then
+        UT_PG_ROOT=$root bash "$here/scripts/pgroot.sh" "$major" exec -u postgres "$@"
+    else
+        runuser -u postgres -- "$@"
+    fi
+}
+
+# Creates DIR (and its parents) where the server sees it at the same path: inside the root,
+# with DIR a symbolic link to it (replacing a directory an earlier run without the root left).
+server_dir() {
+    local d=$1
+    if [ -z "$root" ]; then
+        [ ! -L "$d" ] || rm -f "$d"  # a link into a root an earlier run used
+        mkdir -p "$d"
+        return
+    fi
+    mkdir -p "$root$d"
+    [ "$(readlink "$d" 2>/dev/null)" = "$root$d" ] && return
+    rm -rf "$d"
+    mkdir -p "$(dirname "$d")"
+    ln -s "$root$d" "$d"
+}
+
+# Removes DIR and, with a root, what it points to there.
+rm_server_dir() {
+    rm -rf "$1"
+    if [ -n "$root" ]; then rm -rf --one-file-system "${root:?}$1"; fi
+}
 
 init() {
     stop
-    rm -rf "$dir"
-    mkdir -p "$dir" "$sock"
-    chown postgres:postgres "$dir" "$sock"
-    chmod 700 "$dir"
+    rm_server_dir "$dir"
+    server_dir "$dir"
+    mkdir -p "$sock"
+    chown postgres:postgres "$dir/" "$sock"
+    chmod 700 "$dir/"
     as_pg "$bin/initdb" -D "$data" -A trust -U postgres --no-instructions >/dev/null
     openssl rand -hex 32 >"$dir/key"
     chown postgres:postgres "$dir/key"
@@ -62,10 +106,15 @@ case "${1:-}" in
     start) start ;;
     stop) stop ;;
     restart) stop; start ;;
-    destroy) stop; rm -rf "$dir" ;;
+    destroy) stop; rm_server_dir "$dir" ;;
+    pg) shift; [ $# -gt 0 ] || { echo "usage: $0 pg PROGRAM ARGS..." >&2; exit 2; }
+        prog=$1; shift; as_pg "$bin/$prog" "$@" ;;
+    serverdir) server_dir "${2:?usage: $0 serverdir DIR}" ;;
+    rmserverdir) rm_server_dir "${2:?usage: $0 rmserverdir DIR}" ;;
     env)
         echo "export PGHOST=$sock PGPORT=$port PGUSER=postgres PGDATABASE=$db"
         echo "export UT_CLUSTER_DIR=$dir UT_SERVER_LOG=$dir/server.log UT_DATA=$data UT_PG_BIN=$bin"
+        if [ -n "$root" ]; then echo "export UT_PG_ROOT=$root UT_PG_MAJOR=$major"; fi
         ;;
-    *) echo "usage: $0 init|start|stop|restart|destroy|env" >&2; exit 2 ;;
+    *) echo "usage: $0 init|start|stop|restart|destroy|env|pg|serverdir|rmserverdir" >&2; exit 2 ;;
 esac

@@ -1,6 +1,7 @@
 #include "pg/args.hpp"
 
 #include "core/error.hpp"
+#include "pg/compat.hpp"
 #include "pg/spi.hpp"
 
 namespace upstream_token::pg {
@@ -26,6 +27,32 @@ std::string nonempty_text_arg(FunctionCallInfo fcinfo, int n, const char* what) 
 std::optional<std::int32_t> opt_int4_arg(FunctionCallInfo fcinfo, int n) {
     if (PG_ARGISNULL(n)) return std::nullopt;
     return PG_GETARG_INT32(n);
+}
+
+const Interval* opt_interval_arg(FunctionCallInfo fcinfo, int n, const char* what,
+                                 bool allow_negative) {
+    if (PG_ARGISNULL(n)) return nullptr;
+    const Interval* iv = PG_GETARG_INTERVAL_P(n);
+    if (!compat::interval_is_finite(iv)) {
+        throw Error(ErrorCode::invalid_parameter, std::string(what) + " must be a finite interval");
+    }
+    if (!allow_negative && (iv->time < 0 || iv->day < 0 || iv->month < 0)) {
+        throw Error(ErrorCode::invalid_parameter, std::string(what) + " must not be negative");
+    }
+    // Counted with 31-day months, an upper bound of every conversion the extension makes
+    // (30-day months in C++, extract(epoch) in SQL): if this fits, theirs do.
+    std::int64_t months_us = 0, days_us = 0, total = 0;
+    const bool overflow =
+        __builtin_mul_overflow(static_cast<std::int64_t>(iv->month), 31 * USECS_PER_DAY,
+                               &months_us) ||
+        __builtin_mul_overflow(static_cast<std::int64_t>(iv->day), USECS_PER_DAY, &days_us) ||
+        __builtin_add_overflow(months_us, days_us, &total) ||
+        __builtin_add_overflow(total, static_cast<std::int64_t>(iv->time), &total);
+    if (overflow) {
+        throw Error(ErrorCode::invalid_parameter, std::string(what) + " is out of range",
+                    "An interval must be shorter than about 290,000 years.");
+    }
+    return iv;
 }
 
 }  // namespace upstream_token::pg

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "core/error.hpp"
+#include "pg/compat.hpp"
 #include "pg/sqlstate.hpp"
 
 namespace upstream_token::pg {
@@ -144,19 +145,13 @@ void capture_current_exception(PendingError& out) noexcept {
 }
 
 PinnedSearchPath::PinnedSearchPath() : exceptions_at_start_(std::uncaught_exceptions()) {
-    pg_call([] {
-        OverrideSearchPath path{};
-        path.schemas = NIL;
-        path.addCatalog = true;
-        path.addTemp = false;
-        PushOverrideSearchPath(&path);
-    });
+    level_ = pg_call([] { return compat::push_catalog_search_path(); });
 }
 
 PinnedSearchPath::~PinnedSearchPath() {
     if (std::uncaught_exceptions() > exceptions_at_start_) return;
     try {
-        pg_call([] { PopOverrideSearchPath(); });
+        pg_call([this] { compat::pop_catalog_search_path(level_); });
     } catch (...) {
         // The transaction's end pops it (with a warning at commit).
     }

@@ -130,8 +130,8 @@ decltype(auto) entry_guard(F&& body) {
 
 namespace upstream_token::pg {
 
-// Pins the search path to pg_catalog alone (no pg_temp, nothing the caller chose) for the
-// life of the object: every name the SQL functions resolve is then safe under SECURITY
+// Pins the search path to pg_catalog (nothing the caller chose; how, per major: compat.hpp)
+// for the life of the object: every name the SQL functions resolve is then safe under SECURITY
 // DEFINER, without the per-call cost of a SET clause. Popped on normal exit; an error's
 // (sub)transaction abort pops it otherwise.
 class PinnedSearchPath {
@@ -143,6 +143,7 @@ class PinnedSearchPath {
 
   private:
     int exceptions_at_start_;
+    int level_ = 0;  // what compat::pop_catalog_search_path needs
 };
 
 }  // namespace upstream_token::pg

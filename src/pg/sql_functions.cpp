@@ -69,14 +69,9 @@ struct ProviderSpec {
 // max_concurrent, assertion_alg, assertion_kid.
 void read_provider_options(FunctionCallInfo fcinfo, int first, ProviderSpec& spec) {
     spec.scope = opt_text_arg(fcinfo, first);
-    for (int i = first + 1; i <= first + 4; ++i) {
-        if (!PG_ARGISNULL(i)) {
-            const Interval* iv = PG_GETARG_INTERVAL_P(i);
-            if (iv->time < 0 || iv->day < 0 || iv->month < 0) {
-                throw Error(ErrorCode::invalid_parameter, "intervals must not be negative");
-            }
-        }
-    }
+    const char* const names[] = {"refresh_threshold", "refresh_token_ttl", "default_lifetime",
+                                 "request_timeout"};
+    for (int i = 0; i < 4; ++i) (void)opt_interval_arg(fcinfo, first + 1 + i, names[i]);
     spec.refresh_threshold = interval_arg(fcinfo, first + 1);
     spec.refresh_token_ttl = interval_arg(fcinfo, first + 2);
     spec.default_lifetime = interval_arg(fcinfo, first + 3);

@@ -359,7 +359,7 @@ Datum planned_refresh_at_sql(FunctionCallInfo fcinfo) {
     std::optional<Time> issued_at;
     if (!PG_ARGISNULL(3)) issued_at = from_timestamptz(PG_GETARG_TIMESTAMPTZ(3));
     const Time expires_at = from_timestamptz(PG_GETARG_TIMESTAMPTZ(4));
-    const Interval* iv = PG_GETARG_INTERVAL_P(5);
+    const Interval* iv = opt_interval_arg(fcinfo, 5, "threshold", true);
     const Micros threshold{iv->time + (static_cast<std::int64_t>(iv->day) +
                                        static_cast<std::int64_t>(iv->month) * DAYS_PER_MONTH) *
                                           USECS_PER_DAY};

@@ -76,7 +76,7 @@ function unique(prefix) {
 
 // Starts the IdP and a pool; returns helpers bound to them. Call ctx.close() at the end.
 async function setup({ poolSize = 60 } = {}) {
-    fs.mkdirSync(CERT_DIR, { recursive: true });
+    serverDir(CERT_DIR);  // the server reads ca.pem from it
     fs.chmodSync(path.dirname(CERT_DIR), 0o755);
     execFileSync('bash', [path.join(REPO, 'test', 'idp', 'make-certs.sh'), CERT_DIR]);
     fs.chmodSync(CERT_DIR, 0o755);
@@ -163,7 +163,25 @@ function cluster(...args) {
     execFileSync('bash', [path.join(REPO, 'scripts', 'cluster.sh'), ...args], { stdio: 'inherit' });
 }
 
-module.exports = { setup, connect, waitFor, unique, pgConfig, serverLog, cluster, ensureEngine, REPO, CERT_DIR };
+// Runs a program of the test cluster's server (pg_ctl, pg_basebackup, ...) as the postgres
+// user, where the server runs (with another major, chrooted into its Debian root); returns
+// its standard output.
+function asPostgres(program, args) {
+    return execFileSync('bash', [path.join(REPO, 'scripts', 'cluster.sh'), 'pg', program, ...args],
+        { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+}
+
+// Creates a directory the server sees at the same path as the tests (with another major it
+// lives inside the server's Debian root and `dir` links to it); removeServerDir undoes it.
+function serverDir(dir) {
+    execFileSync('bash', [path.join(REPO, 'scripts', 'cluster.sh'), 'serverdir', dir]);
+}
+function removeServerDir(dir) {
+    execFileSync('bash', [path.join(REPO, 'scripts', 'cluster.sh'), 'rmserverdir', dir]);
+}
+
+module.exports = { setup, connect, waitFor, unique, pgConfig, serverLog, cluster, ensureEngine, REPO, CERT_DIR,
+    asPostgres, serverDir, removeServerDir };
 
 // ---- Helpers added for the lifecycle tests (proactive refresh, limits, standby, events). ----
 

@@ -11,16 +11,10 @@ const path = require('node:path');
 const test = require('node:test');
 const assert = require('node:assert');
 const { execFileSync } = require('node:child_process');
-const { setup, connect, waitFor, unique, storeMany, ensureEngine, introspectActive, REPO } = require('./harness.js');
+const { setup, connect, waitFor, unique, storeMany, ensureEngine, introspectActive, REPO, asPostgres, serverDir,
+    removeServerDir } = require('./harness.js');
 
-const BIN = process.env.UT_PG_BIN || '/usr/lib/postgresql/15/bin';
 const THRESHOLD_S = 20;
-
-// Runs a PostgreSQL program as the postgres user (the server refuses root).
-function asPostgres(program, args) {
-    return execFileSync('runuser', ['-u', 'postgres', '--', path.join(BIN, program), ...args],
-        { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
-}
 
 // A TCP port on 127.0.0.1 nobody listens on, from `start` upwards (below the ephemeral range).
 async function freePort(start) {
@@ -89,7 +83,7 @@ test('standby serves valid tokens and refuses refreshes; after promotion the eng
     t.after(async () => {
         if (standby) await standby.end().catch(() => {});
         if (running(standbyData)) asPostgres('pg_ctl', ['-D', standbyData, '-m', 'immediate', '-w', 'stop']);
-        fs.rmSync(dir, { recursive: true, force: true });
+        removeServerDir(dir);
         // The primary is the suite's cluster: bring it back for the tests that follow.
         if (!running(primaryData)) asPostgres('pg_ctl', ['-D', primaryData, '-l', primaryLog, '-w', '-t', '60', 'start']);
         await ensureEngine(ctx.pool);
@@ -107,10 +101,11 @@ test('standby serves valid tokens and refuses refreshes; after promotion the eng
     await storeMany(ctx.pool, p.provider, [...fresh, ...toRefresh]);
 
     // A streaming standby with its own port and socket directory.
-    fs.rmSync(dir, { recursive: true, force: true });
+    removeServerDir(dir);
+    serverDir(dir);
     fs.mkdirSync(standbySock, { recursive: true });
     fs.mkdirSync(standbyData, { mode: 0o700 });
-    execFileSync('chown', ['-R', 'postgres:postgres', dir]);
+    execFileSync('chown', ['-R', '-H', 'postgres:postgres', dir]);
     asPostgres('pg_basebackup', ['-h', process.env.PGHOST, '-p', String(process.env.PGPORT), '-U', 'postgres',
         '-D', standbyData, '-R', '-X', 'stream', '-c', 'fast']);
     fs.appendFileSync(path.join(standbyData, 'postgresql.auto.conf'),
