@@ -217,11 +217,6 @@ test(`${FROM} in use (rows the library wrote, queued revocation, rotated key) ->
     assert.ok(Number(shortBefore.generation) >= 2 && shortBefore.refreshed_at, 'the row the engine saved');
 
     // The gate: the 0.2.0 library on 0.1.0's objects reads, but neither writes nor refreshes.
-    // The engine has come up and seen the old objects (it says so in the log).
-    await waitFor(() => /upstream_token engine: waiting: the extension is version 0\.1\.0, the library 0\.2\.0: refreshes wait for ALTER EXTENSION upstream_token UPDATE/
-        .test(harness.serverLog()), { timeoutMs: 30000, what: 'the engine to log that it waits for the update' });
-    const engineBefore = await engine();
-    assert.strictEqual(engineBefore.ready, false, 'the engine does not serve a 0.1.0 schema');
     for (const l of longs) {
         assert.strictEqual((await ctx.pool.query(GET, [l.session, pLong.provider])).rows[0].t, l.grant.access_token);
     }
@@ -253,6 +248,11 @@ test(`${FROM} in use (rows the library wrote, queued revocation, rotated key) ->
     assert.strictEqual((await ctx.pool.query('SELECT count(*)::int AS n FROM upstream_token.token')).rows[0].n, 7, 'nothing written');
     assert.strictEqual((await ctx.pool.query('SELECT count(*)::int AS n FROM upstream_token.provider')).rows[0].n, 2);
     assert.strictEqual((await ctx.pool.query(GET, [longs[2].session, pLong.provider])).rows[0].t, longs[2].grant.access_token);
+    // The engine: it has come up and seen the old objects (it says so in the log), and waits.
+    await waitFor(() => /upstream_token engine: waiting: the extension is version 0\.1\.0, the library 0\.2\.0: refreshes wait for ALTER EXTENSION upstream_token UPDATE/
+        .test(harness.serverLog()), { timeoutMs: 30000, what: 'the engine to log that it waits for the update' });
+    const engineBefore = await engine();
+    assert.strictEqual(engineBefore.ready, false, 'the engine does not serve a 0.1.0 schema');
     // The short-lived token, once expired, needs a refresh nobody may do yet.
     await waitFor(async () => (await ctx.pool.query('SELECT expires_at <= now() AS e FROM upstream_token.token WHERE session = $1',
         [short.session])).rows[0].e, { timeoutMs: 15000, intervalMs: 100, what: 'the short-lived token to expire' });
