@@ -495,6 +495,7 @@ class Provider {
     revokeGrant(grant) {
         if (grant.revoked) return;
         grant.revoked = true;
+        grant.revoked_ms = Date.now();
         this.stats.revoked_grants++;
     }
 
@@ -957,7 +958,7 @@ class Provider {
             grant_id: g.grant_id, client_id: g.client_id, subject: g.subject, scope: g.scope,
             auth_time: g.auth_time, active: !g.revoked && !expired, revoked: g.revoked,
             refresh_calls: g.refresh_calls, rotations: g.rotations, reuse_detected: g.reuse_detected,
-            refresh_tokens_issued: g.issued,
+            refresh_tokens_issued: g.issued, revoked_ms: g.revoked_ms ?? null,
             refresh_token: g.revoked ? null : cur.token,
         };
     }

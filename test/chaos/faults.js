@@ -1,0 +1,418 @@
+'use strict';
+// The fault catalogue of the chaos soak. Each fault draws its parameters from its own seeded
+// generator when the driver schedules it (so a seed replays the same schedule), runs for a
+// bounded time, and returns its outcome for the event log. Server faults (restarts, signals,
+// read-only, key rotation) run one at a time; the others overlap freely.
+
+const fs = require('node:fs');
+const path = require('node:path');
+const crypto = require('node:crypto');
+const { sleep, waitFor, connect, errorCode } = require('./lib.js');
+const { expire, call } = require('./workload.js');
+
+// ------------------------------------------------------------------ shared helpers
+
+// Lock holders stand for application transactions that began before the database turned
+// read-only: the read-only fault does not stop them.
+const OUTSIDE_READ_ONLY = { options: '-c default_transaction_read_only=off' };
+
+async function engineStatus(h) {
+    return (await h.sys.query('SELECT * FROM upstream_token.engine_status')).rows[0];
+}
+
+// Waits for a ready engine whose pid differs from `oldPid` (server and engine back).
+async function waitEngine(h, oldPid, timeoutMs = 90000) {
+    return waitFor(async () => {
+        const e = await engineStatus(h);
+        return e && e.ready && e.worker_pid > 0 && e.worker_pid !== oldPid && e;
+    }, { timeoutMs, intervalMs: 100, what: 'a ready engine' });
+}
+
+// Adds a provider fault rule on behalf of event `ev`; the verdict maps the rule's id, which
+// the provider's call log names, back to the event.
+async function idpFault(h, ev, body) {
+    const { fault_id: id } = await h.idp.client.admin('POST', '/admin/faults', body);
+    h.faultIds.set(id, `${ev.kind}#${ev.id}`);
+    return id;
+}
+
+// Makes the provider slow for a while (it rotates at once and answers `ms` later), and waits
+// until exchanges are in flight: a stop or a kill then meets answers the engine has not got.
+async function slowProvider(h, ev, ms, forMs) {
+    await idpFault(h, ev, { match: {}, action: { respond_delay_ms: ms }, until_ms: Date.now() + forMs });
+    await waitFor(async () => (await h.idp.client.admin('GET', '/admin/stats')).in_flight > 0,
+        { timeoutMs: 4000, intervalMs: 20, what: 'exchanges in flight' }).catch(() => {});
+}
+
+// Sets or resets default_transaction_read_only for the whole cluster (a failover or a
+// maintenance window), and waits until new sessions see it.
+async function setReadOnly(h, on) {
+    await h.sys.query(on ? 'ALTER SYSTEM SET default_transaction_read_only = on' : 'ALTER SYSTEM RESET default_transaction_read_only');
+    await h.sys.query('SELECT pg_catalog.pg_reload_conf()');
+    await waitFor(async () => {
+        const c = await connect();
+        try {
+            return (await c.query('SHOW default_transaction_read_only')).rows[0].default_transaction_read_only === (on ? 'on' : 'off');
+        } finally { await c.end().catch(() => {}); }
+    }, { timeoutMs: 10000, what: `read-only ${on ? 'on' : 'off'}` });
+}
+
+// Locks the token rows of `toks` in an open transaction on a connection of its own (an
+// application's store or delete in progress). Returns {client, rows}.
+async function lockRows(toks) {
+    const c = await connect(OUTSIDE_READ_ONLY);
+    await c.query("SET lock_timeout = '3s'");
+    await c.query('BEGIN');
+    const r = await c.query(
+        `SELECT 1 FROM upstream_token.token WHERE (session, provider) IN (SELECT * FROM unnest($1::text[], $2::text[])) FOR UPDATE`,
+        [toks.map((t) => t.session), toks.map((t) => t.provider)]);
+    return { client: c, rows: r.rowCount };
+}
+
+// Ends a lock-holding transaction and its connection, whatever state they are in.
+async function release(c) {
+    await c.query('COMMIT').catch(() => {});
+    await c.end().catch(() => {});
+}
+
+// Sets a key GUC (or resets it with null) and reloads; waits until new sessions see `expect`.
+async function setKeyGuc(h, name, value, expect) {
+    await h.sys.query(value === null ? `ALTER SYSTEM RESET ${name}` : `ALTER SYSTEM SET ${name} = '${value}'`);
+    await h.sys.query('SELECT pg_catalog.pg_reload_conf()');
+    await waitFor(async () => {
+        const c = await connect();
+        try {
+            return (await c.query('SELECT pg_catalog.current_setting($1) AS v', [name])).rows[0].v === expect;
+        } finally { await c.end().catch(() => {}); }
+    }, { timeoutMs: 10000, what: `${name} = ${expect}` });
+}
+
+// Writes a fresh key file owned by the server's user (mode 0600); returns its text.
+function writeKey(file) {
+    const text = crypto.randomBytes(32).toString('hex') + '\n';
+    fs.writeFileSync(file, text, { mode: 0o600 });
+    chownToServer(file);
+    return text;
+}
+
+// Gives a file to the server's OS user (the owner of the data directory).
+function chownToServer(file) {
+    const st = fs.statSync(process.env.UT_DATA);
+    fs.chownSync(file, st.uid, st.gid);
+}
+
+// CALL rotate_key() until key_usage shows only the current key (as docs/security.md says to
+// check before removing the old key); returns {done, tries, usage}.
+async function rotateUntilDone(h, tries = 3) {
+    let usage = [];
+    for (let i = 1; i <= tries; i++) {
+        const c = await connect({ options: '-c default_transaction_read_only=off' });
+        try {
+            await c.query('CALL upstream_token.rotate_key()');
+            const cur = (await c.query('SELECT upstream_token.current_key_id() AS k')).rows[0].k;
+            usage = (await c.query('SELECT key_id, ciphertexts::int AS n FROM upstream_token.key_usage ORDER BY key_id')).rows;
+            if (usage.every((u) => u.key_id === cur)) return { done: true, tries: i, usage };
+        } finally { await c.end().catch(() => {}); }
+        await sleep(500);
+    }
+    return { done: false, tries, usage };
+}
+
+// Starts a refresh of `tok` that the provider answers slowly (it rotates at once), and waits
+// until it is under way there; true when it is.
+async function refreshUnderWay(h, ev, tok) {
+    const since = Date.now();
+    await idpFault(h, ev, { match: { grant_id: tok.grantId }, action: { respond_delay_ms: 800 }, count: 1 });
+    await expire(h.sim, [tok]);
+    h.db.query('SELECT upstream_token.get_upstream_token($1, $2)', [tok.session, tok.provider]).catch(() => {});
+    return waitFor(async () => (await h.idp.client.admin('GET', `/admin/calls?since_ms=${since}&grant_id=${tok.grantId}`)).calls.some((c) => c.status === null),
+        { timeoutMs: 2000, intervalMs: 20, what: 'a refresh under way' }).then(() => true, () => false);
+}
+
+// ------------------------------------------------------------------ faults
+
+// Restarts with `pg_ctl -m fast` (or SIGTERMs the engine) while exchanges are in flight.
+async function orderlyStop(h, p, ev, how) {
+    if (p.slow) await slowProvider(h, ev, p.slowMs, 4000);
+    const e = await engineStatus(h);
+    const idpIn = (await h.idp.client.admin('GET', '/admin/stats')).in_flight;
+    const t0 = Date.now();
+    if (how === 'restart') await h.cluster.restart();
+    else process.kill(e.worker_pid, 'SIGTERM');
+    const back = await waitEngine(h, e.worker_pid);
+    return `${how === 'restart' ? 'server restarted (fast)' : 'engine SIGTERMed'}, new engine ready after ${Date.now() - t0} ms; ` +
+        `in flight when stopped: engine ${e.in_flight}, provider ${idpIn}; new pid ${back.worker_pid}`;
+}
+
+const FAULTS = {
+    fast_restart: {
+        group: 'server', weight: 3,
+        params: (r) => ({ slow: r.chance(0.7), slowMs: r.int(600, 1500) }),
+        run: (h, p, ev) => orderlyStop(h, p, ev, 'restart'),
+    },
+    engine_sigterm: {
+        group: 'server', weight: 3,
+        params: (r) => ({ slow: r.chance(0.7), slowMs: r.int(600, 1500) }),
+        run: (h, p, ev) => orderlyStop(h, p, ev, 'sigterm'),
+    },
+    engine_sigkill: {
+        group: 'server', weight: 2,
+        params: (r) => ({ slow: r.chance(0.5), slowMs: r.int(600, 1500) }),
+        async run(h, p, ev) {
+            if (p.slow) await slowProvider(h, ev, p.slowMs, 4000);
+            let rec;
+            await h.ledger.mutex.run(async () => {
+                const e = await engineStatus(h);
+                // A received answer may legitimately wait uncommitted behind a held lock or a
+                // read-only database, and a little after them (its next retry).
+                const blockedSince = Math.min(Date.now(), ...h.log.events.filter((x) => FAULTS[x.kind].blocking &&
+                    (x.end_ms === null || x.end_ms > Date.now() - 10000)).map((x) => x.start_ms));
+                const W = 2000 + (Date.now() - blockedSince);
+                const tSnap = Date.now();
+                const stored = await h.ledger.stored();
+                const idpIn = (await h.idp.client.admin('GET', '/admin/stats')).in_flight;
+                process.kill(e.worker_pid, 'SIGKILL');
+                const K = Date.now();
+                const uncommitted = [];
+                for (const t of h.ledger.live()) {
+                    const s = stored.get(t.key);
+                    if (s && s.info && s.info.used && !s.info.revoked && s.info.used_ms >= K - W) uncommitted.push(s.info.grant_id);
+                }
+                rec = { event: ev.id, K, tSnap, W, uncommitted, enginePid: e.worker_pid, engineInFlight: e.in_flight, idpInFlight: idpIn };
+                h.kills.push(rec);
+            });
+            const back = await waitEngine(h, rec.enginePid);
+            return `engine pid ${rec.enginePid} killed; at that instant ${rec.uncommitted.length} rotations answered but not ` +
+                `committed, engine in_flight ${rec.engineInFlight}, provider in_flight ${rec.idpInFlight}; ` +
+                `server and engine back after ${Date.now() - rec.K} ms (pid ${back.worker_pid})`;
+        },
+    },
+    terminate_waiters: {
+        group: 'session', weight: 2,
+        params: (r) => ({ n: r.int(4, 10), r: r.fork() }),
+        async run(h, p, ev) {
+            const toks = p.r.sample(h.ledger.live(), p.n);
+            for (const t of toks) {  // the refresh takes a while, so its callers are waiting
+                await idpFault(h, ev, { match: { grant_id: t.grantId }, action: { delay_ms: 1500 }, count: 1 });
+            }
+            await expire(h.sim, toks);
+            const clients = [];
+            for (const t of toks) clients.push(await connect({ application_name: 'chaos waiter' }));
+            const calls = clients.map((c, i) => c.query('SELECT upstream_token.get_upstream_token($1, $2)', [toks[i].session, toks[i].provider])
+                .then(() => 'ok', (e) => errorCode(e)));
+            const pids = clients.map((c) => c.processID);
+            await waitFor(async () => (await h.sys.query(
+                "SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = ANY($1) AND wait_event_type = 'Extension'", [pids])).rows[0].n >= Math.ceil(pids.length / 2),
+            { timeoutMs: 3000, intervalMs: 20, what: 'callers waiting for the engine' }).catch(() => {});
+            const waiting = (await h.sys.query(
+                "SELECT pid FROM pg_stat_activity WHERE pid = ANY($1) AND wait_event_type = 'Extension'", [pids])).rows.map((x) => x.pid);
+            for (const pid of waiting) await h.sys.query('SELECT pg_catalog.pg_terminate_backend($1)', [pid]);
+            const results = await Promise.all(calls);
+            for (const c of clients) await c.end().catch(() => {});
+            return `terminated ${waiting.length} of ${toks.length} callers while they waited for a refresh ` +
+                `(answers: ${results.filter((x) => x === 'ok').length} ok, ${results.filter((x) => x !== 'ok').length} cut)`;
+        },
+    },
+    row_lock: {
+        group: 'session', weight: 3, blocking: true,
+        params: (r) => ({ n: r.int(1, 25), holdMs: r.int(1000, 12000), r: r.fork() }),
+        async run(h, p) {
+            const { client, rows } = await lockRows(p.r.sample(h.ledger.live(), p.n));
+            await sleep(p.holdMs);
+            await release(client);
+            return `held ${rows} token rows locked for ${p.holdMs} ms`;
+        },
+    },
+    revocation_lock: {
+        group: 'session', weight: 2, blocking: true,
+        params: (r) => ({ holdMs: r.int(3000, 10000), r: r.fork() }),
+        async run(h, p, ev) {
+            // A revocation the provider refuses for a moment stays queued and is retried.
+            const victims = p.r.sample([...h.ledger.liveSessions().keys()], 2);
+            for (const pr of h.providers) {
+                await idpFault(h, ev, { match: { client_id: pr.clientId, endpoint: 'revoke' }, action: { status: 503 }, until_ms: Date.now() + 2500 });
+            }
+            const done = [];
+            for (const s of victims) done.push((await h.ledger.mutex.run(() => h.ledger.revoke(s))).what);
+            await h.ledger.mutex.run(() => h.ledger.addSessions(victims.length, { expiresIn: () => h.settings.accessTtl }));
+            await waitFor(async () => (await h.sys.query('SELECT count(*)::int AS n FROM upstream_token.revocation WHERE attempts >= 1')).rows[0].n > 0,
+                { timeoutMs: 8000, what: 'a failed revocation attempt' }).catch(() => {});
+            const c = await connect(OUTSIDE_READ_ONLY);
+            let rows = 0;
+            try {
+                await c.query("SET lock_timeout = '3s'");
+                await c.query('BEGIN');
+                rows = (await c.query('SELECT id FROM upstream_token.revocation FOR UPDATE SKIP LOCKED')).rowCount;
+                await sleep(p.holdMs);
+            } finally { await release(c); }
+            return `revoked ${victims.length} sessions (${done.join(', ')}), then held ${rows} queued revocation rows locked for ${p.holdMs} ms`;
+        },
+    },
+    refresh_lock: {
+        group: 'session', weight: 1, blocking: true,
+        params: (r) => ({ n: r.int(10, 40), holdMs: r.int(2000, 8000), r: r.fork() }),
+        async run(h, p) {
+            const live = h.ledger.live();
+            const toks = p.r.sample(live, p.n);
+            const held = new Set(toks.map((t) => t.key));
+            const c = await connect();
+            try {
+                for (const t of toks) await c.query('SELECT pg_catalog.pg_advisory_lock(upstream_token.refresh_lock_key($1, $2))', [t.provider, t.session]);
+                await expire(h.sim, toks.slice(0, Math.ceil(toks.length / 2)));
+                // Does an unrelated token still refresh at once?
+                const other = live.find((t) => !held.has(t.key));
+                const t0 = Date.now();
+                await expire(h.sim, [other]);
+                const code = await call(h.db, h.ledger, other, 'probe', h.outcomes);
+                const probeMs = Date.now() - t0;
+                await sleep(Math.max(0, p.holdMs - probeMs));
+                return `a manual refresher held ${toks.length} refresh locks for ${p.holdMs} ms; an unrelated expired token ` +
+                    `was served in ${probeMs} ms (${code || 'ok'})`;
+            } finally { await c.end().catch(() => {}); }
+        },
+    },
+    read_only: {
+        group: 'server', weight: 2, blocking: true,
+        params: (r) => ({ flips: Array.from({ length: r.int(1, 3) }, () => ({ on: r.chance(0.3) ? r.int(8000, 25000) : r.int(1000, 6000), off: r.int(300, 1500) })) }),
+        async run(h, p) {
+            try {
+                for (const f of p.flips) {
+                    await setReadOnly(h, true);
+                    await sleep(f.on);
+                    await setReadOnly(h, false);
+                    await sleep(f.off);
+                }
+            } finally { await setReadOnly(h, false); }
+            return `read-only ${p.flips.map((f) => `${f.on} ms`).join(', then ')}`;
+        },
+    },
+    locked_then_read_only: {
+        group: 'server', weight: 1, blocking: true,
+        params: (r) => ({ n: r.int(15, 40), lockMs: r.int(7000, 11000), roMs: r.int(2000, 5000), r: r.fork() }),
+        async run(h, p) {
+            const { client, rows } = await lockRows(p.r.sample(h.ledger.live(), p.n));
+            try {
+                await sleep(p.lockMs);
+                await setReadOnly(h, true);
+                await release(client);
+                await sleep(p.roMs);
+            } finally {
+                await release(client);
+                await setReadOnly(h, false);
+            }
+            return `held ${rows} token rows for ${p.lockMs} ms; the database turned read-only before they were released, for ${p.roMs} ms`;
+        },
+    },
+    relogin: {
+        group: 'session', weight: 4,
+        params: (r) => ({ n: r.int(1, 4), r: r.fork() }),
+        async run(h, p, ev) {
+            const done = [];
+            for (const t of p.r.sample(h.ledger.live(), p.n)) {
+                const sameGrant = p.r.chance(0.5);
+                const racing = p.r.chance(0.5);
+                const expiresIn = p.r.pick([0, 3, h.settings.accessTtl]);
+                // Half of them while a refresh of the same token is under way at the provider
+                // (the user signs in again while the engine refreshes in the background).
+                const raced = racing ? await refreshUnderWay(h, ev, t) : false;
+                const res = await h.ledger.mutex.run(() => h.ledger.relogin(t, { sameGrant, expiresIn }));
+                done.push(`${t.session}/${t.provider}: ${res.what}${raced ? ' during a refresh' : ''}${res.ok ? '' : ' (not stored)'}`);
+            }
+            return done.join('; ');
+        },
+    },
+    revoke: {
+        group: 'session', weight: 2,
+        params: (r) => ({ n: r.int(1, 2), r: r.fork() }),
+        async run(h, p) {
+            const victims = p.r.sample([...h.ledger.liveSessions().keys()], p.n);
+            const done = [];
+            for (const s of victims) done.push(`${s}: ${(await h.ledger.mutex.run(() => h.ledger.revoke(s))).what}`);
+            const added = await h.ledger.mutex.run(() => h.ledger.addSessions(victims.length, { expiresIn: () => h.settings.accessTtl }));
+            return `${done.join('; ')}; new sessions ${added.join(', ')}`;
+        },
+    },
+    key_rotation: {
+        group: 'server', weight: 2,
+        params: (r) => ({ inPlace: r.chance(0.35) }),
+        async run(h, p) {
+            const ks = h.keyState;
+            if (ks.pendingPrevious) {  // an earlier rotation could not finish: finish it first
+                const res = await rotateUntilDone(h);
+                if (!res.done) throw new Error(`the earlier rotation still cannot finish: key_usage ${JSON.stringify(res.usage)}`);
+                await setKeyGuc(h, 'upstream_token.previous_key_file', null, '');
+                fs.rmSync(ks.pendingPrevious, { force: true });
+                ks.pendingPrevious = null;
+                return 'finished the earlier rotation';
+            }
+            const n = ++ks.n;
+            const old = ks.path;
+            let previous;
+            if (p.inPlace) {  // the old key is kept under another name, the file overwritten in place
+                previous = path.join(h.cluster.dir, `key-previous-${n}`);
+                fs.copyFileSync(old, previous);
+                chownToServer(previous);
+                await setKeyGuc(h, 'upstream_token.previous_key_file', previous, previous);
+                h.keys.add(writeKey(old));
+                await h.sys.query('SELECT pg_catalog.pg_reload_conf()');
+            } else {           // docs/security.md: a new file, previous = old, key_file = new
+                previous = old;
+                const fresh = path.join(h.cluster.dir, `key-${n}`);
+                h.keys.add(writeKey(fresh));
+                await setKeyGuc(h, 'upstream_token.previous_key_file', old, old);
+                await setKeyGuc(h, 'upstream_token.key_file', fresh, fresh);
+                ks.path = fresh;
+            }
+            const t0 = Date.now();
+            const res = await rotateUntilDone(h);
+            if (!res.done) {
+                ks.pendingPrevious = previous;  // the old key stays configured: nothing becomes unreadable
+                throw new Error(`after ${res.tries} rotate_key runs key_usage still shows ${JSON.stringify(res.usage)}: ` +
+                    'something seals under a key other than the configured one; the previous key stays set');
+            }
+            await setKeyGuc(h, 'upstream_token.previous_key_file', null, '');
+            fs.rmSync(previous, { force: true });
+            return `${p.inPlace ? 'key file overwritten in place' : 'new key file'}; rotate_key done in ${Date.now() - t0} ms ` +
+                `(${res.tries} run${res.tries > 1 ? 's' : ''}); old key removed`;
+        },
+    },
+};
+
+// Provider faults: the rule, how widely it applies, and for how long (or how many answers).
+const ODD_FIELDS = [{ expires_in: '' }, { expires_in: -5 }, { expires_in: '3600.0' }, { scope: 42 }, { expires_in: null },
+    { token_type: 'bearer' }, { refresh_token_expires_in: 'soon' }, { x_vendor: { nested: [1, { a: null }] } }, { expires_in: 0 }];
+const IDP_FAULTS = {
+    idp_5xx: (r, h) => ({ action: { status: r.pick([500, 502, 503]), ...(r.chance(0.3) ? { retry_after: String(r.int(1, 2)) } : {}) }, endpoint: r.chance(0.2) ? 'revoke' : 'token', ms: r.int(1000, 6000) }),
+    idp_429: (r) => ({ action: { status: 429, retry_after: String(r.int(1, 3)) }, ms: r.int(1000, 5000) }),
+    idp_timeout: (r, h) => ({ action: { delay_ms: h.settings.requestTimeoutMs + 1000, drop: 'before' }, count: r.int(3, 20) }),
+    idp_drop: (r) => ({ action: { drop: 'before' }, count: r.int(3, 20) }),
+    idp_cut: (r) => ({ action: { cut_answer: true }, count: r.int(3, 20) }),
+    idp_malformed: (r) => ({ action: { malformed_json: true }, count: r.int(3, 15) }),
+    idp_odd_fields: (r) => ({ action: { patch_fields: r.pick(ODD_FIELDS) }, count: r.int(2, 8) }),
+    idp_slow: (r, h) => ({ action: r.chance(0.5) ? { delay_ms: r.int(200, 800) } : { respond_delay_ms: r.int(200, 800) }, ms: r.int(2000, 8000) }),
+};
+const IDP_WEIGHTS = { idp_5xx: 2, idp_429: 2, idp_timeout: 2, idp_drop: 2, idp_cut: 2, idp_malformed: 1, idp_odd_fields: 3, idp_slow: 2 };
+
+for (const [name, make] of Object.entries(IDP_FAULTS)) {
+    FAULTS[name] = {
+        group: 'idp', weight: IDP_WEIGHTS[name],
+        params: (r, h) => ({ ...make(r, h), scope: r.pick(['all', 'client', 'grants']), r: r.fork() }),
+        async run(h, p, ev) {
+            const until = p.ms ? Date.now() + p.ms : undefined;
+            let matches;
+            if (p.scope === 'all') matches = [{}];
+            else if (p.scope === 'client') matches = [{ client_id: p.r.pick(h.providers).clientId }];
+            else matches = p.r.sample(h.ledger.live(), p.r.int(3, 15)).map((t) => ({ grant_id: t.grantId }));
+            for (const m of matches) {
+                const match = p.endpoint === 'revoke' ? { ...m, endpoint: 'revoke' } : m;
+                const count = p.count ? (p.scope === 'grants' ? 1 : p.count) : undefined;
+                await idpFault(h, ev, { match, action: p.action, ...(count ? { count } : {}), ...(until ? { until_ms: until } : {}) });
+            }
+            if (p.ms) await sleep(p.ms);
+            return `${JSON.stringify(p.action)} at /${p.endpoint || 'token'} for ${p.scope === 'grants' ? `${matches.length} grants` : p.scope}` +
+                (p.ms ? `, ${p.ms} ms` : `, ${p.scope === 'grants' ? 1 : p.count} answer(s) each`);
+        },
+    };
+}
+
+module.exports = { FAULTS, engineStatus, waitEngine, setReadOnly };
