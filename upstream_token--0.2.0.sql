@@ -63,6 +63,11 @@ CREATE TABLE upstream_token.token (
     created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
     refreshed_at        timestamptz,
+    -- Where refresh_expires_at came from: 'provider' (its token response) or 'application'
+    -- (store_upstream_token's refresh_expires_in) are stated cut-offs; 'estimate' (the
+    -- provider's refresh_token_ttl or the GUC) is not: past it the engine still refreshes.
+    refresh_expiry_source text
+        CHECK (refresh_expiry_source IN ('provider', 'application', 'estimate')),
     PRIMARY KEY (session, provider),
     CHECK (session <> '' AND pg_catalog.octet_length(session) <= 512)
 );
@@ -72,10 +77,11 @@ CREATE INDEX token_due_idx ON upstream_token.token (expires_at) WHERE status = '
 CREATE INDEX token_refresh_expiry_idx ON upstream_token.token (refresh_expires_at);
 
 -- Revocations (RFC 7009) still to be delivered: written in the caller's transaction, sent
--- by the engine after commit, retried until the provider confirms.
+-- by the engine after commit, retried until the provider confirms. The provider cannot be
+-- deleted while any is pending (drop_provider refuses, or discards them when told to).
 CREATE TABLE upstream_token.revocation (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    provider        text NOT NULL REFERENCES upstream_token.provider (name) ON DELETE CASCADE,
+    provider        text NOT NULL REFERENCES upstream_token.provider (name),
     session         text NOT NULL,
     token           bytea NOT NULL,  -- the row's ciphertext, still bound to (provider, session, column)
     token_column    text NOT NULL CHECK (token_column IN ('refresh_token', 'access_token')),
@@ -86,6 +92,22 @@ CREATE TABLE upstream_token.revocation (
 );
 
 CREATE INDEX revocation_due_idx ON upstream_token.revocation (next_attempt_at);
+
+-- Token rows revoke_upstream_token deleted, kept a day (the engine purges them): a refresh
+-- that was in flight finds here that the app revoked the version it refreshed from, and has
+-- the refresh token it received revoked too, even after the queued revocation was delivered.
+-- A row replaced by a new login or deleted by delete_upstream_token leaves no tombstone, so
+-- its late refresh revokes nothing. No secret: the version is named by a digest of the
+-- deleted row's refresh-token ciphertext. Not dumped: it only matters to refreshes in flight.
+CREATE TABLE upstream_token.token_tombstone (
+    provider       text NOT NULL REFERENCES upstream_token.provider (name) ON DELETE CASCADE,
+    session        text NOT NULL,
+    refresh_digest bytea NOT NULL,  -- sha256 of the revoked row's refresh_token ciphertext
+    revoked_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (provider, session, refresh_digest)
+);
+
+CREATE INDEX token_tombstone_revoked_at_idx ON upstream_token.token_tombstone (revoked_at);
 
 -- Provider metadata the engine fetched and checked for register_provider_from_issuer.
 CREATE TABLE upstream_token.discovery (
@@ -100,7 +122,7 @@ SELECT pg_catalog.pg_extension_config_dump('upstream_token.token', '');
 SELECT pg_catalog.pg_extension_config_dump('upstream_token.revocation', '');
 
 REVOKE ALL ON upstream_token.provider, upstream_token.token, upstream_token.revocation,
-              upstream_token.discovery FROM PUBLIC;
+              upstream_token.discovery, upstream_token.token_tombstone FROM PUBLIC;
 
 CREATE FUNCTION upstream_token.planned_refresh_at(provider text, session text, generation bigint,
                                                   issued_at timestamptz, expires_at timestamptz,
@@ -126,12 +148,13 @@ SELECT t.session, t.provider, t.subject, t.status,
                    coalesce(p.refresh_threshold,
                             pg_catalog.current_setting('upstream_token.refresh_threshold')::interval)),
                t.next_attempt_at)
-       END AS next_refresh_at
+       END AS next_refresh_at,
+       t.refresh_expiry_source
   FROM upstream_token.token t
   JOIN upstream_token.provider p ON p.name = t.provider;
 
 COMMENT ON VIEW upstream_token.token_status IS
-    'One row per stored token: status, expiry, next planned refresh, backoff and last error. Contains no secret.';
+    'One row per stored token: status, expiry, next planned refresh, backoff and last error; refresh_expiry_source says whether refresh_expires_at was stated (provider, application: a cut-off) or estimated (estimate: the engine still refreshes past it). Contains no secret.';
 
 CREATE FUNCTION upstream_token.register_provider(
     name                text,
@@ -177,7 +200,8 @@ AS 'MODULE_PATHNAME', 'ut_register_provider_from_issuer';
 COMMENT ON FUNCTION upstream_token.register_provider_from_issuer(text, text, text, text, text, text, interval, interval, interval, interval, integer, text, text) IS
     'Registers a provider from its OpenID Connect / RFC 8414 metadata, fetched by the engine: the document must name exactly this issuer; token and revocation endpoints come from it, and the client authentication from what it supports unless auth_method is given.';
 
-CREATE FUNCTION upstream_token.drop_provider(name text, cascade boolean DEFAULT false)
+CREATE FUNCTION upstream_token.drop_provider(name text, cascade boolean DEFAULT false,
+                                             discard_revocations boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -188,6 +212,7 @@ BEGIN
     IF name IS NULL THEN
         RAISE EXCEPTION 'provider name must not be NULL' USING ERRCODE = '22004';
     END IF;
+    -- Locks out concurrent revocations of this provider until the drop commits or fails.
     PERFORM 1 FROM upstream_token.provider p WHERE p.name = drop_provider.name FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'provider "%" does not exist', name USING ERRCODE = '42704';
@@ -198,13 +223,22 @@ BEGIN
             USING ERRCODE = '2BP01',
                   HINT = 'Delete them first, or call upstream_token.drop_provider(name, cascade => true).';
     END IF;
+    SELECT pg_catalog.count(*) INTO n FROM upstream_token.revocation r WHERE r.provider = drop_provider.name;
+    IF n > 0 AND NOT coalesce(discard_revocations, false) THEN
+        RAISE EXCEPTION 'provider "%" has % revocation(s) not yet delivered', name, n
+            USING ERRCODE = '55006',
+                  DETAIL = 'revoke_upstream_token queued them; dropping the provider would forget them unsent.',
+                  HINT = 'Wait until the engine has delivered them (upstream_token.revocation lists what is left), '
+                         'or call upstream_token.drop_provider(name, ..., discard_revocations => true) to drop them unsent.';
+    END IF;
+    DELETE FROM upstream_token.revocation r WHERE r.provider = drop_provider.name;
     DELETE FROM upstream_token.token t WHERE t.provider = drop_provider.name;
     DELETE FROM upstream_token.provider p WHERE p.name = drop_provider.name;
 END
 $fn$;
 
-COMMENT ON FUNCTION upstream_token.drop_provider(text, boolean) IS
-    'Removes a provider; refuses while tokens exist unless cascade is true.';
+COMMENT ON FUNCTION upstream_token.drop_provider(text, boolean, boolean) IS
+    'Removes a provider without contacting it. Refuses (2BP01) while tokens exist unless cascade is true (they are deleted, not revoked), and (55006) while revocations queued by revoke_upstream_token are not yet delivered unless discard_revocations is true (they are dropped unsent).';
 
 CREATE FUNCTION upstream_token.store_upstream_token(
     session            text,
@@ -221,7 +255,7 @@ LANGUAGE c VOLATILE SECURITY DEFINER
 AS 'MODULE_PATHNAME', 'ut_store_upstream_token';
 
 COMMENT ON FUNCTION upstream_token.store_upstream_token(text, text, text, text, integer, text, text, text, integer) IS
-    'Saves (inserts or replaces) the tokens of a session after the application''s own login.';
+    'Saves (inserts or replaces) the tokens of a session after the application''s own login. A refresh_expires_in given here is a cut-off for the refresh token; without one its lifetime is an estimate the engine refreshes past (token_status.refresh_expiry_source).';
 
 CREATE FUNCTION upstream_token.get_upstream_token(session text, provider text)
 RETURNS text
@@ -251,7 +285,7 @@ END
 $fn$;
 
 COMMENT ON FUNCTION upstream_token.delete_upstream_token(text, text) IS
-    'Deletes the stored tokens of a session (one provider, or all when provider is NULL); returns the count. Does not contact the provider.';
+    'Deletes the stored tokens of a session (one provider, or all when provider is NULL); returns the count. Does not contact the provider: a refresh token a refresh in flight brings back is dropped, not revoked.';
 
 CREATE FUNCTION upstream_token.get_upstream_credentials(session text)
 RETURNS TABLE (provider text, access_token text, id_token text, expires_at timestamptz,
@@ -271,13 +305,23 @@ AS 'MODULE_PATHNAME', 'ut_refresh_upstream_token';
 COMMENT ON FUNCTION upstream_token.refresh_upstream_token(text, text) IS
     'Refreshes now (every provider of the session when provider is NULL) and reports the outcome per provider.';
 
-CREATE FUNCTION upstream_token.refresh_lock_key(provider text, session text)
-RETURNS bigint
-LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
-AS 'MODULE_PATHNAME', 'ut_refresh_lock_key';
+-- The per-token lock (I1), as the engine holds it while refreshing: a lock tag no built-in
+-- function makes, so only roles granted these functions can take it.
+CREATE FUNCTION upstream_token.lock_token(provider text, session text)
+RETURNS void
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'ut_lock_token';
 
-COMMENT ON FUNCTION upstream_token.refresh_lock_key(text, text) IS
-    'The advisory-lock key the engine holds while refreshing (provider, session); pg_advisory_lock(key) makes any other refresher wait for it.';
+COMMENT ON FUNCTION upstream_token.lock_token(text, text) IS
+    'Waits for the lock the refresh engine holds while it refreshes (provider, session) and holds it until the transaction ends: a manual refresh done meanwhile cannot race the engine.';
+
+CREATE FUNCTION upstream_token.try_lock_token(provider text, session text)
+RETURNS boolean
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'ut_try_lock_token';
+
+COMMENT ON FUNCTION upstream_token.try_lock_token(text, text) IS
+    'Takes the lock of lock_token(provider, session) until the transaction ends if it is free, without waiting; returns whether it did.';
 
 CREATE FUNCTION upstream_token.engine_stats(
     OUT worker_pid integer, OUT ready boolean, OUT worker_starts bigint,
@@ -346,6 +390,12 @@ BEGIN
            AND (revoke_upstream_token.provider IS NULL OR t.provider = revoke_upstream_token.provider)
         RETURNING t.session, t.provider, t.refresh_token, t.access_token
     LOOP
+        -- A refresh of this row may be in flight: its answer must be revoked too.
+        IF r.refresh_token IS NOT NULL THEN
+            INSERT INTO upstream_token.token_tombstone (provider, session, refresh_digest)
+            VALUES (r.provider, r.session, pg_catalog.sha256(r.refresh_token))
+            ON CONFLICT DO NOTHING;
+        END IF;
         INSERT INTO upstream_token.revocation (provider, session, token, token_column)
         SELECT r.provider, r.session, coalesce(r.refresh_token, r.access_token),
                CASE WHEN r.refresh_token IS NOT NULL THEN 'refresh_token' ELSE 'access_token' END
@@ -364,7 +414,7 @@ END
 $fn$;
 
 COMMENT ON FUNCTION upstream_token.revoke_upstream_token(text, text) IS
-    'Deletes the session''s tokens (one provider, or all) and, after commit, revokes the refresh token at providers with a revocation endpoint (RFC 7009), retrying until delivered. Returns the number of tokens removed.';
+    'Deletes the session''s tokens (one provider, or all) and, after commit, revokes the refresh token at providers with a revocation endpoint (RFC 7009), retrying until delivered; a refresh token a refresh in flight brings back is revoked too. Returns the number of tokens removed.';
 
 CREATE FUNCTION upstream_token.current_key_id()
 RETURNS text
@@ -397,7 +447,9 @@ COMMENT ON FUNCTION upstream_token.reencrypt_batch(integer) IS
     'Re-seals up to batch_size rows of each table under the current key (skipping rows being refreshed or locked) and returns how many values still use another key.';
 
 -- A procedure so that it can commit between batches (no SECURITY DEFINER: that forbids COMMIT;
--- it is the owner's to call, like the function it loops over).
+-- it is the owner's to call, like the function it loops over). No SET clause either (that too
+-- forbids COMMIT), so it runs on its caller's search_path: every operator is written with its
+-- schema, so no operator a database owner plants in `public` can stand in for pg_catalog's.
 CREATE PROCEDURE upstream_token.rotate_key(batch_size integer DEFAULT 500)
 LANGUAGE plpgsql
 AS $fn$
@@ -408,17 +460,17 @@ DECLARE
 BEGIN
     LOOP
         left_now := upstream_token.reencrypt_batch(batch_size);
-        EXIT WHEN left_now = 0;
+        EXIT WHEN left_now OPERATOR(pg_catalog.=) 0::bigint;
         COMMIT;
-        IF left_before IS NOT NULL AND left_now >= left_before THEN
+        IF left_before IS NOT NULL AND left_now OPERATOR(pg_catalog.>=) left_before THEN
             -- Only rows being refreshed or locked are left: give them a moment.
-            idle := idle + 1;
-            IF idle > 600 THEN
+            idle := idle OPERATOR(pg_catalog.+) 1;
+            IF idle OPERATOR(pg_catalog.>) 600 THEN
                 RAISE EXCEPTION '% values could not be re-encrypted within 30 s', left_now
                     USING ERRCODE = '55P03',
                           HINT = 'Rows stay locked by long transactions; run rotate_key again later.';
             END IF;
-            PERFORM pg_catalog.pg_sleep(0.05);
+            PERFORM pg_catalog.pg_sleep(0.05::double precision);
         ELSE
             idle := 0;
         END IF;
@@ -442,7 +494,8 @@ GRANT EXECUTE ON FUNCTION
     upstream_token.get_upstream_credentials(text),
     upstream_token.refresh_upstream_token(text, text),
     upstream_token.revoke_upstream_token(text, text),
-    upstream_token.refresh_lock_key(text, text),
+    upstream_token.lock_token(text, text),
+    upstream_token.try_lock_token(text, text),
     upstream_token.engine_stats(),
     upstream_token.provider_stats(),
     upstream_token.planned_refresh_at(text, text, bigint, timestamptz, timestamptz, interval)

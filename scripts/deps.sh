@@ -8,7 +8,7 @@ need=()
 pg_version=$(dpkg-query -W -f='${Version}' postgresql-15 2>/dev/null || true)
 for p in postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap libcurl4-openssl-dev \
          nlohmann-json3-dev libssl-dev libtap-parser-sourcehandler-pgtap-perl libgtest-dev \
-         cmake g++ make openssl curl; do
+         cmake g++ make openssl curl faketime pgbouncer; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 # Node may come from another packaging than Debian's (which ships npm separately).

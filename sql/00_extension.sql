@@ -16,16 +16,18 @@ SELECT want AS missing_member
   FROM unnest(ARRAY[
     'table upstream_token.provider',
     'table upstream_token.token',
+    'table upstream_token.token_tombstone',
     'view upstream_token.token_status',
     'view upstream_token.engine_status',
     'function upstream_token.register_provider(text,text,text,text,text,text,text,text,interval,interval,interval,interval,integer,text,text)',
-    'function upstream_token.drop_provider(text,boolean)',
+    'function upstream_token.drop_provider(text,boolean,boolean)',
     'function upstream_token.store_upstream_token(text,text,text,text,integer,text,text,text,integer)',
     'function upstream_token.get_upstream_token(text,text)',
     'function upstream_token.delete_upstream_token(text,text)',
     'function upstream_token.get_upstream_credentials(text)',
     'function upstream_token.refresh_upstream_token(text,text)',
-    'function upstream_token.refresh_lock_key(text,text)',
+    'function upstream_token.lock_token(text,text)',
+    'function upstream_token.try_lock_token(text,text)',
     'function upstream_token.engine_stats()']) AS want
  WHERE want NOT IN (
     SELECT pg_describe_object(d.classid, d.objid, d.objsubid)
@@ -82,7 +84,7 @@ SELECT count(*) AS documented_objects
                           AND proname IN ('register_provider', 'drop_provider', 'store_upstream_token',
                                           'get_upstream_token', 'delete_upstream_token',
                                           'get_upstream_credentials', 'refresh_upstream_token',
-                                          'refresh_lock_key', 'engine_stats')));
+                                          'lock_token', 'try_lock_token', 'engine_stats')));
 SELECT count(*) AS providers FROM upstream_token.provider;
 SELECT count(*) AS tokens FROM upstream_token.token;
 

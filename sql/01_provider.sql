@@ -102,6 +102,22 @@ SELECT (SELECT count(*) FROM upstream_token.provider WHERE name = 'spa') AS prov
 -- The token table refers to providers: a provider cannot vanish under a token even by hand.
 SELECT pg_temp.try($$DELETE FROM upstream_token.provider WHERE name = 'acme'$$) ~ '^23503' AS fk_holds;
 
+-- 6. A revocation the app asked for and the engine has not delivered (the endpoint does not
+-- answer) holds the provider, with or without cascade (55006); discard_revocations drops it.
+SELECT upstream_token.register_provider('revoking', 'https://127.0.0.1:1/token', 'rv-client', NULL,
+                                        'none', revocation_endpoint => 'https://127.0.0.1:1/revoke');
+SELECT upstream_token.store_upstream_token('sess-1', 'revoking', 'rv-access-1', 'rv-refresh-1', 3600);
+SELECT upstream_token.revoke_upstream_token('sess-1', 'revoking') AS revoked;
+SELECT pg_temp.try($$SELECT upstream_token.drop_provider('revoking')$$);
+SELECT pg_temp.try($$SELECT upstream_token.drop_provider('revoking', cascade => true)$$);
+SELECT pg_temp.try($$DELETE FROM upstream_token.provider WHERE name = 'revoking'$$) ~ '^23503' AS fk_holds;
+SELECT (SELECT count(*) FROM upstream_token.provider WHERE name = 'revoking') AS providers,
+       (SELECT count(*) FROM upstream_token.revocation WHERE provider = 'revoking') AS pending;
+SELECT upstream_token.drop_provider('revoking', discard_revocations => true);
+SELECT (SELECT count(*) FROM upstream_token.provider WHERE name = 'revoking') AS providers,
+       (SELECT count(*) FROM upstream_token.revocation WHERE provider = 'revoking') AS pending,
+       (SELECT count(*) FROM upstream_token.token_tombstone WHERE provider = 'revoking') AS tombstones;
+
 -- Leave nothing behind for later files.
 SELECT upstream_token.drop_provider('acme', cascade => true);
 SELECT count(*) AS providers_left FROM upstream_token.provider;

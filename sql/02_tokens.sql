@@ -2,7 +2,7 @@
 -- state reset), takes the subject from an ID token's sub and refuses a conflicting one;
 -- get_upstream_token returns a fresh token exactly as stored; delete_upstream_token removes
 -- one provider's or all of a session's tokens and returns the count; token_status shows
--- sane values and no secret; refresh_lock_key is deterministic and input-sensitive.
+-- sane values and no secret; lock_token takes the engine's token lock for the transaction.
 \set VERBOSITY terse
 
 \i sql/try.psql
@@ -89,6 +89,14 @@ SELECT upstream_token.store_upstream_token('sess-k', 'google', 'gg-access-k', 'g
 SELECT refresh_expires_at BETWEEN now() + interval '30 days' - interval '1 s'
                               AND now() + interval '30 days' + interval '1 s' AS refresh_ttl_30d
   FROM upstream_token.token_status WHERE session = 'sess-k' AND provider = 'google';
+-- Where each refresh expiry came from: stated by the store call (a cut-off), estimated (the
+-- engine refreshes past it), none without a refresh token.
+SELECT session, provider, refresh_expiry_source FROM upstream_token.token_status
+ WHERE session IN ('sess-a', 'sess-k') ORDER BY session, provider;
+SELECT upstream_token.store_upstream_token('sess-k', 'github', 'gh-access-k', 'gh-refresh-k', 3600,
+                                           refresh_expires_in => 600);
+SELECT refresh_expiry_source FROM upstream_token.token_status WHERE session = 'sess-k' AND provider = 'github';
+SELECT upstream_token.delete_upstream_token('sess-k', 'github') AS deleted;
 -- A refresh token alone is accepted; the missing access token counts as expired.
 SELECT upstream_token.store_upstream_token('sess-r', 'google', NULL, 'gg-refresh-r', NULL);
 SELECT has_refresh_token, expires_at <= now() AS expired
@@ -161,20 +169,27 @@ SELECT count(*) AS sess_e_left FROM upstream_token.token_status WHERE session = 
 SELECT pg_temp.try($$SELECT upstream_token.delete_upstream_token(NULL)$$);
 SELECT pg_temp.try($$SELECT upstream_token.get_upstream_token('sess-d', 'github')$$);
 
--- 7. refresh_lock_key: deterministic, different for different inputs, order-sensitive,
--- NULL for NULL (STRICT).
-SELECT upstream_token.refresh_lock_key('github', 'sess-a') = upstream_token.refresh_lock_key('github', 'sess-a') AS deterministic,
-       upstream_token.refresh_lock_key('github', 'sess-a') <> upstream_token.refresh_lock_key('github', 'sess-b') AS differs_by_session,
-       upstream_token.refresh_lock_key('github', 'sess-a') <> upstream_token.refresh_lock_key('google', 'sess-a') AS differs_by_provider,
-       upstream_token.refresh_lock_key('a', 'b') <> upstream_token.refresh_lock_key('b', 'a') AS order_matters,
-       upstream_token.refresh_lock_key('ab', 'c') <> upstream_token.refresh_lock_key('a', 'bc') AS no_concat_collision,
-       upstream_token.refresh_lock_key(NULL, 'sess-a') IS NULL AS strict;
--- 1,000 different sessions give 1,000 different keys.
-SELECT count(DISTINCT upstream_token.refresh_lock_key('github', 'sess-' || i)) AS distinct_keys
-  FROM generate_series(1, 1000) i;
--- The key works with the advisory-lock functions.
-SELECT pg_try_advisory_lock(upstream_token.refresh_lock_key('github', 'sess-a')) AS locked,
-       pg_advisory_unlock(upstream_token.refresh_lock_key('github', 'sess-a')) AS unlocked;
+-- 7. The token lock: lock_token holds, until the transaction ends, an advisory lock whose tag
+-- no built-in function makes (objsubid 21844, 'UT'; pg_advisory_lock uses 1 and 2), keyed by the
+-- first 8 bytes of SHA-256 over the length-prefixed provider and session. refresh_lock_key is
+-- gone.
+BEGIN;
+SELECT pg_typeof(upstream_token.lock_token('github', 'sess-a')) AS returns;
+SELECT l.locktype, l.objsubid, l.mode, l.granted,
+       lpad(to_hex(l.classid::bigint), 8, '0') || lpad(to_hex(l.objid::bigint), 8, '0') =
+       encode(substr(sha256(int4send(6) || convert_to('github', 'UTF8') ||
+                            int4send(6) || convert_to('sess-a', 'UTF8')), 1, 8), 'hex') AS sha256_key
+  FROM pg_locks l WHERE l.pid = pg_backend_pid() AND l.locktype = 'advisory';
+SELECT upstream_token.try_lock_token('github', 'sess-a') AS relock_same_transaction,
+       upstream_token.try_lock_token('github', 'sess-b') AS other_token;
+SELECT count(*) AS token_locks FROM pg_locks
+ WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND objsubid = 21844;
+COMMIT;
+SELECT count(*) AS token_locks_after_commit FROM pg_locks
+ WHERE pid = pg_backend_pid() AND locktype = 'advisory';
+SELECT pg_temp.try($$SELECT upstream_token.lock_token(NULL, 'sess-a')$$);
+SELECT pg_temp.try($$SELECT upstream_token.try_lock_token('github', '')$$);
+SELECT to_regprocedure('upstream_token.refresh_lock_key(text, text)') IS NULL AS refresh_lock_key_gone;
 
 -- 8. Secrets: every stored token is a ciphertext that does not contain its plaintext, and the
 -- same plaintext is encrypted differently in different rows.

@@ -48,7 +48,8 @@ SELECT stmt, pg_temp.try_as('ut_regress_other', stmt) AS result FROM (VALUES
     ($$SELECT upstream_token.delete_upstream_token('p-1')$$),
     ($$SELECT upstream_token.get_upstream_credentials('p-1')$$),
     ($$SELECT upstream_token.refresh_upstream_token('p-1')$$),
-    ($$SELECT upstream_token.refresh_lock_key('priv', 'p-1')$$),
+    ($$SELECT upstream_token.lock_token('priv', 'p-1')$$),
+    ($$SELECT upstream_token.try_lock_token('priv', 'p-1')$$),
     ($$SELECT * FROM upstream_token.engine_stats()$$),
     ($$SELECT * FROM upstream_token.token_status$$),
     ($$SELECT * FROM upstream_token.engine_status$$),
@@ -69,7 +70,8 @@ SELECT stmt, pg_temp.try_as('ut_regress_app', stmt) AS result FROM (VALUES
     ($$SELECT count(*) FROM upstream_token.token_status$$),
     ($$SELECT count(*) FROM upstream_token.engine_status$$),
     ($$SELECT count(*) FROM upstream_token.provider_status$$),
-    ($$SELECT upstream_token.refresh_lock_key('priv', 'p-1')$$),
+    ($$SELECT upstream_token.lock_token('priv', 'p-1')$$),
+    ($$DO 'BEGIN IF NOT upstream_token.try_lock_token(''priv'', ''p-1'') THEN RAISE ''not locked''; END IF; END'$$),
     ($$DO 'BEGIN IF upstream_token.delete_upstream_token(''p-2'') <> 1 THEN RAISE ''not deleted''; END IF; END'$$)
 ) AS v(stmt);
 -- ...the tables and provider management do not.
@@ -103,7 +105,7 @@ SELECT p.proname, coalesce(string_agg(a.grantee::regrole::text, ', ' ORDER BY a.
  WHERE p.pronamespace = 'upstream_token'::regnamespace AND a.privilege_type = 'EXECUTE'
    AND p.proname IN ('register_provider', 'drop_provider', 'store_upstream_token',
                      'get_upstream_token', 'delete_upstream_token', 'get_upstream_credentials',
-                     'refresh_upstream_token', 'refresh_lock_key', 'engine_stats')
+                     'refresh_upstream_token', 'lock_token', 'try_lock_token', 'engine_stats')
  GROUP BY p.proname ORDER BY p.proname;
 -- No table in the schema is open to the client role; only views are.
 SELECT count(*) AS client_table_privileges

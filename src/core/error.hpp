@@ -24,6 +24,7 @@ enum class ErrorCode {
     provider_misconfigured,  // invalid_client / unauthorized_client
     queue_full,              // shared-memory request table is full
     uncommitted_change,      // the caller's own open transaction changed the row
+    extension_outdated,      // the SQL objects are older than the library (55000)
 };
 
 // The one exception type the core throws for expected failures.

@@ -46,6 +46,13 @@ void require_not_negative(std::int64_t v, const char* what) {
     }
 }
 
+// A refresh-token lifetime counts as stated only when positive: 0 is Keycloak's "no timer"
+// (see refresh_expiry). Error(invalid_parameter) for a negative one.
+bool stated(std::optional<std::int64_t> s) {
+    if (s) require_not_negative(*s, "refresh_expires_in");
+    return s && *s > 0;
+}
+
 }  // namespace
 
 // Decides fresh / refresh_due / expired in one place so every caller agrees on the boundary.
@@ -91,6 +98,54 @@ Time refresh_expiry(Time now, std::optional<std::int64_t> refresh_expires_in_s,
     }
     require_not_negative(default_ttl.count(), "the default refresh token TTL");
     return add_clamped(now, default_ttl);
+}
+
+// Names shared with the SQL CHECK constraint on token.refresh_expiry_source.
+const char* refresh_expiry_source_name(RefreshExpirySource source) {
+    switch (source) {
+        case RefreshExpirySource::provider:
+            return "provider";
+        case RefreshExpirySource::application:
+            return "application";
+        case RefreshExpirySource::estimate:
+            return "estimate";
+    }
+    return "estimate";
+}
+
+// Unknown and NULL read as "estimate": wrongly trusting an estimate loses a session, wrongly
+// doubting a stated expiry costs one refused refresh.
+RefreshExpirySource parse_refresh_expiry_source(const std::optional<std::string_view>& name) {
+    if (name && *name == "provider") return RefreshExpirySource::provider;
+    if (name && *name == "application") return RefreshExpirySource::application;
+    return RefreshExpirySource::estimate;
+}
+
+// Records whether the application stated the lifetime, so it is a cut-off only then.
+RefreshExpiry login_refresh_expiry(Time now, std::optional<std::int64_t> stated_s,
+                                   std::optional<Micros> provider_ttl, Micros default_ttl) {
+    const RefreshExpirySource source =
+        stated(stated_s) ? RefreshExpirySource::application : RefreshExpirySource::estimate;
+    return RefreshExpiry{refresh_expiry(now, stated_s, provider_ttl, default_ttl), source};
+}
+
+// Decides what a successful refresh does to the stored refresh-token expiry.
+std::optional<RefreshExpiry> refreshed_refresh_expiry(Time now,
+                                                      std::optional<std::int64_t> stated_s,
+                                                      bool rotated, RefreshExpirySource current,
+                                                      std::optional<Micros> provider_ttl,
+                                                      Micros default_ttl) {
+    if (stated(stated_s)) {
+        return RefreshExpiry{add_seconds_clamped(now, *stated_s), RefreshExpirySource::provider};
+    }
+    if (!rotated && current != RefreshExpirySource::estimate) return std::nullopt;
+    return RefreshExpiry{refresh_expiry(now, std::nullopt, provider_ttl, default_ttl),
+                         RefreshExpirySource::estimate};
+}
+
+// The one place that decides whether a refresh token's lifetime forbids sending it (I8).
+bool refresh_token_past_end(Time now, Time refresh_expires_at, RefreshExpirySource source) {
+    return source != RefreshExpirySource::estimate && now >= refresh_expires_at;
 }
 
 }  // namespace upstream_token

@@ -7,8 +7,8 @@
 namespace upstream_token {
 
 double spread_unit(std::string_view provider, std::string_view session, std::int64_t generation) {
-    // Mix the generation into the lock-key hash, then keep 53 bits for a uniform double.
-    auto h = static_cast<std::uint64_t>(refresh_lock_key(provider, session));
+    // Mix the generation into the token hash, then keep 53 bits for a uniform double.
+    auto h = static_cast<std::uint64_t>(stable_token_hash(provider, session));
     h ^= static_cast<std::uint64_t>(generation) + 0x9E3779B97F4A7C15ULL + (h << 6) + (h >> 2);
     h ^= h >> 33;
     h *= 0xFF51AFD7ED558CCDULL;

@@ -13,6 +13,8 @@ namespace {
 
 // Finds a queued or running request for the same key, or claims a free slot.
 // Returns the slot index; -1 when the table is full. Caller holds the lock exclusively.
+// A forced request makes a queued one forced too; it never joins one the engine already took
+// without force (that one may be answered without a refresh, e.g. during backoff).
 int join_or_claim(EngineShared* s, RequestKind kind, std::string_view provider,
                   std::string_view session, std::int64_t seen_generation, bool force,
                   bool* joined) {
@@ -25,8 +27,11 @@ int join_or_claim(EngineShared* s, RequestKind kind, std::string_view provider,
         }
         if (slot.state == SlotState::done || slot.dbid != MyDatabaseId) continue;
         if (slot.kind == kind && provider == slot.provider && session == slot.session) {
-            if (slot.state == SlotState::pending && seen_generation > slot.seen_generation) {
-                slot.seen_generation = seen_generation;
+            if (slot.state == SlotState::pending) {
+                if (seen_generation > slot.seen_generation) slot.seen_generation = seen_generation;
+                slot.force = slot.force || force;
+            } else if (force && !slot.force) {
+                continue;
             }
             *joined = true;
             return i;
@@ -50,28 +55,52 @@ int join_or_claim(EngineShared* s, RequestKind kind, std::string_view provider,
     return free_slot;
 }
 
-// Membership in a slot's waiter count, released however the wait ends (result, timeout,
-// cancel): the last waiter of a finished slot frees it.
+// The slot this backend waits on. A FATAL exit (pg_terminate_backend, a client gone noticed
+// by client_connection_check_interval) runs exit callbacks but no C++ destructor, so the
+// membership is kept here, where both can release it. Process-local; one wait at a time.
+struct CurrentWait {
+    EngineShared* s = nullptr;
+    int index = -1;
+    std::uint64_t request_id = 0;
+};
+CurrentWait current_wait;
+bool exit_callback_registered = false;
+
+// Leaves the slot this backend waits on, if any: the last waiter of a finished slot frees it.
+// Runs from a destructor and from an exit callback, so it calls PostgreSQL directly (nothing
+// here raises an error, and it owns no C++ object).
+void leave_current_wait() noexcept {
+    if (current_wait.index < 0) return;
+    const CurrentWait w = current_wait;
+    current_wait = CurrentWait{};  // first: never leave twice
+    ConditionVariableCancelSleep();
+    LWLockAcquire(&w.s->lock, LW_EXCLUSIVE);
+    RequestSlot& slot = w.s->slots[w.index];
+    if (slot.request_id == w.request_id && slot.waiters > 0) {
+        slot.waiters--;
+        if (slot.waiters == 0 && slot.state == SlotState::done) slot.state = SlotState::free;
+    }
+    LWLockRelease(&w.s->lock);
+}
+
+// before_shmem_exit callback: a backend that exits while waiting gives its slot back.
+void leave_wait_at_exit(int, Datum) {
+    leave_current_wait();
+}
+
+// Membership in a slot's waiter count, released however the wait ends: result, timeout,
+// cancel or statement_timeout (an ERROR unwinds through here), FATAL (the exit callback).
 class SlotWait {
   public:
-    SlotWait(EngineShared* s, int index) : s_(s), index_(index) {}
-    ~SlotWait() {
-        try {
-            pg_call([] { ConditionVariableCancelSleep(); });
-            SharedLock guard(s_, LW_EXCLUSIVE);
-            RequestSlot& slot = s_->slots[index_];
-            slot.waiters--;
-            if (slot.waiters == 0 && slot.state == SlotState::done) slot.state = SlotState::free;
-        } catch (...) {
-            // Abort processing releases LWLocks; the engine frees slots nobody waits on.
+    SlotWait() {
+        if (!exit_callback_registered) {
+            pg_call([] { before_shmem_exit(leave_wait_at_exit, Datum(0)); });
+            exit_callback_registered = true;
         }
     }
+    ~SlotWait() { leave_current_wait(); }
     SlotWait(const SlotWait&) = delete;
     SlotWait& operator=(const SlotWait&) = delete;
-
-  private:
-    EngineShared* s_;
-    int index_;
 };
 
 // Reads the slot's result if it is ready. Caller must be a waiter.
@@ -117,9 +146,13 @@ RefreshResult enqueue_and_wait(RequestKind kind, std::string_view provider,
     std::uint64_t request_id = 0;
     bool joined = false;
     const char* refusal = nullptr;
+    bool outdated = false;
+    SlotWait membership;  // before the slot is joined, so that every way out is covered
     {
         SharedLock guard(s, LW_EXCLUSIVE);
-        if (s->worker_pid == 0 || !s->worker_ready) {
+        if (s->worker_pid != 0 && s->schema_outdated && s->worker_dbid == MyDatabaseId) {
+            outdated = true;
+        } else if (s->worker_pid == 0 || !s->worker_ready) {
             refusal = "the upstream_token refresh engine is not running";
         } else if (s->worker_dbid != MyDatabaseId) {
             refusal = "the upstream_token refresh engine serves another database";
@@ -128,10 +161,17 @@ RefreshResult enqueue_and_wait(RequestKind kind, std::string_view provider,
             if (index >= 0) {
                 s->slots[index].waiters++;
                 request_id = s->slots[index].request_id;
+                current_wait = CurrentWait{s, index, request_id};  // in the same locked step
                 s->counters.requests++;
                 if (joined) s->counters.deduplicated++;
             }
         }
+    }
+    if (outdated) {
+        throw Error(ErrorCode::engine_unavailable,
+                    "the upstream_token refresh engine waits for the extension to be updated",
+                    "The installed SQL objects are older than the library.",
+                    "Run ALTER EXTENSION upstream_token UPDATE in this database.");
     }
     if (refusal != nullptr) {
         throw Error(ErrorCode::engine_unavailable, refusal, {},
@@ -142,7 +182,6 @@ RefreshResult enqueue_and_wait(RequestKind kind, std::string_view provider,
         throw Error(ErrorCode::queue_full, "the refresh request table is full", {},
                     "Raise upstream_token.max_requests (needs a restart).");
     }
-    SlotWait membership(s, index);
     if (!joined) wake_engine(s);
 
     RequestSlot* slot = &s->slots[index];

@@ -7,6 +7,7 @@
 #include "core/redact.hpp"
 #include "core/refresh_request.hpp"
 #include "core/token_response.hpp"
+#include "pg/guard.hpp"
 #include "pg/gucs.hpp"
 #include "pg/secrets.hpp"
 #include "pg/spi.hpp"
@@ -15,8 +16,23 @@
 
 namespace upstream_token::pg {
 
+namespace {
+
+// Schedules a queued revocation's next attempt with backoff, recording why (no secrets).
+void postpone(std::int64_t id, int attempts, std::string why, double unit_random) {
+    if (why.size() > 200) why.resize(200);
+    const Micros delay = backoff_delay(attempts + 1, seconds(1), seconds(600), unit_random);
+    static Statement retry(
+        "UPDATE upstream_token.revocation SET attempts = attempts + 1, next_attempt_at = $2, "
+        "last_error = $3 WHERE id = $1");
+    retry.run({int8_arg(id), timestamptz_arg(now_time() + delay), text_arg(why)}, false);
+}
+
+}  // namespace
+
 std::vector<RevocationWork> due_revocations(const std::set<std::int64_t>& running,
-                                            std::size_t limit, std::optional<Time>* next_due) {
+                                            std::size_t limit, std::optional<Time>* next_due,
+                                            double unit_random) {
     WorkerTxn txn;
     static Statement due(
         "SELECT r.id, r.provider, r.session, r.token, r.token_column, r.attempts "
@@ -46,19 +62,28 @@ std::vector<RevocationWork> due_revocations(const std::set<std::int64_t>& runnin
         w.id = row.id;
         w.provider = row.provider;
         w.attempts = row.attempts;
-        const std::string token =
-            open_sealed(row.provider, row.session, row.column, row.token).value_or("");
-        const ClientCredentials client = client_credentials(*provider);
-        w.request =
-            provider_request(*provider, *provider->revocation_endpoint,
-                             build_revocation_request(client, *provider->revocation_endpoint, token,
-                                                      row.column, now_time()));
-        w.secrets = {token};
-        if (client.secret) w.secrets.push_back(*client.secret);
+        try {
+            const std::string token =
+                open_sealed(row.provider, row.session, row.column, row.token).value_or("");
+            const ClientCredentials client = client_credentials(*provider);
+            w.request =
+                provider_request(*provider, *provider->revocation_endpoint,
+                                 build_revocation_request(client, *provider->revocation_endpoint,
+                                                          token, row.column, now_time()));
+            w.secrets = {token};
+            if (client.secret) w.secrets.push_back(*client.secret);
+        } catch (const PgError&) {
+            throw;  // the transaction is aborted: the whole read is retried later
+        } catch (const std::exception& e) {
+            // One row that cannot be sent (unreadable ciphertext, unusable client key) waits
+            // with its own backoff and its reason; the rest of the queue goes on.
+            postpone(row.id, row.attempts, e.what(), unit_random);
+            continue;
+        }
         out.push_back(std::move(w));
     }
     static Statement next(
-        "SELECT min(next_attempt_at) FROM upstream_token.revocation "
+        "SELECT pg_catalog.min(next_attempt_at) FROM upstream_token.revocation "
         "WHERE next_attempt_at > pg_catalog.now()");
     next.run({}, true, 1);
     *next_due = ResultRow().timestamptz(1);

@@ -22,9 +22,11 @@ struct RevocationWork {
 };
 
 // Revocations due now (not in `running`), with their requests built; `next_due` gets the
-// earliest later attempt. Runs in its own transaction.
+// earliest later attempt. A row that cannot be sent is postponed with its reason. Runs in its
+// own transaction.
 std::vector<RevocationWork> due_revocations(const std::set<std::int64_t>& running,
-                                            std::size_t limit, std::optional<Time>* next_due);
+                                            std::size_t limit, std::optional<Time>* next_due,
+                                            double unit_random);
 
 // Records the provider's answer: a 2xx deletes the row, anything else schedules a retry
 // with backoff. Returns when the retry is due (nullopt when delivered). Own transaction.

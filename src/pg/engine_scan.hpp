@@ -33,9 +33,10 @@ struct ScanResult {
 // `window_end`. Runs in its own transaction.
 ScanResult scan_due_tokens(Time window_end, std::size_t limit);
 
-// Marks tokens whose refresh token expired (status 'expired', event 'expired') and deletes
-// those expired longer than upstream_token.purge_after ago (I8: never for the access token).
-// Returns the number of rows purged. Runs in its own transaction.
+// Marks tokens whose refresh token reached its stated end (status 'expired', event
+// 'expired'), deletes those past it longer than upstream_token.purge_after ago (I8: never for
+// the access token; an estimated end purges only rows that are no longer active), and forgets
+// revocation tombstones older than a day. Returns the number of rows purged. Own transaction.
 std::uint64_t expire_and_purge();
 
 }  // namespace upstream_token::pg

@@ -79,6 +79,7 @@ struct EngineShared {
     int worker_procno;  // pgprocno of the engine, for its latch
     Oid worker_dbid;    // database the engine serves (InvalidOid until connected)
     bool worker_ready;  // the extension exists there and the engine takes requests
+    bool schema_outdated;  // the extension there is older than the library: UPDATE needed
     std::uint64_t worker_starts;
     std::uint64_t next_request_id;
     EngineCounters counters;

@@ -13,6 +13,9 @@
 
 #include <cstring>
 #include <exception>
+#include <memory>
+#include <optional>
+#include <string>
 #include <string_view>
 #include <type_traits>
 #include <utility>
@@ -28,19 +31,41 @@ void copy_bounded(char (&dst)[N], std::string_view src) noexcept {
     dst[n] = '\0';
 }
 
-// A PostgreSQL ERROR caught at a pg_call, travelling through C++ frames.
-class PgError : public std::exception {
-  public:
-    explicit PgError(ErrorData* data) noexcept : data_(data) {}
-    const char* what() const noexcept override { return data_->message ? data_->message : "error"; }
-    ErrorData* data() const noexcept { return data_; }
-
-  private:
-    ErrorData* data_;  // palloc'd in the context that was current at the pg_call
+// Everything a PostgreSQL error carries, owned by C++: the memory context the error was
+// raised in (SPI's, the transaction's) may be gone when it is read, after an abort.
+struct PgErrorFields {
+    int sqlerrcode = 0;
+    std::optional<std::string> message, detail, detail_log, hint, context, schema_name, table_name,
+        column_name, datatype_name, constraint_name, internalquery;
+    const char* filename = nullptr;  // static strings of the server binary, as in ErrorData
+    const char* funcname = nullptr;
+    const char* domain = nullptr;
+    const char* context_domain = nullptr;
+    int lineno = 0;
+    int cursorpos = 0;
+    int internalpos = 0;
+    int saved_errno = 0;
 };
 
-// Copies a caught PostgreSQL error out of ErrorContext so it can travel as an exception.
-ErrorData* capture_pg_error(MemoryContext cxt) noexcept;
+// A PostgreSQL ERROR caught at a pg_call, travelling through C++ frames. It owns its fields,
+// so it stays readable after the transaction that raised it aborted.
+class PgError : public std::exception {
+  public:
+    explicit PgError(std::shared_ptr<const PgErrorFields> fields) noexcept
+        : fields_(std::move(fields)) {}
+    const char* what() const noexcept override {
+        return fields_->message ? fields_->message->c_str() : "error";
+    }
+    // The original fields (SQLSTATE: data()->sqlerrcode).
+    const PgErrorFields* data() const noexcept { return fields_.get(); }
+
+  private:
+    std::shared_ptr<const PgErrorFields> fields_;  // shared: exceptions are copied
+};
+
+// Copies the PostgreSQL error being handled (in PG_CATCH) into C++-owned fields and clears
+// PostgreSQL's error state; `cxt` is the memory context to return to.
+std::shared_ptr<const PgErrorFields> capture_pg_error(MemoryContext cxt) noexcept;
 
 // Runs fn (which calls PostgreSQL) and converts an ERROR into a PgError.
 // fn itself must not own objects with destructors: only its callers may.
@@ -48,14 +73,15 @@ template <typename F>
 decltype(auto) pg_call(F&& fn) {
     using R = std::invoke_result_t<F>;
     MemoryContext cxt = CurrentMemoryContext;
-    ErrorData* volatile caught = nullptr;
+    // Assigned only after the longjmp (in PG_CATCH), in this frame: nothing skips its destructor.
+    std::shared_ptr<const PgErrorFields> caught;
     if constexpr (std::is_void_v<R>) {
         PG_TRY();
         { fn(); }
         PG_CATCH();
         { caught = capture_pg_error(cxt); }
         PG_END_TRY();
-        if (caught != nullptr) throw PgError(caught);
+        if (caught) throw PgError(std::move(caught));
     } else {
         static_assert(std::is_trivially_copyable_v<R>, "pg_call returns plain values only");
         volatile R result{};  // volatile: assigned between setjmp and a possible longjmp
@@ -64,14 +90,16 @@ decltype(auto) pg_call(F&& fn) {
         PG_CATCH();
         { caught = capture_pg_error(cxt); }
         PG_END_TRY();
-        if (caught != nullptr) throw PgError(caught);
+        if (caught) throw PgError(std::move(caught));
         return result;
     }
 }
 
-// What an exception turns into at the boundary: fixed-size copies, no destructors.
+// What an exception turns into at the boundary: fixed-size copies, no destructors (the
+// ereport that follows longjmps out of the frame that holds it).
 struct PendingError {
-    ErrorData* pg = nullptr;  // a PostgreSQL error to rethrow as it was
+    ErrorData* pg = nullptr;  // a PostgreSQL error to rethrow with all its fields, palloc'd in
+                              // the context current at the boundary (alive until the rethrow)
     int sqlstate = 0;
     char message[1024] = {};
     char detail[1024] = {};
@@ -81,7 +109,9 @@ struct PendingError {
 // Fills `out` from the exception being handled (call only inside a catch block).
 void capture_current_exception(PendingError& out) noexcept;
 
-// Raises the pending error with ereport(ERROR). Never returns.
+// Raises the pending error with ereport(ERROR), without the STATEMENT line in the server log:
+// the caller's statement text may hold the secrets our functions take (tokens, client
+// secrets, private keys) as literals. Never returns.
 [[noreturn]] void raise_pending(const PendingError& e);
 
 // Runs body; any exception becomes an ereport(ERROR) after the body's objects are gone.

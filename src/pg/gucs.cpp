@@ -17,6 +17,8 @@ char* guc_ca_file = nullptr;
 int guc_max_requests = 1024;
 int guc_max_concurrent = 32;
 int guc_purge_after_s = 7 * 24 * 3600;
+int guc_shutdown_timeout_ms = 30000;
+int guc_standby_wait_timeout_ms = 5000;
 
 // Settings that only exist when the library is preloaded (the engine's).
 void define_engine_gucs() {
@@ -73,6 +75,19 @@ void define_gucs() {
                             "How long a token is kept after its refresh token expired.", nullptr,
                             &guc_purge_after_s, 7 * 24 * 3600, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_S,
                             nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "upstream_token.shutdown_timeout",
+        "How long a stopping engine waits to finish and save the exchanges in flight.",
+        "Keep it below pg_ctl's wait (60 s by default) and above request_timeout.",
+        &guc_shutdown_timeout_ms, 30000, 0, 600 * 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,
+        nullptr);
+    DefineCustomIntVariable(
+        "upstream_token.standby_wait_timeout",
+        "How long the engine's commit waits for a synchronous standby's confirmation.",
+        "After it, the commit (durable locally) goes on without the standby's; 0 waits as long "
+        "as PostgreSQL does.",
+        &guc_standby_wait_timeout_ms, 5000, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,
+        nullptr);
     // Server-start settings can only be defined while preloading (PostgreSQL refuses them
     // later), and without preloading there is no engine for them to configure.
     if (process_shared_preload_libraries_in_progress) define_engine_gucs();
@@ -112,8 +127,14 @@ int max_requests() {
 int max_concurrent_refreshes() {
     return guc_max_concurrent;
 }
+int standby_wait_timeout_ms() {
+    return guc_standby_wait_timeout_ms;
+}
 Micros purge_after() {
     return seconds(guc_purge_after_s);
+}
+Micros shutdown_timeout() {
+    return Micros{static_cast<std::int64_t>(guc_shutdown_timeout_ms) * 1000};
 }
 
 }  // namespace upstream_token::pg

@@ -1,4 +1,7 @@
-// The encryption key of this backend, read from upstream_token.key_file.
+// The encryption keys of this process, read from upstream_token.key_file and
+// upstream_token.previous_key_file. A key file is known by its path and its content: a file
+// overwritten in place is noticed too (its stat identity changes, and a file written less than
+// two seconds before it was read is read again).
 #pragma once
 
 #include <vector>
@@ -7,11 +10,17 @@
 
 namespace upstream_token::pg {
 
-// The key new ciphertexts are written with; Error(key_unavailable) when none is usable.
+// The key new ciphertexts are written with; the key file is checked on every call, so nothing
+// is sealed under a key other than the configured one. Error(key_unavailable) when none is
+// usable.
 const Key& current_key();
 
-// Every key a ciphertext may be opened with: the current one, then the one named by
-// upstream_token.previous_key_file while a key rotation is under way.
+// Every key a ciphertext may be opened with: the current one, then previous_key_file's while
+// a key rotation is under way. The files are checked at most once a second (get_upstream_token
+// runs this on every call).
 const std::vector<Key>& known_keys();
+
+// Like known_keys(), checking the files now: for a ciphertext naming a key id not in hand.
+const std::vector<Key>& known_keys_checked_now();
 
 }  // namespace upstream_token::pg

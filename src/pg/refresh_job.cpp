@@ -1,10 +1,6 @@
 #include "pg/prelude.hpp"
 #include "pg/refresh_job.hpp"
 
-extern "C" {
-#include "storage/lock.h"
-}
-
 #include <algorithm>
 
 #include "core/backoff.hpp"
@@ -17,6 +13,7 @@ extern "C" {
 #include "pg/secrets.hpp"
 #include "pg/spi.hpp"
 #include "pg/store.hpp"
+#include "pg/token_lock.hpp"
 #include "pg/worker_txn.hpp"
 
 namespace upstream_token::pg {
@@ -25,30 +22,25 @@ namespace {
 
 constexpr std::size_t kLastErrorMax = 200;
 
-// The lock pg_advisory_lock(refresh_lock_key(provider, session)) takes, held by session.
-LOCKTAG advisory_tag(std::int64_t key) {
-    LOCKTAG tag;
-    SET_LOCKTAG_ADVISORY(tag, MyDatabaseId,
-                         static_cast<uint32>(static_cast<std::uint64_t>(key) >> 32),
-                         static_cast<uint32>(key), 1);
-    return tag;
-}
-
 // Queues a transactional NOTIFY on upstream_token_events; delivered only if the change commits.
 void notify_event(const RefreshJob& job, const char* event) {
     static Statement notify(
         "SELECT pg_catalog.pg_notify('upstream_token_events', pg_catalog.json_build_object("
-        "'session', $1::text, 'provider', $2::text, 'event', $3::text)::text)");
+        "'session', $1::pg_catalog.text, 'provider', $2::pg_catalog.text, 'event', "
+        "$3::pg_catalog.text)::pg_catalog.text)");
     notify.run({text_arg(job.session), text_arg(job.provider), text_arg(event)}, false);
 }
 
-// A refresh token past its lifetime is never sent (I8): the row is marked, the app told.
-void mark_refresh_expired(const RefreshJob& job) {
+// A refresh token past its stated lifetime is never sent (I8): the row is marked, the app
+// told. Only the version that was read is marked (a login stored since is left alone).
+void mark_refresh_expired(const RefreshJob& job, const std::string& refresh_ct) {
     static Statement mark(
         "UPDATE upstream_token.token SET status = 'expired', "
         "last_error = 'expired: the refresh token reached the end of its lifetime', "
-        "updated_at = pg_catalog.now() WHERE session = $1 AND provider = $2 AND status = 'active'");
-    if (mark.run({text_arg(job.session), text_arg(job.provider)}, false) > 0) {
+        "updated_at = pg_catalog.now() WHERE session = $1 AND provider = $2 AND status = 'active' "
+        "AND refresh_token = $3");
+    if (mark.run({text_arg(job.session), text_arg(job.provider), bytea_arg(refresh_ct)}, false) >
+        0) {
         notify_event(job, "expired");
     }
 }
@@ -121,9 +113,9 @@ std::optional<std::string> binding_problem(const RefreshJob& job, const std::str
 }  // namespace
 
 BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec) {
-    job.lock_key = refresh_lock_key(job.provider, job.session);
+    job.lock_key = token_lock_key(job.provider, job.session);
     if (!job.lock_held) {
-        LOCKTAG tag = advisory_tag(job.lock_key);
+        LOCKTAG tag = token_lock_tag(job.lock_key);
         const LockAcquireResult r =
             pg_call([&] { return LockAcquire(&tag, ExclusiveLock, true, true); });
         if (r == LOCKACQUIRE_NOT_AVAIL) {
@@ -133,9 +125,12 @@ BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec) {
     }
     static Statement read(
         "SELECT refresh_token, generation, status, next_attempt_at, failure_count, "
-        "id_claims::text, subject, client_id, last_error, refresh_expires_at "
-        "FROM upstream_token.token WHERE session = $1 AND provider = $2");
-    if (read.run({text_arg(job.session), text_arg(job.provider)}, true, 1) == 0) {
+        "id_claims::pg_catalog.text, subject, client_id, last_error, refresh_expires_at, "
+        "refresh_expiry_source FROM upstream_token.token WHERE session = $1 AND provider = $2");
+    // Read with a snapshot taken after the lock: the transaction's own predates it and would
+    // miss the commit of a refresher that held the lock until just now (I1).
+    Snapshot after_lock = pg_call([] { return GetLatestSnapshot(); });
+    if (read.run({text_arg(job.session), text_arg(job.provider)}, true, 1, after_lock) == 0) {
         return answer(job, false, ErrorCode::session_not_found,
                       "the token was deleted before it could be refreshed");
     }
@@ -158,8 +153,13 @@ BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec) {
                       "the provider returned an ID token for a different user or client");
     }
     const Time now = now_time();
-    if (const auto refresh_end = r.timestamptz(10); refresh_end && *refresh_end <= now) {
-        mark_refresh_expired(job);
+    auto refresh_ct = r.bytea(1);
+    // Past an estimated end the refresh is still sent: the provider decides (invalid_grant).
+    job.refresh_expiry_source = parse_refresh_expiry_source(r.text(11));
+    if (const auto refresh_end = r.timestamptz(10);
+        refresh_ct && refresh_end &&
+        refresh_token_past_end(now, *refresh_end, job.refresh_expiry_source)) {
+        mark_refresh_expired(job, *refresh_ct);
         return answer(job, false, ErrorCode::reauth_required,
                       "the refresh token has expired; sign-in is required");
     }
@@ -174,7 +174,6 @@ BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec) {
                       misconfigured ? ErrorCode::provider_misconfigured : ErrorCode::refresh_failed,
                       "the provider failed recently; the next attempt is scheduled later");
     }
-    auto refresh_ct = r.bytea(1);
     if (!refresh_ct) {
         return answer(job, false, ErrorCode::no_refresh_token, "no refresh token is stored");
     }
@@ -215,13 +214,14 @@ bool save_tokens(RefreshJob& job, const TokenResponse& t) {
     // the save time would be late by the whole exchange.
     const Time now = (job.sent_at == Time{} ? now_time() : job.sent_at) - kProviderClockAllowance;
     const Time expires_at = access_expiry(now, t.expires_in, job.default_lifetime);
+    // NULL keeps the stored refresh-token expiry (a kept token's stated end).
     std::optional<Time> refresh_expires_at;
-    if (t.refresh_token) {
-        refresh_expires_at =
-            refresh_expiry(now, t.refresh_expires_in, job.refresh_token_ttl, refresh_token_ttl());
-    } else if (t.refresh_expires_in) {
-        refresh_expires_at =
-            refresh_expiry(now, t.refresh_expires_in, std::nullopt, refresh_token_ttl());
+    std::optional<std::string_view> refresh_expiry_source;
+    if (const auto e = refreshed_refresh_expiry(
+            now, t.refresh_expires_in, t.refresh_token.has_value(), job.refresh_expiry_source,
+            job.refresh_token_ttl, refresh_token_ttl())) {
+        refresh_expires_at = e->at;
+        refresh_expiry_source = refresh_expiry_source_name(e->source);
     }
     const std::string access_ct = seal(job.provider, job.session, "access_token", t.access_token);
     std::optional<std::string> refresh_ct, id_ct;
@@ -240,21 +240,23 @@ bool save_tokens(RefreshJob& job, const TokenResponse& t) {
         "WITH saved AS (UPDATE upstream_token.token SET access_token = $3, "
         "refresh_token = coalesce($4, refresh_token), id_token = coalesce($5, id_token), "
         "token_type = $6, scope = coalesce($7, scope), expires_at = $8, "
-        "refresh_expires_at = coalesce($9, refresh_expires_at), generation = generation + 1, "
-        "issued_at = $11, "
-        "status = CASE WHEN $12::text IS NULL THEN 'active' ELSE 'invalid_binding' END, "
+        "refresh_expires_at = coalesce($9, refresh_expires_at), "
+        "refresh_expiry_source = coalesce($13, refresh_expiry_source), "
+        "generation = generation + 1, issued_at = $11, "
+        "status = CASE WHEN $12::pg_catalog.text IS NULL THEN 'active' ELSE 'invalid_binding' END, "
         "failure_count = 0, next_attempt_at = NULL, last_error = $12, "
         "refreshed_at = pg_catalog.now(), updated_at = pg_catalog.now() "
         "WHERE session = $1 AND provider = $2 AND refresh_token = $10 "
         "RETURNING generation, status) "
         "SELECT generation, pg_catalog.pg_notify('upstream_token_events', "
         "pg_catalog.json_build_object('session', $1, 'provider', $2, 'event', "
-        "CASE WHEN status = 'active' THEN 'refreshed' ELSE status END)::text) FROM saved");
+        "CASE WHEN status = 'active' THEN 'refreshed' ELSE status END)::pg_catalog.text) FROM "
+        "saved");
     const auto n = update.run(
         {text_arg(job.session), text_arg(job.provider), bytea_arg(access_ct), bytea_arg(refresh_ct),
          bytea_arg(id_ct), text_arg(t.token_type), text_arg(t.scope), timestamptz_arg(expires_at),
          timestamptz_arg(refresh_expires_at), bytea_arg(job.old_refresh_ct), timestamptz_arg(now),
-         text_arg(last_error)},
+         text_arg(last_error), text_arg(refresh_expiry_source)},
         false);
     if (n == 0) return false;
     job.new_generation = ResultRow().int8(1).value_or(0);
@@ -269,18 +271,47 @@ bool save_tokens(RefreshJob& job, const TokenResponse& t) {
     return true;
 }
 
-// A rotated refresh token that lost the race to a delete or a new login is live at the
-// provider with no row to hold it: queue its revocation (in the same transaction) so no
-// usable credential is left behind.
+// A rotated refresh token whose row moved on during the exchange is live at the provider
+// with no row to hold it. Its revocation is queued (in the same transaction) only when the app
+// revoked the very version that was refreshed: revoke_upstream_token leaves a tombstone that
+// outlives the delivery of its own revocation. A newer login (often of the same grant, which
+// a revocation would end) or delete_upstream_token (do not contact the provider) leaves none:
+// then the token is dropped, as the row it would have replaced was.
 void revoke_orphan(RefreshJob& job, const std::string& refresh_token) {
     static Statement queue(
         "INSERT INTO upstream_token.revocation (provider, session, token, token_column) "
-        "SELECT name, $2, $3, 'refresh_token' FROM upstream_token.provider "
-        "WHERE name = $1 AND revocation_endpoint IS NOT NULL");
+        "SELECT p.name, $2, $3, 'refresh_token' FROM upstream_token.provider p "
+        "WHERE p.name = $1 AND p.revocation_endpoint IS NOT NULL AND EXISTS ("
+        "SELECT 1 FROM upstream_token.token_tombstone d WHERE d.provider = $1 AND d.session = $2 "
+        "AND d.refresh_digest = pg_catalog.sha256($4))");
     const std::string sealed = seal(job.provider, job.session, "refresh_token", refresh_token);
-    if (queue.run({text_arg(job.provider), text_arg(job.session), bytea_arg(sealed)}, false) > 0) {
+    if (queue.run({text_arg(job.provider), text_arg(job.session), bytea_arg(sealed),
+                   bytea_arg(job.old_refresh_ct)},
+                  false) > 0) {
         job.orphan_revocation_queued = true;
     }
+}
+
+// True when the row moved on to the very refresh token that was sent (the app stored the same
+// login again: a retried login callback). That credential is consumed now, so the answer is
+// what keeps the session: the stored version becomes the optimistic value and the save is
+// tried again. False for another token, no row, or a value that does not open.
+bool same_refresh_token_stored(RefreshJob& job) {
+    static Statement read(
+        "SELECT refresh_token FROM upstream_token.token WHERE session = $1 AND provider = $2");
+    if (read.run({text_arg(job.session), text_arg(job.provider)}, false, 1) == 0) return false;
+    const auto current = ResultRow().bytea(1);
+    if (!current || *current == job.old_refresh_ct) return false;
+    try {
+        const auto stored = open_sealed(job.provider, job.session, "refresh_token", current);
+        const auto sent = open_sealed(job.provider, job.session, "refresh_token",
+                                      std::optional<std::string>(job.old_refresh_ct));
+        if (!stored || !sent || *stored != *sent) return false;
+    } catch (const Error&) {
+        return false;  // unreadable under the keys at hand: not provably the same token
+    }
+    job.old_refresh_ct = *current;
+    return true;
 }
 
 // Records a failed exchange on the row (same optimistic condition), with backoff.
@@ -335,7 +366,10 @@ void persist_in_transaction(RefreshJob& job, double unit_random) {
         job.result.detail = o.message;
         return;
     }
-    const bool saved = save_tokens(job, *o.tokens);
+    bool saved = save_tokens(job, *o.tokens);
+    if (!saved && o.tokens->refresh_token && same_refresh_token_stored(job)) {
+        saved = save_tokens(job, *o.tokens);
+    }
     if (!saved && o.tokens->refresh_token) revoke_orphan(job, *o.tokens->refresh_token);
     // Saved (unless save_tokens found a binding problem), or zero rows: another writer (a new
     // login, a delete) moved the row on, and the caller serves what is stored.
@@ -357,7 +391,7 @@ PersistStep persist_outcome(RefreshJob& job, double unit_random) {
 void release_refresh_lock(RefreshJob& job) noexcept {
     if (!job.lock_held) return;
     try {
-        LOCKTAG tag = advisory_tag(job.lock_key);
+        LOCKTAG tag = token_lock_tag(job.lock_key);
         pg_call([&] { (void)LockRelease(&tag, ExclusiveLock, true); });
     } catch (...) {
         // Session locks also go away when the process exits.

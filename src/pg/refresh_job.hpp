@@ -1,5 +1,5 @@
 // One refresh of one (provider, session), as the engine runs it in steps:
-// begin (advisory lock, re-read, decide, build the request) → the HTTP exchange →
+// begin (token lock, re-read, decide, build the request) → the HTTP exchange →
 // persist (optimistic UPDATE with the ID-token binding verdict and the event, commit) →
 // release the lock.
 #pragma once
@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "core/expiry.hpp"
 #include "core/http_multi.hpp"
 #include "core/id_token.hpp"
 #include "core/time.hpp"
@@ -43,13 +44,14 @@ struct RefreshJob {
     std::optional<IdClaims> binding;  // what a new ID token must match
     Micros default_lifetime{};
     std::optional<Micros> refresh_token_ttl;
+    RefreshExpirySource refresh_expiry_source = RefreshExpirySource::estimate;  // of the row read
     std::vector<std::string> sent_secrets;  // refresh token, client secret: redacted from replies
     Micros threshold{};                     // the provider's, or the GUC
 
     // After the exchange.
     std::optional<ExchangeOutcome> outcome;
-    Time retry_at{};  // when a deferred step runs again
-    int attempts = 0;
+    MonoTime retry_at{};             // when a deferred step (start, save) runs again
+    int attempts = 0;                // of the step that is being retried
     bool counted_in_flight = false;  // holds a place in the concurrency limits
     bool holds_key = false;          // registered as the engine's job for this token
     Micros latency{0};               // of the HTTP exchange
@@ -67,12 +69,13 @@ struct RefreshJob {
 
 enum class BeginStep { send, answered, lock_busy };
 
-// Takes the advisory lock, re-reads the row and either answers without a network call or
-// fills `spec` with the refresh request. Runs in (and commits) its own transaction.
+// Takes the token lock (pg/token_lock.hpp), re-reads the row and either answers without a
+// network call or fills `spec` with the refresh request. Runs in (and commits) its own
+// transaction.
 BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec);
 
 // begin_refresh inside the caller's open transaction (the step holds once it commits; the
-// advisory lock, a session lock, is held either way).
+// token lock, a session lock, is held either way).
 BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec);
 
 enum class PersistStep { done, row_locked };
@@ -86,7 +89,7 @@ void persist_in_transaction(RefreshJob& job, double unit_random);
 // holds (lock_timeout) is reported as row_locked. `unit_random` in [0,1) spreads retries.
 PersistStep persist_outcome(RefreshJob& job, double unit_random);
 
-// Releases the advisory lock if held (after the result is committed).
+// Releases the token lock if held (after the result is committed).
 void release_refresh_lock(RefreshJob& job) noexcept;
 
 }  // namespace upstream_token::pg

@@ -15,6 +15,7 @@
 #include "pg/engine_shmem.hpp"
 #include "pg/guard.hpp"
 #include "pg/gucs.hpp"
+#include "pg/schema_version.hpp"
 #include "pg/secrets.hpp"
 #include "pg/spi.hpp"
 #include "pg/store.hpp"
@@ -147,6 +148,7 @@ void save_provider(ProviderSpec& spec) {
 }
 
 Datum register_provider(FunctionCallInfo fcinfo) {
+    require_current_schema();
     ProviderSpec spec;
     spec.name = nonempty_text_arg(fcinfo, 0, "provider name");
     spec.token_endpoint = nonempty_text_arg(fcinfo, 1, "token_endpoint");
@@ -161,6 +163,7 @@ Datum register_provider(FunctionCallInfo fcinfo) {
 }
 
 Datum register_provider_from_issuer(FunctionCallInfo fcinfo) {
+    require_current_schema();
     ProviderSpec spec;
     spec.name = nonempty_text_arg(fcinfo, 0, "provider name");
     check_provider_name(spec.name);
@@ -177,7 +180,7 @@ Datum register_provider_from_issuer(FunctionCallInfo fcinfo) {
     {
         SpiConnection spi;
         static Statement read(
-            "SELECT document::text FROM upstream_token.discovery WHERE issuer = $1");
+            "SELECT document::pg_catalog.text FROM upstream_token.discovery WHERE issuer = $1");
         if (read.run({text_arg(issuer)}, true, 1, pg_call([] { return GetLatestSnapshot(); })) ==
             0) {
             throw Error(ErrorCode::internal, "the engine's metadata for this issuer vanished");
@@ -210,6 +213,7 @@ Datum wake_engine_at_commit(FunctionCallInfo) {
 }
 
 Datum store_upstream_token(FunctionCallInfo fcinfo) {
+    require_current_schema();
     const std::string session = nonempty_text_arg(fcinfo, 0, "session");
     check_session(session);
     const std::string provider_name = nonempty_text_arg(fcinfo, 1, "provider");
@@ -252,9 +256,12 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
                                                    provider->default_lifetime)
                                    : now;
     std::optional<Time> refresh_expires_at;
+    std::optional<std::string> refresh_expiry_source;  // stated by this call, or an estimate
     if (refresh) {
-        refresh_expires_at = refresh_expiry(now, refresh_expires_in, provider->refresh_token_ttl,
-                                            refresh_token_ttl());
+        const RefreshExpiry e = login_refresh_expiry(
+            now, refresh_expires_in, provider->refresh_token_ttl, refresh_token_ttl());
+        refresh_expires_at = e.at;
+        refresh_expiry_source = refresh_expiry_source_name(e.source);
     }
     std::optional<std::string> access_ct, refresh_ct, id_ct;
     if (access) access_ct = seal(provider_name, session, "access_token", *access);
@@ -263,22 +270,24 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
 
     static Statement upsert(
         "INSERT INTO upstream_token.token AS t (session, provider, subject, client_id, id_claims, "
-        "access_token, refresh_token, id_token, scope, expires_at, refresh_expires_at, issued_at) "
-        "VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12) "
+        "access_token, refresh_token, id_token, scope, expires_at, refresh_expires_at, issued_at, "
+        "refresh_expiry_source) "
+        "VALUES ($1, $2, $3, $4, $5::pg_catalog.jsonb, $6, $7, $8, $9, $10, $11, $12, $13) "
         "ON CONFLICT (session, provider) DO UPDATE SET subject = EXCLUDED.subject, "
         "client_id = EXCLUDED.client_id, id_claims = EXCLUDED.id_claims, "
         "access_token = EXCLUDED.access_token, refresh_token = EXCLUDED.refresh_token, "
         "id_token = EXCLUDED.id_token, token_type = 'Bearer', scope = EXCLUDED.scope, "
         "expires_at = EXCLUDED.expires_at, refresh_expires_at = EXCLUDED.refresh_expires_at, "
-        "issued_at = EXCLUDED.issued_at, generation = t.generation + 1, status = 'active', "
+        "issued_at = EXCLUDED.issued_at, refresh_expiry_source = EXCLUDED.refresh_expiry_source, "
+        "generation = t.generation + 1, status = 'active', "
         "failure_count = 0, "
         "next_attempt_at = NULL, last_error = NULL, updated_at = pg_catalog.now()");
-    upsert.run(
-        {text_arg(session), text_arg(provider_name), text_arg(subject),
-         text_arg(provider->client_id), text_arg(claims_json), bytea_arg(access_ct),
-         bytea_arg(refresh_ct), bytea_arg(id_ct), text_arg(scope), timestamptz_arg(expires_at),
-         timestamptz_arg(refresh_expires_at), timestamptz_arg(std::nullopt)},
-        false);
+    upsert.run({text_arg(session), text_arg(provider_name), text_arg(subject),
+                text_arg(provider->client_id), text_arg(claims_json), bytea_arg(access_ct),
+                bytea_arg(refresh_ct), bytea_arg(id_ct), text_arg(scope),
+                timestamptz_arg(expires_at), timestamptz_arg(refresh_expires_at),
+                timestamptz_arg(std::nullopt), text_arg(refresh_expiry_source)},
+               false);
     if (refresh) {
         scan_on_commit(
             to_timestamptz(expires_at - provider->refresh_threshold.value_or(refresh_threshold())));

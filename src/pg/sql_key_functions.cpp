@@ -6,11 +6,12 @@
 
 #include "core/crypto.hpp"
 #include "core/error.hpp"
-#include "core/lock_key.hpp"
 #include "pg/guard.hpp"
 #include "pg/keys.hpp"
+#include "pg/schema_version.hpp"
 #include "pg/secrets.hpp"
 #include "pg/spi.hpp"
+#include "pg/token_lock.hpp"
 
 namespace upstream_token::pg {
 namespace {
@@ -50,13 +51,11 @@ void reencrypt_tokens(const Arg& current_id, std::int64_t batch) {
         rows.push_back(Row{r.text(1).value_or(""), r.text(2).value_or(""), r.bytea(3), r.bytea(4),
                            r.bytea(5)});
     }
-    static Statement lock("SELECT pg_catalog.pg_try_advisory_xact_lock($1)");
     static Statement update(
         "UPDATE upstream_token.token SET access_token = $3, refresh_token = $4, id_token = $5 "
         "WHERE session = $1 AND provider = $2");
     for (const Row& row : rows) {
-        lock.run({int8_arg(refresh_lock_key(row.provider, row.session))}, false, 1);
-        if (!ResultRow().boolean(1).value_or(false)) continue;
+        if (!lock_token_for_transaction(row.provider, row.session, false)) continue;
         const auto access = reseal(row.provider, row.session, "access_token", row.access);
         const auto refresh = reseal(row.provider, row.session, "refresh_token", row.refresh);
         const auto id = reseal(row.provider, row.session, "id_token", row.id);
@@ -108,20 +107,21 @@ void reencrypt_others(const Arg& current_id, std::int64_t batch) {
 // Values still sealed under another key than the current one.
 std::int64_t remaining(const Arg& current_id) {
     static Statement count(
-        "SELECT (SELECT count(*) FROM upstream_token.token "
+        "SELECT (SELECT pg_catalog.count(*) FROM upstream_token.token "
         "         WHERE (access_token IS NOT NULL AND substring(access_token FROM 2 FOR 4) <> $1) "
         "            OR (refresh_token IS NOT NULL AND substring(refresh_token FROM 2 FOR 4) <> "
         "$1) "
         "            OR (id_token IS NOT NULL AND substring(id_token FROM 2 FOR 4) <> $1)) "
-        "     + (SELECT count(*) FROM upstream_token.provider "
+        "     + (SELECT pg_catalog.count(*) FROM upstream_token.provider "
         "         WHERE client_secret IS NOT NULL AND substring(client_secret FROM 2 FOR 4) <> $1) "
-        "     + (SELECT count(*) FROM upstream_token.revocation "
+        "     + (SELECT pg_catalog.count(*) FROM upstream_token.revocation "
         "         WHERE substring(token FROM 2 FOR 4) <> $1)");
     count.run({current_id}, true, 1);
     return ResultRow().int8(1).value_or(0);
 }
 
 Datum reencrypt_batch(FunctionCallInfo fcinfo) {
+    require_current_schema();
     const std::int64_t batch = PG_ARGISNULL(0) ? 500 : PG_GETARG_INT32(0);
     if (batch <= 0) throw Error(ErrorCode::invalid_parameter, "batch_size must be positive");
     std::int64_t left = 0;

@@ -1,6 +1,6 @@
 // SQL entry points that hand out tokens or drive refreshes: get_upstream_token,
-// get_upstream_credentials, refresh_upstream_token, plus the engine statistics and the
-// advisory-lock key. The caller's backend never talks to a provider: it asks the engine.
+// get_upstream_credentials, refresh_upstream_token, plus the engine statistics. The caller's
+// backend never talks to a provider: it asks the engine.
 #include "pg/prelude.hpp"
 
 #include <algorithm>
@@ -9,7 +9,6 @@
 
 #include "core/error.hpp"
 #include "core/expiry.hpp"
-#include "core/lock_key.hpp"
 #include "core/schedule.hpp"
 #include "pg/args.hpp"
 #include "pg/engine_client.hpp"
@@ -369,12 +368,6 @@ Datum planned_refresh_at_sql(FunctionCallInfo fcinfo) {
     PG_RETURN_TIMESTAMPTZ(to_timestamptz(due));
 }
 
-Datum refresh_lock_key_sql(FunctionCallInfo fcinfo) {
-    const std::string provider = text_arg_required(fcinfo, 0, "provider");
-    const std::string session = text_arg_required(fcinfo, 1, "session");
-    PG_RETURN_INT64(refresh_lock_key(provider, session));
-}
-
 }  // namespace
 }  // namespace upstream_token::pg
 
@@ -384,4 +377,3 @@ UT_SQL_ENTRY(ut_refresh_upstream_token, upstream_token::pg::refresh_upstream_tok
 UT_SQL_ENTRY(ut_engine_status, upstream_token::pg::engine_status)
 UT_SQL_ENTRY(ut_planned_refresh_at, upstream_token::pg::planned_refresh_at_sql)
 UT_SQL_ENTRY(ut_provider_stats, upstream_token::pg::provider_stats_sql)
-UT_SQL_ENTRY(ut_refresh_lock_key, upstream_token::pg::refresh_lock_key_sql)

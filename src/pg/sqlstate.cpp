@@ -35,6 +35,8 @@ int sqlstate_of(ErrorCode code) noexcept {
             return MAKE_SQLSTATE('U', 'T', '0', '1', '1');
         case ErrorCode::uncommitted_change:
             return MAKE_SQLSTATE('U', 'T', '0', '1', '2');
+        case ErrorCode::extension_outdated:
+            return ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
         case ErrorCode::internal:
             break;
     }

@@ -25,10 +25,11 @@ std::optional<Micros> micros_col(const ResultRow& r, int col) {
 std::optional<ProviderRow> find_provider(std::string_view name) {
     static Statement q(
         "SELECT name, token_endpoint, client_id, client_secret, auth_method, issuer, scope, "
-        "(extract(epoch FROM refresh_threshold) * 1000000)::int8, "
-        "(extract(epoch FROM refresh_token_ttl) * 1000000)::int8, "
-        "(extract(epoch FROM default_lifetime) * 1000000)::int8, "
-        "(extract(epoch FROM request_timeout) * 1000000)::int8, revocation_endpoint, "
+        "(extract(epoch FROM refresh_threshold) * 1000000::pg_catalog.numeric)::pg_catalog.int8, "
+        "(extract(epoch FROM refresh_token_ttl) * 1000000::pg_catalog.numeric)::pg_catalog.int8, "
+        "(extract(epoch FROM default_lifetime) * 1000000::pg_catalog.numeric)::pg_catalog.int8, "
+        "(extract(epoch FROM request_timeout) * 1000000::pg_catalog.numeric)::pg_catalog.int8, "
+        "revocation_endpoint, "
         "assertion_alg, assertion_kid "
         "FROM upstream_token.provider WHERE name = $1");
     if (q.run({text_arg(name)}, true, 1) == 0) return std::nullopt;
@@ -113,7 +114,8 @@ std::optional<TokenView> read_token_view(std::string_view session, std::string_v
     // One table, one index probe: the provider's threshold comes from the per-backend cache.
     static Statement without_id(
         "SELECT access_token, expires_at, status, refresh_token IS NOT NULL, generation, xmin, "
-        "NULL::bytea, issued_at FROM upstream_token.token WHERE session = $1 AND provider = $2");
+        "NULL::pg_catalog.bytea, issued_at FROM upstream_token.token "
+        "WHERE session = $1 AND provider = $2");
     static Statement with_id(
         "SELECT access_token, expires_at, status, refresh_token IS NOT NULL, generation, xmin, "
         "id_token, issued_at FROM upstream_token.token WHERE session = $1 AND provider = $2");

@@ -256,6 +256,29 @@ describe('refresh, rotation and reuse detection', () => {
         assert.equal(intro.json.active, false);
     });
 
+    test('a re-login continues the grant: new tokens of the same grant, one revocation ends both', async () => {
+        const client = await newClient({ id_token: true });
+        const g = await mint(client, { subject: 'carol' });
+        const again = await c.admin('POST', `/admin/grants/${g.grant_id}/login`, {});
+        assert.equal(again.grant_id, g.grant_id);
+        assert.equal(again.subject, 'carol');
+        assert.notEqual(again.refresh_token, g.refresh_token);
+        assert.notEqual(again.access_token, g.access_token);
+        assert.equal(decodeJwt(again.id_token).payload.auth_time, decodeJwt(g.id_token).payload.auth_time);
+        assert.equal((await c.admin('GET', `/admin/grants/${g.grant_id}`)).refresh_token, again.refresh_token);
+        for (const t of [g.refresh_token, again.refresh_token]) {
+            const intro = await clientPost(client, '/introspect', { token: t });
+            assert.deepEqual([intro.json.active, intro.json.grant_id], [true, g.grant_id]);
+        }
+        // The older login's refresh token still works; revoking its successor ends the grant.
+        const r1 = await refresh(client, g.refresh_token);
+        assert.equal(r1.status, 200);
+        assert.equal((await clientPost(client, '/revoke', { token: r1.json.refresh_token })).status, 200);
+        assert.equal((await clientPost(client, '/introspect', { token: again.refresh_token })).json.active, false);
+        await assert.rejects(c.admin('POST', `/admin/grants/${g.grant_id}/login`, {}), { status: 409 });
+        await assert.rejects(c.admin('POST', '/admin/grants/nope/login', {}), { status: 404 });
+    });
+
     test('unknown tokens and tokens of another client are invalid_grant (without revoking)', async () => {
         const a = await newClient();
         const b = await newClient();

@@ -836,6 +836,7 @@ class Provider {
             'POST /admin/grants/:id/login': () => this.adminLogin(id),
             'POST /admin/lookup': () => this.adminLookup(body),
             'POST /admin/grants/:id/revoke': () => this.adminRevokeGrant(id),
+            'POST /admin/grants/:id/login': () => this.adminRelogin(id),
             'GET /admin/stats': () => ({ ...this.stats, in_flight: this.inFlight }),
             'POST /admin/stats/reset': () => this.resetStats() || { ok: true },
             'GET /admin/calls': () => ({ calls: this.callsSince(query) }),
@@ -948,6 +949,27 @@ class Provider {
         const grant = this.grantById(id);
         this.revokeGrant(grant);
         return this.grantView(grant);
+    }
+
+    // POST /admin/grants/<id>/login: the user signs in again in the same browser session and the
+    // provider continues the grant (as oidc-provider does): new tokens of the SAME grant. The
+    // grant's earlier refresh tokens stay as they are (an unused one still works), and revoking
+    // any refresh token of the grant still ends all of them. A revoked grant cannot be continued.
+    adminRelogin(id) {
+        const grant = this.grantById(id);
+        if (grant.revoked) throw badAdmin('grant is revoked: a new login makes a new grant', 409);
+        const client = this.clients.get(grant.client_id);
+        if (!client) throw badAdmin('the grant\'s client no longer exists', 404);
+        const now = Date.now();
+        const rt = this.issueRefreshToken(grant, client, now);
+        const out = {
+            grant_id: grant.grant_id, subject: grant.subject, scope: grant.scope,
+            access_token: this.issueAccessToken(grant, client, now),
+            refresh_token: rt.token, expires_in: client.access_ttl,
+        };
+        if (client.refresh_token_expires_in !== null) out[client.refresh_expires_field] = client.refresh_token_expires_in;
+        if (client.id_token) out.id_token = this.idToken(grant, client, now, null);
+        return out;
     }
 
     // The admin view of a grant, including its current refresh token (tests compare it).

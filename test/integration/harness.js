@@ -256,15 +256,17 @@ async function storeLogin(ctx, p, { session = unique('sess'), expiresIn = 0, sub
     return { session, grant: g };
 }
 
-// Holds the engine's advisory lock for (provider, session) on a connection of its own, so no
-// refresh of that token (proactive or asked for) can start until release() is called.
+// Holds the engine's token lock for (provider, session) in an open transaction on a connection
+// of its own (upstream_token.lock_token), so no refresh of that token (proactive or asked for)
+// can start until release() commits it.
 async function holdRefreshLock(provider, session) {
     const c = await connect();
-    await c.query('SELECT pg_advisory_lock(upstream_token.refresh_lock_key($1, $2))', [provider, session]);
+    await c.query('BEGIN');
+    await c.query('SELECT upstream_token.lock_token($1, $2)', [provider, session]);
     return {
         client: c,
         async release() {
-            await c.query('SELECT pg_advisory_unlock(upstream_token.refresh_lock_key($1, $2))', [provider, session]);
+            await c.query('COMMIT');
             await c.end();
         },
     };

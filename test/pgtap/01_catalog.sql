@@ -9,7 +9,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS upstream_token;
 
 BEGIN;
-SELECT plan(72);
+SELECT plan(77);
 
 -- Extension and schema.
 SELECT has_extension('upstream_token', 'extension upstream_token is installed');
@@ -22,26 +22,30 @@ SELECT is((SELECT extrelocatable FROM pg_extension WHERE extname = 'upstream_tok
           false, 'the extension is not relocatable');
 SELECT has_schema('upstream_token');
 SELECT has_table('upstream_token', t, 'table upstream_token.' || t || ' exists')
-  FROM unnest(ARRAY['provider', 'token']) AS t;
+  FROM unnest(ARRAY['provider', 'token', 'revocation', 'token_tombstone']) AS t;
 -- The documented views and functions exist (the surface may grow; the regress suite lists it).
 SELECT has_view('upstream_token', v, 'view upstream_token.' || v || ' exists')
   FROM unnest(ARRAY['token_status', 'engine_status']) AS v;
 SELECT has_function('upstream_token', f, 'function upstream_token.' || f || ' exists')
   FROM unnest(ARRAY['register_provider', 'drop_provider', 'store_upstream_token', 'get_upstream_token',
                     'delete_upstream_token', 'get_upstream_credentials', 'refresh_upstream_token',
-                    'refresh_lock_key', 'engine_stats']) AS f;
+                    'lock_token', 'try_lock_token', 'engine_stats']) AS f;
 SELECT has_function('upstream_token', 'get_upstream_token', ARRAY['text', 'text']);
 SELECT has_function('upstream_token', 'store_upstream_token',
                     ARRAY['text', 'text', 'text', 'text', 'integer', 'text', 'text', 'text', 'integer']);
 SELECT has_function('upstream_token', 'delete_upstream_token', ARRAY['text', 'text']);
-SELECT has_function('upstream_token', 'drop_provider', ARRAY['text', 'boolean']);
-SELECT has_function('upstream_token', 'refresh_lock_key', ARRAY['text', 'text']);
+SELECT has_function('upstream_token', 'drop_provider', ARRAY['text', 'boolean', 'boolean']);
+SELECT has_function('upstream_token', 'lock_token', ARRAY['text', 'text']);
+SELECT hasnt_function('upstream_token', 'refresh_lock_key', ARRAY['text', 'text'],
+                      'refresh_lock_key is gone (its public key let any role stall refreshes)');
 SELECT function_returns('upstream_token', 'get_upstream_token', ARRAY['text', 'text'], 'text');
 SELECT function_returns('upstream_token', 'delete_upstream_token', ARRAY['text', 'text'], 'integer');
-SELECT function_returns('upstream_token', 'refresh_lock_key', ARRAY['text', 'text'], 'bigint');
-SELECT is_strict('upstream_token', 'refresh_lock_key', ARRAY['text', 'text'], 'refresh_lock_key is STRICT');
-SELECT volatility_is('upstream_token', 'refresh_lock_key', ARRAY['text', 'text'], 'immutable',
-                     'refresh_lock_key is IMMUTABLE (same key for the same inputs)');
+SELECT function_returns('upstream_token', 'lock_token', ARRAY['text', 'text'], 'void');
+SELECT function_returns('upstream_token', 'try_lock_token', ARRAY['text', 'text'], 'boolean');
+SELECT isnt_strict('upstream_token', 'lock_token', ARRAY['text', 'text'],
+                   'lock_token is not STRICT (a NULL argument is an error, not a lock silently not taken)');
+SELECT volatility_is('upstream_token', 'lock_token', ARRAY['text', 'text'], 'volatile',
+                     'lock_token is VOLATILE (takes a lock on every call)');
 SELECT volatility_is('upstream_token', 'get_upstream_token', ARRAY['text', 'text'], 'volatile',
                      'get_upstream_token is VOLATILE (never folded or cached by the planner)');
 

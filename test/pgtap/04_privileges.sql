@@ -8,12 +8,16 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS upstream_token;
 
+SELECT current_setting('search_path') AS tap_search_path \gset
 BEGIN;
-SELECT plan(45);
+SELECT plan(50);
 
 -- Runs one statement as the given role; returns 'ok' or the SQLSTATE it failed with. The
--- role is reset either way, so pgTAP itself always runs as the superuser.
-CREATE FUNCTION pg_temp.sqlstate_as(r text, stmt text) RETURNS text LANGUAGE plpgsql AS $$
+-- role is reset either way, so pgTAP itself always runs as the superuser; and the SET clause
+-- confines a `SET LOCAL search_path` inside stmt to this call (without it, a hostile path a
+-- test plants would outlive the call and pgTAP's own "=" would resolve to it).
+CREATE FUNCTION pg_temp.sqlstate_as(r text, stmt text) RETURNS text LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 DECLARE
     state text := 'ok';
 BEGIN
@@ -41,7 +45,8 @@ SELECT is(pg_temp.sqlstate_as('ut_tap_nobody', stmt), '42501', 'no client role: 
     ('delete_upstream_token', $$SELECT upstream_token.delete_upstream_token('p-1')$$),
     ('get_upstream_credentials', $$SELECT upstream_token.get_upstream_credentials('p-1')$$),
     ('refresh_upstream_token', $$SELECT upstream_token.refresh_upstream_token('p-1')$$),
-    ('refresh_lock_key', $$SELECT upstream_token.refresh_lock_key('priv', 'p-1')$$),
+    ('lock_token', $$SELECT upstream_token.lock_token('priv', 'p-1')$$),
+    ('try_lock_token', $$SELECT upstream_token.try_lock_token('priv', 'p-1')$$),
     ('engine_stats', $$SELECT upstream_token.engine_stats()$$),
     ('register_provider', $$SELECT upstream_token.register_provider('x', 'https://x.example/t', 'c', 's')$$),
     ('drop_provider', $$SELECT upstream_token.drop_provider('priv', true)$$),
@@ -71,7 +76,8 @@ SELECT is(pg_temp.sqlstate_as('ut_tap_app', stmt), 'ok', 'client role may: ' || 
     ('get_upstream_token', $$DO 'BEGIN IF upstream_token.get_upstream_token(''p-2'', ''priv'') IS DISTINCT FROM ''p2-access'' THEN RAISE ''wrong''; END IF; END'$$),
     ('SELECT token_status', $$SELECT * FROM upstream_token.token_status$$),
     ('SELECT engine_status', $$SELECT * FROM upstream_token.engine_status$$),
-    ('refresh_lock_key', $$SELECT upstream_token.refresh_lock_key('priv', 'p-1')$$),
+    ('lock_token', $$SELECT upstream_token.lock_token('priv', 'p-1')$$),
+    ('try_lock_token', $$DO 'BEGIN IF NOT upstream_token.try_lock_token(''priv'', ''p-1'') THEN RAISE ''not taken''; END IF; END'$$),
     ('delete_upstream_token', $$DO 'BEGIN IF upstream_token.delete_upstream_token(''p-2'') <> 1 THEN RAISE ''wrong''; END IF; END'$$)
   ) AS v(what, stmt);
 SELECT is((SELECT count(*)::int FROM upstream_token.token WHERE session = 'p-2'), 0,
@@ -113,8 +119,17 @@ SELECT is(pg_temp.sqlstate_as('ut_tap_app',
           $$SET LOCAL search_path = ut_tap_evil, pg_catalog, public; SELECT upstream_token.get_upstream_token('no-such-session', 'priv')$$),
           'UT001', 'a hostile operator on the caller''s search_path does not turn a missing session into a match');
 SELECT is(pg_temp.sqlstate_as('ut_tap_app',
-          $$SET LOCAL search_path = ut_tap_evil, pg_catalog, public; DO 'BEGIN IF upstream_token.get_upstream_token(''p-1'', ''priv'') IS DISTINCT FROM ''p1-access'' THEN RAISE ''wrong''; END IF; END'$$),
-          'ok', 'and the right token still comes back');
+          $$SET LOCAL search_path = ut_tap_evil, pg_catalog, public; DO 'BEGIN IF (upstream_token.get_upstream_token(''p-1'', ''priv'') OPERATOR(pg_catalog.=) ''p1-access'') IS NOT TRUE THEN RAISE ''wrong''; END IF; END'$$),
+          'ok', 'and the right token still comes back (compared with pg_catalog''s "=")');
+
+-- Control: on that search path the hostile "=" is really in effect (the two tests above
+-- would prove nothing otherwise)...
+SELECT is(pg_temp.sqlstate_as('ut_tap_app',
+          $$SET LOCAL search_path = ut_tap_evil, pg_catalog, public; DO 'BEGIN IF NOT (''a''::text = ''b''::text) THEN RAISE ''hostile = not in effect''; END IF; END'$$),
+          'ok', 'control: on the hostile search path ''a'' = ''b'' is true');
+-- ...and it did not leak out of the calls into this script (pgTAP resolves "=" here too).
+SELECT is(current_setting('search_path'), :'tap_search_path', 'the planted search path stayed inside the calls');
+SELECT ok(NOT ('a'::text = 'b'::text), 'this script''s "=" is pg_catalog''s');
 
 SELECT * FROM finish();
 ROLLBACK;

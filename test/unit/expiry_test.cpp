@@ -110,5 +110,83 @@ TEST(RefreshExpiry, DefaultIsIndependentOfAccessToken) {
     EXPECT_EQ(refresh, kNow + seconds(std::int64_t{30} * 86400));
 }
 
+TEST(RefreshExpirySource, NamesRoundTripAndUnknownIsAnEstimate) {
+    for (auto s : {RefreshExpirySource::provider, RefreshExpirySource::application,
+                   RefreshExpirySource::estimate}) {
+        EXPECT_EQ(parse_refresh_expiry_source(std::string_view(refresh_expiry_source_name(s))), s);
+    }
+    EXPECT_EQ(parse_refresh_expiry_source(std::nullopt), RefreshExpirySource::estimate);
+    EXPECT_EQ(parse_refresh_expiry_source(std::string_view("stated?")),
+              RefreshExpirySource::estimate);
+}
+
+TEST(LoginRefreshExpiry, StatedByTheStoreCallOrEstimated) {
+    const auto stated = login_refresh_expiry(kNow, 100, seconds(200), seconds(300));
+    EXPECT_EQ(stated.at, kNow + seconds(100));
+    EXPECT_EQ(stated.source, RefreshExpirySource::application);
+    const auto by_provider_ttl =
+        login_refresh_expiry(kNow, std::nullopt, seconds(200), seconds(300));
+    EXPECT_EQ(by_provider_ttl.at, kNow + seconds(200));
+    EXPECT_EQ(by_provider_ttl.source, RefreshExpirySource::estimate);
+    const auto by_guc = login_refresh_expiry(kNow, 0, std::nullopt, seconds(300));  // 0: not stated
+    EXPECT_EQ(by_guc.at, kNow + seconds(300));
+    EXPECT_EQ(by_guc.source, RefreshExpirySource::estimate);
+    EXPECT_THROW(login_refresh_expiry(kNow, -1, std::nullopt, seconds(300)), Error);
+}
+
+TEST(RefreshedRefreshExpiry, AStatedLifetimeAlwaysWins) {
+    for (bool rotated : {true, false}) {
+        for (auto cur : {RefreshExpirySource::provider, RefreshExpirySource::application,
+                         RefreshExpirySource::estimate}) {
+            const auto e =
+                refreshed_refresh_expiry(kNow, 50, rotated, cur, seconds(200), seconds(300));
+            ASSERT_TRUE(e.has_value());
+            EXPECT_EQ(e->at, kNow + seconds(50));
+            EXPECT_EQ(e->source, RefreshExpirySource::provider);
+        }
+    }
+}
+
+TEST(RefreshedRefreshExpiry, ANewRefreshTokenWithoutLifetimeGetsANewEstimate) {
+    // Even when the previous one was stated: the new token's lifetime is unknown.
+    const auto e = refreshed_refresh_expiry(kNow, std::nullopt, true, RefreshExpirySource::provider,
+                                            seconds(200), seconds(300));
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->at, kNow + seconds(200));
+    EXPECT_EQ(e->source, RefreshExpirySource::estimate);
+    const auto zero = refreshed_refresh_expiry(kNow, 0, true, RefreshExpirySource::estimate,
+                                               std::nullopt, seconds(300));
+    ASSERT_TRUE(zero.has_value());
+    EXPECT_EQ(zero->at, kNow + seconds(300));
+    EXPECT_EQ(zero->source, RefreshExpirySource::estimate);
+}
+
+TEST(RefreshedRefreshExpiry, AKeptRefreshTokenMovesItsEstimateOnButKeepsAStatedEnd) {
+    const auto moved = refreshed_refresh_expiry(
+        kNow, std::nullopt, false, RefreshExpirySource::estimate, seconds(200), seconds(300));
+    ASSERT_TRUE(moved.has_value());
+    EXPECT_EQ(moved->at, kNow + seconds(200));
+    EXPECT_EQ(moved->source, RefreshExpirySource::estimate);
+    EXPECT_FALSE(refreshed_refresh_expiry(kNow, std::nullopt, false, RefreshExpirySource::provider,
+                                          seconds(200), seconds(300)));
+    EXPECT_FALSE(refreshed_refresh_expiry(
+        kNow, std::nullopt, false, RefreshExpirySource::application, seconds(200), seconds(300)));
+    EXPECT_THROW(refreshed_refresh_expiry(kNow, -3, true, RefreshExpirySource::estimate,
+                                          std::nullopt, seconds(300)),
+                 Error);
+}
+
+TEST(RefreshTokenPastEnd, OnlyAStatedExpiryIsACutOff) {
+    const Time end = kNow;
+    for (auto s : {RefreshExpirySource::provider, RefreshExpirySource::application}) {
+        EXPECT_TRUE(refresh_token_past_end(kNow, end, s)) << "the instant itself counts (I7)";
+        EXPECT_TRUE(refresh_token_past_end(kNow + seconds(1), end, s));
+        EXPECT_FALSE(refresh_token_past_end(kNow - Micros{1}, end, s));
+    }
+    EXPECT_FALSE(refresh_token_past_end(kNow, end, RefreshExpirySource::estimate));
+    EXPECT_FALSE(refresh_token_past_end(kNow + seconds(std::int64_t{365} * 86400), end,
+                                        RefreshExpirySource::estimate));
+}
+
 }  // namespace
 }  // namespace upstream_token

@@ -1,0 +1,99 @@
+#include "pg/prelude.hpp"
+#include "pg/engine_saver.hpp"
+
+#include <algorithm>
+#include <exception>
+#include <string>
+
+#include "pg/engine_stage.hpp"
+#include "pg/worker_txn.hpp"
+
+namespace upstream_token::pg {
+
+namespace {
+constexpr Micros kRowLockedRetry{100000};  // a client transaction holds the row: 0.1 s to 2 s
+constexpr Micros kRowLockedMax{2000000};
+constexpr Micros kRefusedFirst{100000};  // the database refused: 0.1 s doubling to 5 s
+constexpr Micros kRefusedMax{5000000};
+}  // namespace
+
+void Saver::add(RefreshJob job) {
+    job.retry_at = MonoTime{};
+    job.attempts = 0;
+    held_.push_back(std::move(job));
+}
+
+std::vector<RefreshJob> Saver::save_due() {
+    const MonoTime now = mono_now();
+    std::vector<RefreshJob> saved;
+    std::vector<std::size_t> due;
+    for (std::size_t i = 0; i < held_.size(); ++i) {
+        if (held_[i].retry_at <= now) due.push_back(i);
+    }
+    if (due.empty()) return saved;
+    bool batch_saved = false;
+    if (due.size() > 1) {
+        try {
+            WorkerTxn txn;
+            for (std::size_t i : due) persist_in_transaction(held_[i], unit_random());
+            txn.commit();
+            batch_saved = true;
+        } catch (const std::exception&) {
+            abort_worker_transaction();  // nothing was saved: each is saved on its own below
+        }
+    }
+    std::vector<bool> done(held_.size(), false);
+    for (std::size_t i : due) done[i] = batch_saved || save_one(held_[i]);
+    if (batch_saved) blocked_ = false;
+    // Taken out in place (no allocation after the reserve): a held answer is never lost here.
+    saved.reserve(due.size());
+    for (std::size_t i = held_.size(); i-- > 0;) {
+        if (!done[i]) continue;
+        saved.push_back(std::move(held_[i]));
+        held_.erase(held_.begin() + static_cast<std::ptrdiff_t>(i));
+    }
+    std::reverse(saved.begin(), saved.end());
+    return saved;
+}
+
+// Saves one outcome in a transaction of its own; false (and a retry time) when it must wait.
+bool Saver::save_one(RefreshJob& job) noexcept {
+    try {
+        if (persist_outcome(job, unit_random()) == PersistStep::done) {
+            blocked_ = false;
+            return true;
+        }
+        // This row only; each wait on it costs the engine a lock_timeout, so back off.
+        job.attempts++;
+        job.retry_at =
+            mono_now() + std::min(kRowLockedMax,
+                                  Micros{kRowLockedRetry.count() << std::min(job.attempts - 1, 5)});
+        stats_.persist_retry();
+        return false;
+    } catch (const std::exception& e) {
+        const std::string what = e.what();  // before the abort frees what it points to
+        abort_worker_transaction();
+        job.attempts++;
+        job.retry_at = mono_now() + std::min(kRefusedMax, Micros{kRefusedFirst.count()
+                                                                 << std::min(job.attempts - 1, 6)});
+        blocked_ = true;
+        if (job.attempts % 64 == 1) {  // the first refusal, then about every 5 minutes
+            log_recovered("saving a refresh result (kept in memory, retried)", what.c_str());
+        }
+        try {
+            stats_.persist_retry();
+        } catch (...) {
+        }
+        return false;
+    }
+}
+
+std::optional<MonoTime> Saver::next_retry() const {
+    std::optional<MonoTime> t;
+    for (const RefreshJob& job : held_) {
+        if (!t || job.retry_at < *t) t = job.retry_at;
+    }
+    return t;
+}
+
+}  // namespace upstream_token::pg
