@@ -185,7 +185,7 @@ function report(h, d, v, opts) {
     out(`\nprovider: ${st.token_requests} token requests, ${st.token_success} rotations, ${st.reuse_detected} reuse detections, ` +
         `${st.revoked_grants} revoked grants (driver revocations and orphan revocations included), ${st.dropped} dropped, ${st.faults_applied} faults applied`);
     const e = d.engine || {};
-    out(`engine: ${e.refreshed} refreshed, ${e.proactive_refreshes} proactive, ${e.failed_transient} transient failures, ` +
+    out(`engine (since its last server start): ${e.refreshed} refreshed, ${e.proactive_refreshes} proactive, ${e.failed_transient} transient failures, ` +
         `${e.failed_reauth} reauth, ${e.persist_retries} delayed saves, worker starts ${e.worker_starts}; ` +
         `${v.loopErrors.length} recovered errors logged${v.loopErrors.length ? ` (${[...new Set(v.loopErrors)].slice(0, 3).join(' | ')})` : ''}`);
     const c = d.cpu;
@@ -251,7 +251,7 @@ async function main() {
         seconds, seed, kinds, runDir: env('CHAOS_RUN_DIR', path.join(REPO, '.tmp', 'chaos', `run-${seed}`)),
         sessions: Number(env('CHAOS_SESSIONS', 240)), accessTtl: Number(env('CHAOS_ACCESS_TTL', 20)),
         readers: Number(env('CHAOS_READERS', 4)), readRate: Number(env('CHAOS_READ_RATE', 300)),
-        requestTimeoutMs: 3000, maxRequests: Number(env('CHAOS_MAX_REQUESTS', 1024)),
+        requestTimeoutMs: 5000, maxRequests: Number(env('CHAOS_MAX_REQUESTS', 1024)),
     };
     console.log(`chaos soak: seed ${seed} (replay with CHAOS_SEED=${seed}), ${seconds} s of faults, ${opts.sessions} sessions, ` +
         `access tokens of ${opts.accessTtl} s, ${opts.readers} readers at ${opts.readRate}/s, faults: ${kinds.length ? kinds.join(',') : 'none'}`);

@@ -421,13 +421,6 @@ class Provider {
             reuse_detected: 0, current: null, issued: 0,
         };
         this.grants.set(grant.grant_id, grant);
-        return this.loginTokens(grant, client, now);
-    }
-
-    // The tokens a completed login hands out: a new current refresh token (older ones of the
-    // grant stay valid until used or revoked), an access token and, if configured, an ID token.
-    loginTokens(grant, client, now) {
-        const { subject, scope } = grant;
         const rt = this.issueRefreshToken(grant, client, now);
         const out = {
             grant_id: grant.grant_id, subject, scope,
@@ -833,7 +826,6 @@ class Provider {
             'POST /admin/grants': () => this.adminGrants(body),
             'GET /admin/grants': () => this.grantList(query),
             'GET /admin/grants/:id': () => this.grantView(this.grantById(id)),
-            'POST /admin/grants/:id/login': () => this.adminLogin(id),
             'POST /admin/lookup': () => this.adminLookup(body),
             'POST /admin/grants/:id/revoke': () => this.adminRevokeGrant(id),
             'POST /admin/grants/:id/login': () => this.adminRelogin(id),
@@ -915,14 +907,6 @@ class Provider {
         const out = [];
         for (const g of this.grants.values()) if (clientId === null || g.client_id === clientId) out.push(this.grantView(g));
         return { grants: out };
-    }
-
-    // POST /admin/grants/<id>/login: the user signs in again and the provider continues the same
-    // grant (as providers do within one browser session): new tokens, the same grant_id.
-    adminLogin(id) {
-        const grant = this.grantById(id);
-        if (grant.revoked) throw badAdmin('grant is revoked', 409);
-        return this.loginTokens(grant, this.clients.get(grant.client_id), Date.now());
     }
 
     // POST /admin/lookup {refresh_tokens}: which grant issued each token, and its state there
