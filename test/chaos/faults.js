@@ -255,9 +255,11 @@ const FAULTS = {
             const live = h.ledger.live();
             const toks = p.r.sample(live, p.n);
             const held = new Set(toks.map((t) => t.key));
-            const c = await connect();
+            const c = await connect(OUTSIDE_READ_ONLY);
             try {
-                for (const t of toks) await c.query('SELECT pg_catalog.pg_advisory_lock(upstream_token.refresh_lock_key($1, $2))', [t.provider, t.session]);
+                // The documented way for another refresher to hold off the engine (docs/engine.md).
+                await c.query('BEGIN');
+                for (const t of toks) await c.query('SELECT upstream_token.lock_token($1, $2)', [t.provider, t.session]);
                 await expire(h.sim, toks.slice(0, Math.ceil(toks.length / 2)));
                 // Does an unrelated token still refresh at once?
                 const other = live.find((t) => !held.has(t.key));
@@ -266,9 +268,9 @@ const FAULTS = {
                 const code = await call(h.db, h.ledger, other, 'probe', h.outcomes);
                 const probeMs = Date.now() - t0;
                 await sleep(Math.max(0, p.holdMs - probeMs));
-                return `a manual refresher held ${toks.length} refresh locks for ${p.holdMs} ms; an unrelated expired token ` +
+                return `a manual refresher held ${toks.length} token locks for ${p.holdMs} ms; an unrelated expired token ` +
                     `was served in ${probeMs} ms (${code || 'ok'})`;
-            } finally { await c.end().catch(() => {}); }
+            } finally { await release(c); }
         },
     },
     read_only: {
