@@ -129,6 +129,25 @@ async function refreshUnderWay(h, ev, tok) {
         { timeoutMs: 2000, intervalMs: 20, what: 'a refresh under way' }).then(() => true, () => false);
 }
 
+// Since when received answers may have been held back without interruption up to `at`: the
+// start of the chain of blocking faults (locks, read-only) active at `at` or ended less than
+// 10 s before it, each linked to the next the same way (a held answer is retried and saved
+// within a few seconds once nothing blocks it).
+function heldSince(h, at) {
+    const blocking = h.log.events.filter((e) => FAULTS[e.kind] && FAULTS[e.kind].blocking);
+    let since = at;
+    for (let changed = true; changed;) {
+        changed = false;
+        for (const e of blocking) {
+            if (e.start_ms < since && (e.end_ms ?? Infinity) >= since - 10000) {
+                since = e.start_ms;
+                changed = true;
+            }
+        }
+    }
+    return since;
+}
+
 // ------------------------------------------------------------------ faults
 
 // Restarts with `pg_ctl -m fast` (or SIGTERMs the engine) while exchanges are in flight.
@@ -163,11 +182,9 @@ const FAULTS = {
             let rec;
             await h.ledger.mutex.run(async () => {
                 const e = await engineStatus(h);
-                // A received answer may legitimately wait uncommitted behind a held lock or a
+                // A received answer may legitimately wait uncommitted behind held locks or a
                 // read-only database, and a little after them (its next retry).
-                const blockedSince = Math.min(Date.now(), ...h.log.events.filter((x) => FAULTS[x.kind].blocking &&
-                    (x.end_ms === null || x.end_ms > Date.now() - 10000)).map((x) => x.start_ms));
-                const W = 2000 + (Date.now() - blockedSince);
+                const W = 2000 + (Date.now() - heldSince(h, Date.now()));
                 const tSnap = Date.now();
                 const stored = await h.ledger.stored();
                 const idpIn = (await h.idp.client.admin('GET', '/admin/stats')).in_flight;
@@ -417,4 +434,4 @@ for (const [name, make] of Object.entries(IDP_FAULTS)) {
     };
 }
 
-module.exports = { FAULTS, engineStatus, waitEngine, setReadOnly };
+module.exports = { FAULTS, engineStatus, waitEngine, setReadOnly, heldSince };

@@ -13,7 +13,7 @@
 
 const fs = require('node:fs');
 const { sleep, waitFor, errorCode } = require('./lib.js');
-const { engineStatus, waitEngine, setReadOnly } = require('./faults.js');
+const { engineStatus, waitEngine, setReadOnly, heldSince } = require('./faults.js');
 const { storm } = require('./workload.js');
 
 const TRANSIENT = new Set(['UT003', 'UT006', 'UT007', 'connection', '57P01', '57P02', '57P03']);
@@ -168,11 +168,12 @@ function diagnose(h, d, lg, bads, calls) {
         const blocking = blockers.sort((a, b) => BLOCKING.indexOf(a.kind) - BLOCKING.indexOf(b.kind))[0];
         // An answer held back by a blocking fault is the stop's loss only when the stop came
         // while it was held (during the fault or soon after); otherwise it was lost earlier.
-        const heldUntilStop = stop && (!blocking || stop.start_ms <= (blocking.end_ms ?? Infinity) + 10000);
+        const heldUntilStop = stop && (end >= stop.start_ms - 2000 || heldSince(h, stop.start_ms) <= end + 2000);
         let cause;
         if (touched && touched.startsWith('idp_odd_fields')) cause = touched;
         else if (heldUntilStop) cause = `${stop.kind}#${stop.id}`;
         else if (blocking) cause = `${blocking.kind}#${blocking.id}`;
+        else if (stop) cause = `${stop.kind}#${stop.id}`;
         else cause = touched || 'unknown';
         const rot = `rotation at ${rel(h, R.t_ms)} (answered in ${R.duration_ms} ms${R.client_gone ? ', after the engine had hung up' : ''}` +
             `${touched ? `, answer shaped by ${touched}` : ''})`;
@@ -222,7 +223,9 @@ function killSets(h, tokenCalls) {
         const set = new Set(k.uncommitted);
         let underway = 0;
         for (const c of tokenCalls) {
-            if ((c.issued_seq == null && !c.reuse) || c.t_ms > k.K) continue;
+            // Sent by the killed engine: on a connection it opened (the request may reach the
+            // provider a moment after the kill).
+            if ((c.issued_seq == null && !c.reuse) || (c.conn_ms ?? c.t_ms) > k.K) continue;
             const end = c.duration_ms != null ? c.t_ms + c.duration_ms : Infinity;
             if (end >= k.tSnap && !set.has(c.grant_id)) {
                 set.add(c.grant_id);
@@ -266,8 +269,8 @@ function judge(h, d) {
         // Attributable to the last kill that came between the two presentations of the lost
         // token and had this grant's exchange in flight.
         const du = doubleUse(bads, calls);
-        const kill = du && du.first ? [...kills].reverse().find((k) => k.set.has(lg.grantId) && du.first.t_ms <= k.K &&
-            (!du.second || du.second.t_ms > k.K)) : undefined;
+        const kill = du && du.first ? [...kills].reverse().find((k) => k.set.has(lg.grantId) && (du.first.conn_ms ?? du.first.t_ms) <= k.K &&
+            (!du.second || (du.second.conn_ms ?? du.second.t_ms) > k.K)) : undefined;
         const entry = { grantId: lg.grantId, key: lg.key, kill: kill ? kill.event : null, ...diagnose(h, d, lg, bads, calls) };
         if (kill) kill.lost.push(entry);
         lost.push(entry);

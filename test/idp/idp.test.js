@@ -943,6 +943,7 @@ describe('chaos soak additions: cut answers, patched fields, same-grant login, l
         const { calls } = await c.admin('GET', `/admin/calls?since_ms=${since}&grant_id=${g.grant_id}`);
         assert.deepEqual(calls.map((x) => [x.presented_seq, x.issued_seq ?? null, x.reuse ?? false]),
             [[0, 1, false], [1, 3, false], [0, null, true]]);
+        assert.ok(calls.every((x) => Number.isInteger(x.conn) && x.conn > 0 && x.conn_ms <= x.t_ms), 'connection number and time');
         const list = await c.admin('GET', `/admin/grants?client_id=${client.client_id}`);
         assert.deepEqual(list.grants.map((x) => [x.grant_id, x.revoked, x.refresh_tokens_issued]), [[g.grant_id, true, 4]]);
         await assert.rejects(c.admin('POST', `/admin/grants/${g.grant_id}/login`), { status: 409 });

@@ -615,6 +615,8 @@ class Provider {
     // Records a /token request's arrival (log entry, counters, in-flight gauge).
     startCall(res) {
         const call = this.logCall('token');
+        call.conn = res.socket ? res.socket.connId ?? null : null;
+        call.conn_ms = res.socket ? res.socket.connMs ?? null : null;
         this.stats.token_requests++;
         this.inFlight++;
         if (this.inFlight > this.stats.max_in_flight) this.stats.max_in_flight = this.inFlight;
@@ -1111,6 +1113,13 @@ function start(opts) {
         ? http.createServer(serverOpts, onRequest)
         : https.createServer({ ...serverOpts, cert: fs.readFileSync(opts.cert), key: fs.readFileSync(opts.key) }, onRequest);
     server.keepAliveTimeout = 180000;
+    // Each connection gets a number and its opening time (TLS established), for the call log:
+    // requests of a client process that died are those on connections it opened.
+    let connSeq = 0;
+    server.on(opts.http ? 'connection' : 'secureConnection', (sock) => {
+        sock.connId = ++connSeq;
+        sock.connMs = Date.now();
+    });
     return new Promise((resolve, reject) => {
         server.once('error', reject);
         server.listen(opts.port, '127.0.0.1', () => {
