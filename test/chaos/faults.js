@@ -20,6 +20,18 @@ async function engineStatus(h) {
     return (await h.sys.query('SELECT * FROM upstream_token.engine_status')).rows[0];
 }
 
+// When a process started (epoch ms, 10 ms resolution), from /proc; null when it is gone.
+function startedAt(pid) {
+    try {
+        const st = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+        const ticks = Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[19]);
+        const boot = Number(/^btime (\d+)$/m.exec(fs.readFileSync('/proc/stat', 'utf8'))[1]);
+        return boot * 1000 + ticks * 10;
+    } catch {
+        return null;
+    }
+}
+
 // Waits for a ready engine whose pid differs from `oldPid` (server and engine back).
 async function waitEngine(h, oldPid, timeoutMs = 90000) {
     return waitFor(async () => {
@@ -199,6 +211,8 @@ const FAULTS = {
                 h.kills.push(rec);
             });
             const back = await waitEngine(h, rec.enginePid);
+            // Requests reaching the provider before the next engine existed were the killed one's.
+            rec.nextStart = startedAt(back.worker_pid) ?? Date.now();
             return `engine pid ${rec.enginePid} killed; at that instant ${rec.uncommitted.length} rotations answered but not ` +
                 `committed, engine in_flight ${rec.engineInFlight}, provider in_flight ${rec.idpInFlight}; ` +
                 `server and engine back after ${Date.now() - rec.K} ms (pid ${back.worker_pid})`;

@@ -215,6 +215,12 @@ function endProblem(h, d, tok) {
     return null;
 }
 
+// Whether a /token call came from the engine killed by `k` (or an earlier one): its connection
+// was established before the engine that followed the kill started.
+function sentBy(c, k) {
+    return (c.conn_ms ?? c.t_ms) < (k.nextStart ?? k.K);
+}
+
 // The budget of each kill: the exchanges in flight at its instant: answered but not committed
 // at the snapshot, plus those under way at the provider between the snapshot and the kill
 // (that rotated, or that the provider handled late and refused as reuse).
@@ -223,9 +229,9 @@ function killSets(h, tokenCalls) {
         const set = new Set(k.uncommitted);
         let underway = 0;
         for (const c of tokenCalls) {
-            // Sent by the killed engine: on a connection it opened (the request may reach the
-            // provider a moment after the kill).
-            if ((c.issued_seq == null && !c.reuse) || (c.conn_ms ?? c.t_ms) > k.K) continue;
+            // Sent by the killed engine: on a connection the provider saw open before the next
+            // engine existed (a request may reach the provider a moment after the kill).
+            if ((c.issued_seq == null && !c.reuse) || !sentBy(c, k)) continue;
             const end = c.duration_ms != null ? c.t_ms + c.duration_ms : Infinity;
             if (end >= k.tSnap && !set.has(c.grant_id)) {
                 set.add(c.grant_id);
@@ -269,8 +275,8 @@ function judge(h, d) {
         // Attributable to the last kill that came between the two presentations of the lost
         // token and had this grant's exchange in flight.
         const du = doubleUse(bads, calls);
-        const kill = du && du.first ? [...kills].reverse().find((k) => k.set.has(lg.grantId) && (du.first.conn_ms ?? du.first.t_ms) <= k.K &&
-            (!du.second || (du.second.conn_ms ?? du.second.t_ms) > k.K)) : undefined;
+        const kill = du && du.first ? [...kills].reverse().find((k) => k.set.has(lg.grantId) && sentBy(du.first, k) &&
+            (!du.second || !sentBy(du.second, k))) : undefined;
         const entry = { grantId: lg.grantId, key: lg.key, kill: kill ? kill.event : null, ...diagnose(h, d, lg, bads, calls) };
         if (kill) kill.lost.push(entry);
         lost.push(entry);
