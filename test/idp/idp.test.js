@@ -916,3 +916,79 @@ describe('revocation endpoint faults and call log', () => {
         assert.ok(ok.fault_id);
     });
 });
+
+describe('chaos soak additions: cut answers, patched fields, same-grant login, lookup, token sequence', () => {
+    test('cut_answer: a 200 cut half way, no rotation; counted as dropped mid_answer', async () => {
+        const client = await newClient();
+        const g = await mint(client);
+        await c.admin('POST', '/admin/faults', { match: { grant_id: g.grant_id }, action: { cut_answer: true }, count: 1 });
+        const since = Date.now();
+        const s0 = await c.admin('GET', '/admin/stats');
+        await assert.rejects(refresh(client, g.refresh_token));
+        const view = await c.admin('GET', `/admin/grants/${g.grant_id}`);
+        assert.equal(view.refresh_token, g.refresh_token, 'not rotated');
+        assert.equal((await c.admin('GET', '/admin/stats')).dropped, s0.dropped + 1);
+        const { calls } = await c.admin('GET', `/admin/calls?since_ms=${since}&grant_id=${g.grant_id}`);
+        assert.equal(calls[0].dropped, 'mid_answer');
+        assert.equal((await refresh(client, g.refresh_token)).status, 200);
+        await assert.rejects(c.admin('POST', '/admin/faults', { action: { cut_answer: 1 } }), { status: 400 });
+    });
+
+    test('patch_fields: odd optional fields over a rotated success answer', async () => {
+        const client = await newClient();
+        const g = await mint(client);
+        await c.admin('POST', '/admin/faults', { match: { grant_id: g.grant_id }, action: { patch_fields: { expires_in: '', scope: 42 } }, count: 1 });
+        const r = await refresh(client, g.refresh_token);
+        assert.equal(r.status, 200);
+        assert.equal(r.json.expires_in, '');
+        assert.equal(r.json.scope, 42);
+        assert.equal((await c.admin('GET', `/admin/grants/${g.grant_id}`)).refresh_token, r.json.refresh_token, 'rotated');
+        await assert.rejects(c.admin('POST', '/admin/faults', { action: { patch_fields: [] } }), { status: 400 });
+    });
+
+    test('same-grant login, lookup of refresh tokens, grant list and the sequence in the call log', async () => {
+        const client = await newClient({ id_token: true });
+        const g = await mint(client);
+        const since = Date.now();
+        const r1 = await refresh(client, g.refresh_token);
+        const again = await c.admin('POST', `/admin/grants/${g.grant_id}/login`);
+        assert.equal(again.grant_id, g.grant_id);
+        assert.ok(again.access_token && again.refresh_token && again.id_token);
+        const look = await c.admin('POST', '/admin/lookup', { refresh_tokens: [g.refresh_token, r1.json.refresh_token, again.refresh_token, 'nope'] });
+        assert.deepEqual(look.tokens.map((t) => t && [t.seq, t.used, t.current, t.revoked]),
+            [[0, true, false, false], [1, false, false, false], [2, false, true, false], null]);
+        assert.ok(look.tokens[0].used_ms >= since);
+        // The older, unused token of the grant still refreshes (a login does not revoke it).
+        assert.equal((await refresh(client, r1.json.refresh_token)).status, 200);
+        assertError(await refresh(client, g.refresh_token), 400, 'invalid_grant');  // reuse
+        const { calls } = await c.admin('GET', `/admin/calls?since_ms=${since}&grant_id=${g.grant_id}`);
+        assert.deepEqual(calls.map((x) => [x.presented_seq, x.issued_seq ?? null, x.reuse ?? false]),
+            [[0, 1, false], [1, 3, false], [0, null, true]]);
+        assert.ok(calls.every((x) => Number.isInteger(x.conn) && x.conn > 0 && x.conn_ms <= x.t_ms), 'connection number and time');
+        const list = await c.admin('GET', `/admin/grants?client_id=${client.client_id}`);
+        assert.deepEqual(list.grants.map((x) => [x.grant_id, x.revoked, x.refresh_tokens_issued]), [[g.grant_id, true, 4]]);
+        await assert.rejects(c.admin('POST', `/admin/grants/${g.grant_id}/login`), { status: 409 });
+    });
+
+    test('client_gone: the client hung up before the answer', async () => {
+        const client = await newClient();
+        const g = await mint(client);
+        await c.admin('POST', '/admin/faults', { match: { grant_id: g.grant_id }, action: { delay_ms: 300, drop: 'before' }, count: 1 });
+        const since = Date.now();
+        const body = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: g.refresh_token }).toString();
+        const req = require('node:https').request(`${idp.url}/token`, {
+            method: 'POST', ca: fs.readFileSync(idp.caPem),
+            headers: { 'Content-Type': 'application/x-www-form-urlencoded', Authorization: 'Basic ' + Buffer.from(`${client.client_id}:${client.client_secret}`).toString('base64') },
+        });
+        req.on('error', () => {});
+        req.end(body);
+        // The request reached the provider (it is in its delay); then the client hangs up.
+        for (let i = 0; i < 100 && (await c.admin('GET', '/admin/stats')).in_flight === 0; i++) await new Promise((r) => setTimeout(r, 10));
+        req.destroy();
+        for (let i = 0; i < 100 && !(await c.admin('GET', `/admin/calls?since_ms=${since}&grant_id=${g.grant_id}`)).calls[0]?.dropped; i++) {
+            await new Promise((r) => setTimeout(r, 20));
+        }
+        const { calls } = await c.admin('GET', `/admin/calls?since_ms=${since}&grant_id=${g.grant_id}`);
+        assert.equal(calls[0].client_gone, true);
+    });
+});

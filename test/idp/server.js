@@ -36,7 +36,7 @@ const CLIENT_KEYS = ['client_id', 'client_secret', 'jwk_or_pem', 'auth_method', 
     ...Object.keys(QUIRK_DEFAULTS)];
 const FAULT_ACTION_KEYS = ['delay_ms', 'status', 'retry_after', 'drop', 'malformed_json',
     'oversized_body_bytes', 'omit', 'id_token_claims', 'id_token_omit', 'oauth_error', 'error_description',
-    'respond_delay_ms'];
+    'respond_delay_ms', 'cut_answer', 'patch_fields'];
 const MATCH_KEYS = ['grant_id', 'client_id', 'subject', 'endpoint'];
 const FAULT_ENDPOINTS = ['token', 'revoke'];
 // Actions that make sense at /revoke (the others shape a token response).
@@ -418,7 +418,7 @@ class Provider {
         const grant = {
             grant_id: `g${this.nextGrant++}`, client_id: client.client_id, subject, scope,
             auth_time: Math.floor(now / 1000), revoked: false, refresh_calls: 0, rotations: 0,
-            reuse_detected: 0, current: null,
+            reuse_detected: 0, current: null, issued: 0,
         };
         this.grants.set(grant.grant_id, grant);
         const rt = this.issueRefreshToken(grant, client, now);
@@ -435,7 +435,10 @@ class Provider {
     // A new current refresh token for the grant (the previous one is left as it is).
     issueRefreshToken(grant, client, now) {
         const ttl = client.refresh_token_expires_in;
-        const rec = { token: randomToken(), grant, used: false, iat: now, expires_ms: ttl === null ? 0 : now + ttl * 1000 };
+        const rec = {
+            token: randomToken(), grant, used: false, used_ms: null, seq: grant.issued++, iat: now,
+            expires_ms: ttl === null ? 0 : now + ttl * 1000,
+        };
         this.refreshTokens.set(rec.token, rec);
         grant.current = rec;
         return rec;
@@ -485,6 +488,7 @@ class Provider {
     revokeGrant(grant) {
         if (grant.revoked) return;
         grant.revoked = true;
+        grant.revoked_ms = Date.now();
         this.stats.revoked_grants++;
     }
 
@@ -501,12 +505,14 @@ class Provider {
         const grant = rec ? rec.grant : null;
         call.client_id = this.claimedClientId(req, form);
         call.grant_id = grant ? grant.grant_id : null;
+        call.presented_seq = rec ? rec.seq : null;
         if (grant) grant.refresh_calls++;
         const fault = this.takeFault(call.client_id, grant);
         const action = fault ? fault.action : {};
         if (fault) call.fault_id = fault.fault_id;
         if (action.delay_ms) await sleep(action.delay_ms);
         if (action.drop === 'before') return this.drop(req, res, call, 'before');
+        if (action.cut_answer) return this.cutAnswer(req, res, call);
         const early = this.earlyFaultAnswer(action);
         if (early) return this.answer(res, call, early.status, early.body, early.headers);
         let result;
@@ -515,8 +521,11 @@ class Provider {
         } catch (err) {
             if (!(err instanceof HttpError)) throw err;
             if (err.assertionReason) call.assertion = err.assertionReason;
+            if (err.reuse) call.reuse = true;
             result = { status: err.status, body: err.body, headers: err.headers };
         }
+        const issued = result.status === 200 ? this.refreshTokens.get(result.body.refresh_token) : undefined;
+        if (issued) call.issued_seq = issued.seq;
         if (action.respond_delay_ms) await sleep(action.respond_delay_ms);
         if (action.drop === 'after') return this.drop(req, res, call, 'after');
         if (result.status === 200) {
@@ -571,7 +580,9 @@ class Provider {
         grant.reuse_detected++;
         this.stats.reuse_detected++;
         this.revokeGrant(grant);
-        throw oauthError(400, 'invalid_grant', 'refresh token reuse detected; grant revoked');
+        const err = oauthError(400, 'invalid_grant', 'refresh token reuse detected; grant revoked');
+        err.reuse = true;
+        throw err;
     }
 
     // Rotates (unless no_rotation or the refresh_token is omitted) and builds the success body.
@@ -586,6 +597,7 @@ class Provider {
         if (client.no_expires_in) delete body.expires_in;
         if (rotate) {
             rec.used = true;
+            rec.used_ms = now;
             grant.rotations++;
             body.refresh_token = this.issueRefreshToken(grant, client, now).token;
             if (client.refresh_token_expires_in !== null) body[client.refresh_expires_field] = client.refresh_token_expires_in;
@@ -595,6 +607,7 @@ class Provider {
             body.id_token = this.idToken(grant, client, now, action.id_token_claims, action.id_token_omit);
         }
         for (const field of omit) delete body[field];
+        if (action.patch_fields) Object.assign(body, action.patch_fields);
         return body;
     }
 
@@ -603,10 +616,16 @@ class Provider {
     // Records a /token request's arrival (log entry, counters, in-flight gauge).
     startCall(res) {
         const call = this.logCall('token');
+        call.conn = res.socket ? res.socket.connId ?? null : null;
+        call.conn_ms = res.socket ? res.socket.connMs ?? null : null;
         this.stats.token_requests++;
         this.inFlight++;
         if (this.inFlight > this.stats.max_in_flight) this.stats.max_in_flight = this.inFlight;
-        res.once('close', () => this.inFlight--);
+        res.once('close', () => {
+            this.inFlight--;
+            // The client hung up before any answer (its timeout, or it went away).
+            if (call.status === null && !call.dropped) call.client_gone = true;
+        });
         return call;
     }
 
@@ -641,6 +660,17 @@ class Provider {
         call.duration_ms = Date.now() - call.t_ms;
         this.stats.dropped++;
         req.socket.destroy();
+    }
+
+    // The cut_answer fault: a 200 whose body stops half way (no rotation), then the socket is
+    // destroyed, as when a connection breaks in the middle of an answer.
+    cutAnswer(req, res, call) {
+        const text = JSON.stringify({ access_token: randomToken(), token_type: 'Bearer', expires_in: 3600, refresh_token: randomToken() });
+        call.dropped = 'mid_answer';
+        call.duration_ms = Date.now() - call.t_ms;
+        this.stats.dropped++;
+        res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-store' });
+        res.write(text.slice(0, Math.floor(text.length / 2)), () => req.socket.destroy());
     }
 
     // Finds the first live fault rule matching this request and consumes one use of it.
@@ -688,6 +718,7 @@ class Provider {
         call.grant_id = grant ? grant.grant_id : null;
         call.token_type_hint = form.get('token_type_hint') ?? null;
         call.token_kind = rt ? 'refresh_token' : at ? 'access_token' : null;
+        call.presented_seq = rt ? rt.seq : null;
         const fault = this.takeFault(call.client_id, grant, 'revoke');
         const action = fault ? fault.action : {};
         if (fault) call.fault_id = fault.fault_id;
@@ -796,7 +827,9 @@ class Provider {
             'GET /admin/health': () => ({ ok: true }),
             'POST /admin/clients': () => this.adminClient(body),
             'POST /admin/grants': () => this.adminGrants(body),
+            'GET /admin/grants': () => this.grantList(query),
             'GET /admin/grants/:id': () => this.grantView(this.grantById(id)),
+            'POST /admin/lookup': () => this.adminLookup(body),
             'POST /admin/grants/:id/revoke': () => this.adminRevokeGrant(id),
             'POST /admin/grants/:id/login': () => this.adminRelogin(id),
             'GET /admin/stats': () => ({ ...this.stats, in_flight: this.inFlight }),
@@ -871,6 +904,33 @@ class Provider {
         return grant;
     }
 
+    // GET /admin/grants[?client_id=]: the views of every grant (of one client).
+    grantList(query) {
+        const clientId = query.get('client_id');
+        const out = [];
+        for (const g of this.grants.values()) if (clientId === null || g.client_id === clientId) out.push(this.grantView(g));
+        return { grants: out };
+    }
+
+    // POST /admin/lookup {refresh_tokens}: which grant issued each token, and its state there
+    // (an auditor's question: "is what the database holds the provider's current token?").
+    adminLookup(body) {
+        checkKeys(body, ['refresh_tokens'], 'lookup');
+        if (!Array.isArray(body.refresh_tokens) || !body.refresh_tokens.every((t) => typeof t === 'string')) {
+            throw badAdmin('refresh_tokens must be an array of strings');
+        }
+        return {
+            tokens: body.refresh_tokens.map((t) => {
+                const rec = this.refreshTokens.get(t);
+                if (!rec) return null;
+                return {
+                    grant_id: rec.grant.grant_id, seq: rec.seq, used: rec.used, used_ms: rec.used_ms,
+                    current: rec.grant.current === rec, revoked: rec.grant.revoked,
+                };
+            }),
+        };
+    }
+
     // POST /admin/grants/<id>/revoke: the user withdrew consent at the provider.
     adminRevokeGrant(id) {
         const grant = this.grantById(id);
@@ -907,6 +967,7 @@ class Provider {
             grant_id: g.grant_id, client_id: g.client_id, subject: g.subject, scope: g.scope,
             auth_time: g.auth_time, active: !g.revoked && !expired, revoked: g.revoked,
             refresh_calls: g.refresh_calls, rotations: g.rotations, reuse_detected: g.reuse_detected,
+            refresh_tokens_issued: g.issued, revoked_ms: g.revoked_ms ?? null,
             refresh_token: g.revoked ? null : cur.token,
         };
     }
@@ -1008,6 +1069,8 @@ function validateAction(action, endpoint) {
         throw badAdmin('id_token_omit must be an array of claim names');
     }
     if (action.oauth_error !== undefined && typeof action.oauth_error !== 'string') throw badAdmin('oauth_error must be a string');
+    if (action.cut_answer !== undefined && action.cut_answer !== true) throw badAdmin('cut_answer must be true');
+    if (action.patch_fields !== undefined) requireObject(action.patch_fields, 'patch_fields');
     validateFieldOverrides(action);
 }
 
@@ -1083,6 +1146,13 @@ function start(opts) {
         ? http.createServer(serverOpts, onRequest)
         : https.createServer({ ...serverOpts, cert: fs.readFileSync(opts.cert), key: fs.readFileSync(opts.key) }, onRequest);
     server.keepAliveTimeout = 180000;
+    // Each connection gets a number and its opening time (TLS established), for the call log:
+    // requests of a client process that died are those on connections it opened.
+    let connSeq = 0;
+    server.on(opts.http ? 'connection' : 'secureConnection', (sock) => {
+        sock.connId = ++connSeq;
+        sock.connMs = Date.now();
+    });
     return new Promise((resolve, reject) => {
         server.once('error', reject);
         server.listen(opts.port, '127.0.0.1', () => {
