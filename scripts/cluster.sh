@@ -6,7 +6,10 @@
 #
 # Environment: UT_CLUSTER_DIR (default .tmp/cluster), UT_PORT (default 25432),
 # UT_DATABASE (default ut_test, the database the engine serves), UT_PG_BIN (the server's bin
-# directory, default Debian's 15; a relocated copy lets several checkouts test side by side).
+# directory, default Debian's 15; a relocated copy lets several checkouts test side by side),
+# UT_SERVER_PRELOAD (libraries put first in the server's LD_PRELOAD, before any the caller
+# set: scripts/memcheck.sh preloads the AddressSanitizer runtime this way), UT_LOG_ARCHIVE (a
+# directory that receives the server log of a cluster before init or destroy removes it).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,8 +22,17 @@ sock=$dir/sock
 
 as_pg() { runuser -u postgres -- "$@"; }
 
+# Keeps the server log of a cluster about to be removed, when UT_LOG_ARCHIVE asks for it.
+keep_log() {
+    if [ -n "${UT_LOG_ARCHIVE:-}" ] && [ -f "$dir/server.log" ]; then
+        mkdir -p "$UT_LOG_ARCHIVE"
+        cp "$dir/server.log" "$UT_LOG_ARCHIVE/$(basename "$dir").$(date +%s%N).log"
+    fi
+}
+
 init() {
     stop
+    keep_log
     rm -rf "$dir"
     mkdir -p "$dir" "$sock"
     chown postgres:postgres "$dir" "$sock"
@@ -45,7 +57,8 @@ CONF
 }
 
 start() {
-    as_pg "$bin/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 start >/dev/null
+    local preload=${UT_SERVER_PRELOAD:-}${LD_PRELOAD:+${UT_SERVER_PRELOAD:+:}$LD_PRELOAD}
+    as_pg env ${preload:+LD_PRELOAD="$preload"} "$bin/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 start >/dev/null
     as_pg "$bin/psql" -h "$sock" -p "$port" -U postgres -d postgres -qAtc \
         "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 ||
         as_pg "$bin/createdb" -h "$sock" -p "$port" -U postgres "$db"
@@ -62,7 +75,7 @@ case "${1:-}" in
     start) start ;;
     stop) stop ;;
     restart) stop; start ;;
-    destroy) stop; rm -rf "$dir" ;;
+    destroy) stop; keep_log; rm -rf "$dir" ;;
     env)
         echo "export PGHOST=$sock PGPORT=$port PGUSER=postgres PGDATABASE=$db"
         echo "export UT_CLUSTER_DIR=$dir UT_SERVER_LOG=$dir/server.log UT_DATA=$data UT_PG_BIN=$bin"
