@@ -15,6 +15,9 @@
 # there with chroot. Every directory the server uses (cluster, certificates, a standby) then
 # lives inside the root, and the path outside is a symbolic link to it: the same path names
 # the same file for the server inside and the tests outside (key file, CA file, socket).
+# UT_SERVER_PRELOAD (libraries put first in the server's LD_PRELOAD, before any the caller
+# set: scripts/memcheck.sh preloads the AddressSanitizer runtime this way), UT_LOG_ARCHIVE (a
+# directory that receives the server log of a cluster before init or destroy removes it).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -62,8 +65,17 @@ rm_server_dir() {
     if [ -n "$root" ]; then rm -rf --one-file-system "${root:?}$1"; fi
 }
 
+# Keeps the server log of a cluster about to be removed, when UT_LOG_ARCHIVE asks for it.
+keep_log() {
+    if [ -n "${UT_LOG_ARCHIVE:-}" ] && [ -f "$dir/server.log" ]; then
+        mkdir -p "$UT_LOG_ARCHIVE"
+        cp "$dir/server.log" "$UT_LOG_ARCHIVE/$(basename "$dir").$(date +%s%N).log"
+    fi
+}
+
 init() {
     stop
+    keep_log
     rm_server_dir "$dir"
     server_dir "$dir"
     mkdir -p "$sock"
@@ -89,7 +101,8 @@ CONF
 }
 
 start() {
-    as_pg "$bin/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 start >/dev/null
+    local preload=${UT_SERVER_PRELOAD:-}${LD_PRELOAD:+${UT_SERVER_PRELOAD:+:}$LD_PRELOAD}
+    as_pg env ${preload:+LD_PRELOAD="$preload"} "$bin/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 start >/dev/null
     as_pg "$bin/psql" -h "$sock" -p "$port" -U postgres -d postgres -qAtc \
         "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 ||
         as_pg "$bin/createdb" -h "$sock" -p "$port" -U postgres "$db"
@@ -106,7 +119,7 @@ case "${1:-}" in
     start) start ;;
     stop) stop ;;
     restart) stop; start ;;
-    destroy) stop; rm_server_dir "$dir" ;;
+    destroy) stop; keep_log; rm_server_dir "$dir" ;;
     pg) shift; [ $# -gt 0 ] || { echo "usage: $0 pg PROGRAM ARGS..." >&2; exit 2; }
         prog=$1; shift; as_pg "$bin/$prog" "$@" ;;
     serverdir) server_dir "${2:?usage: $0 serverdir DIR}" ;;

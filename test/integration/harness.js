@@ -26,8 +26,13 @@ function pgConfig(extra = {}) {
     };
 }
 
+// Deadlines stretch by UT_TIME_SCALE (default 1): scripts/memcheck.sh runs the server under
+// AddressSanitizer, two to three times slower.
+const TIME_SCALE = Math.max(1, Number(process.env.UT_TIME_SCALE) || 1);
+
 // Polls `check` until it returns a truthy value or the deadline passes (then throws).
-async function waitFor(check, { timeoutMs = 15000, intervalMs = 50, what = 'condition' } = {}) {
+async function waitFor(check, { timeoutMs: baseMs = 15000, intervalMs = 50, what = 'condition' } = {}) {
+    const timeoutMs = baseMs * TIME_SCALE;
     const deadline = Date.now() + timeoutMs;
     let last;
     for (;;) {
@@ -181,7 +186,7 @@ function removeServerDir(dir) {
 }
 
 module.exports = { setup, connect, waitFor, unique, pgConfig, serverLog, cluster, ensureEngine, REPO, CERT_DIR,
-    asPostgres, serverDir, removeServerDir };
+    asPostgres, serverDir, removeServerDir, TIME_SCALE };
 
 // ---- Helpers added for the lifecycle tests (proactive refresh, limits, standby, events). ----
 
