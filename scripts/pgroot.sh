@@ -35,7 +35,7 @@ marker=$root/.upstream_token-root
 # Server, headers and pgTAP for the suites; compilers and libraries for the build; CMake and
 # GoogleTest for the unit tests (built and run inside too).
 packages="postgresql-$major,postgresql-server-dev-$major,postgresql-$major-pgtap,libcurl4-openssl-dev"
-packages+=",nlohmann-json3-dev,libssl-dev,g++,make,cmake,libgtest-dev,ca-certificates,tzdata"
+packages+=",nlohmann-json3-dev,libssl-dev,g++,make,cmake,libgtest-dev,ca-certificates,tzdata,faketime"
 
 # The Debian archive apt uses on this machine (deb822 sources first, then sources.list).
 mirror() {
