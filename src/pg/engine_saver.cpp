@@ -6,6 +6,7 @@
 #include <string>
 
 #include "pg/engine_stage.hpp"
+#include "pg/guard.hpp"
 #include "pg/worker_txn.hpp"
 
 namespace upstream_token::pg {
@@ -15,6 +16,23 @@ constexpr Micros kRowLockedRetry{100000};  // a client transaction holds the row
 constexpr Micros kRowLockedMax{2000000};
 constexpr Micros kRefusedFirst{100000};  // the database refused: 0.1 s doubling to 5 s
 constexpr Micros kRefusedMax{5000000};
+}  // namespace
+
+namespace {
+
+// Whether a failed save says the database refuses every write (read-only, out of resources,
+// a full NOTIFY queue, an operator's intervention, a system error), not just this answer's
+// row; the engine's rows have no value large enough for a row-size limit.
+bool refuses_every_write(const std::exception& e) {
+    const auto* pg = dynamic_cast<const PgError*>(&e);
+    if (pg == nullptr) return false;
+    const int category = ERRCODE_TO_CATEGORY(pg->data()->sqlerrcode);
+    return category == ERRCODE_INVALID_TRANSACTION_STATE ||
+           category == ERRCODE_INSUFFICIENT_RESOURCES ||
+           category == ERRCODE_PROGRAM_LIMIT_EXCEEDED ||  // a full NOTIFY queue
+           category == ERRCODE_OPERATOR_INTERVENTION || category == ERRCODE_SYSTEM_ERROR;
+}
+
 }  // namespace
 
 void Saver::add(RefreshJob job) {
@@ -72,12 +90,13 @@ bool Saver::save_one(RefreshJob& job) noexcept {
         return false;
     } catch (const std::exception& e) {
         const std::string what = e.what();  // before the abort frees what it points to
+        const bool database_wide = refuses_every_write(e);
         abort_worker_transaction();
         job.attempts++;
         job.retry_at = mono_now() + std::min(kRefusedMax, Micros{kRefusedFirst.count()
                                                                  << std::min(job.attempts - 1, 6)});
-        blocked_ = true;
-        if (job.attempts % 64 == 1) {  // the first refusal, then about every 5 minutes
+        if (database_wide) blocked_ = true;  // one bad answer must not stop the others
+        if (job.attempts % 64 == 1) {        // the first refusal, then about every 5 minutes
             log_recovered("saving a refresh result (kept in memory, retried)", what.c_str());
         }
         try {

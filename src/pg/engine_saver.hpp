@@ -28,7 +28,8 @@ class Saver {
     std::vector<RefreshJob> save_due();
 
     std::size_t held() const { return held_.size(); }
-    // The database refused a save for a reason other than a busy row, and none succeeded since.
+    // The database refused a save in a way that refuses every write (read-only, out of
+    // resources, ...), and no save succeeded since.
     bool blocked() const { return blocked_; }
     std::optional<MonoTime> next_retry() const;
 
