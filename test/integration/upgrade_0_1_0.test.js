@@ -7,44 +7,16 @@
 const test = require('node:test');
 const assert = require('node:assert');
 const { connect, unique, sqlError } = require('./harness.js');
+const { catalogSnapshot, diffSnapshots, envConn } = require('./upgrade_catalog.js');
 
-// The extension's objects as the catalog describes them, to compare two databases.
-const CATALOG = `
-WITH ns AS (SELECT oid FROM pg_namespace WHERE nspname = 'upstream_token')
-SELECT 'column' AS kind, c.relname || '.' || a.attname AS name,
-       concat_ws(' ', a.attnum, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-                 pg_get_expr(d.adbin, d.adrelid), a.attidentity) AS def
-  FROM pg_class c JOIN ns ON c.relnamespace = ns.oid
-  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-  LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
-UNION ALL
-SELECT 'relation', c.relname, concat_ws(' ', c.relkind, c.relacl::text, obj_description(c.oid, 'pg_class'),
-       CASE WHEN c.relkind = 'v' THEN pg_get_viewdef(c.oid) END)
-  FROM pg_class c JOIN ns ON c.relnamespace = ns.oid
-UNION ALL
-SELECT 'constraint', conrelid::regclass::text || '.' || conname, pg_get_constraintdef(oid)
-  FROM pg_constraint WHERE connamespace = (SELECT oid FROM ns)
-UNION ALL
-SELECT 'index', indexrelid::regclass::text, pg_get_indexdef(indexrelid)
-  FROM pg_index WHERE indrelid IN (SELECT c.oid FROM pg_class c JOIN ns ON c.relnamespace = ns.oid)
-UNION ALL
-SELECT 'function', p.oid::regprocedure::text,
-       concat_ws(' | ', pg_get_function_result(p.oid), pg_get_function_arguments(p.oid), p.prokind,
-                 p.prosecdef, p.provolatile, p.proconfig::text, p.prosrc, p.proacl::text,
-                 obj_description(p.oid, 'pg_proc'))
-  FROM pg_proc p JOIN ns ON p.pronamespace = ns.oid
-UNION ALL
-SELECT 'config_dump', unnest(extconfig)::regclass::text, '' FROM pg_extension WHERE extname = 'upstream_token'
-ORDER BY 1, 2`;
-
-// Runs `fn` with a connection to a new, empty database, dropped afterwards.
+// Runs `fn` with a connection to a new, empty database (and its name), dropped afterwards.
 async function withDatabase(fn) {
     const name = unique('ut_upgrade').replace(/[^a-z0-9_]/gi, '_').toLowerCase();
     const admin = await connect();
     await admin.query(`CREATE DATABASE ${name}`);
     const c = await connect({ database: name });
     try {
-        return await fn(c);
+        return await fn(c, name);
     } finally {
         await c.end().catch(() => {});
         await admin.query(`DROP DATABASE ${name} WITH (FORCE)`).catch(() => {});
@@ -53,11 +25,11 @@ async function withDatabase(fn) {
 }
 
 test('a populated 0.1.0 updates to the 0.2.0 catalog; its expiries read as estimates, expired rows come back', async () => {
-    const fresh = await withDatabase(async (c) => {
+    const fresh = await withDatabase(async (c, name) => {
         await c.query('CREATE EXTENSION upstream_token');
-        return (await c.query(CATALOG)).rows;
+        return catalogSnapshot(envConn(name));
     });
-    await withDatabase(async (c) => {
+    await withDatabase(async (c, name) => {
         await c.query("CREATE EXTENSION upstream_token VERSION '0.1.0'");
         // Rows as 0.1.0 wrote them (the ciphertexts are never opened by the update).
         await c.query(`INSERT INTO upstream_token.provider (name, token_endpoint, client_id, auth_method, revocation_endpoint)
@@ -74,8 +46,8 @@ test('a populated 0.1.0 updates to the 0.2.0 catalog; its expiries read as estim
                        VALUES ('p', 'gone', '\\x05', 'refresh_token')`);
 
         await c.query("ALTER EXTENSION upstream_token UPDATE TO '0.2.0'");
-        const upgraded = (await c.query(CATALOG)).rows;
-        assert.deepStrictEqual(upgraded, fresh, 'the updated catalog is what a fresh 0.2.0 install creates');
+        const diff = diffSnapshots(await catalogSnapshot(envConn(name)), fresh);
+        assert.ok(diff.equal, `the updated catalog is what a fresh 0.2.0 install creates\n${diff.text}`);
 
         const rows = (await c.query(
             `SELECT session, status, refresh_expiry_source, last_error FROM upstream_token.token ORDER BY session`)).rows;
