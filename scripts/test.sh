@@ -29,7 +29,7 @@ if [ -n "$root" ] || { [ -n "$major" ] && [ "$major" != 15 ]; }; then
     pg_config=/usr/lib/postgresql/$major/bin/pg_config
     build_dir=$root/build/upstream_token
     in_build() { bash scripts/pgroot.sh "$major" exec -C /build/upstream_token "$@"; }
-    unit_target=(--target unit_tests)  # the extension itself was just built there by PGXS
+    unit_target=(--target test_programs)  # the extension itself was just built there by PGXS
 else
     unset UT_PG_ROOT UT_PG_MAJOR
     # UT_PG_BIN selects the server (default Debian's 15): build, install and run against the same one.

@@ -19,12 +19,15 @@ const PORT = 54351;
 const OFFSET_FILE = path.join(DIR, 'faketime');
 const LIBFAKETIME = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
 
-// Runs scripts/cluster.sh for this cluster, the server under libfaketime.
+// Runs scripts/cluster.sh for this cluster, the server under libfaketime. Only the server
+// loads it (UT_SERVER_PRELOAD, after any library already there, e.g. memcheck's ASan runtime):
+// libfaketime shares its state through /dev/shm, which a Debian root's server sees apart.
 function clusterClock(cmd) {
+    const preload = [process.env.UT_SERVER_PRELOAD, LIBFAKETIME].filter(Boolean).join(':');
     execFileSync('bash', [path.join(REPO, 'scripts', 'cluster.sh'), cmd], {
         stdio: ['ignore', 'ignore', 'inherit'],
         env: { ...process.env, UT_CLUSTER_DIR: DIR, UT_PORT: String(PORT),
-            LD_PRELOAD: LIBFAKETIME, FAKETIME_TIMESTAMP_FILE: OFFSET_FILE,
+            UT_SERVER_PRELOAD: preload, FAKETIME_TIMESTAMP_FILE: OFFSET_FILE,
             FAKETIME_NO_CACHE: '1', FAKETIME_DONT_FAKE_MONOTONIC: '1' },
     });
 }

@@ -8,7 +8,6 @@ const test = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
 const path = require('node:path');
-const { execFileSync } = require('node:child_process');
 const { Client } = require('pg');
 const { REPO, pgConfig } = require('./harness.js');
 
@@ -42,16 +41,16 @@ test('control, META.json and CHANGELOG name the same version; every version has 
 });
 
 test('make install put every script on the server; each older version updates to the default one', async () => {
-    const bin = process.env.UT_PG_BIN || '/usr/lib/postgresql/15/bin';
-    const share = execFileSync(path.join(bin, 'pg_config'), ['--sharedir'], { encoding: 'utf8' }).trim();
-    for (const f of scripts) {
-        const installed = path.join(share, 'extension', f);
-        assert.ok(fs.existsSync(installed), `${f} is installed in ${path.dirname(installed)}`);
-        assert.ok(fs.readFileSync(installed).equals(fs.readFileSync(path.join(REPO, f))), `the installed ${f} is the repository's`);
-    }
     const c = new Client(pgConfig());
     await c.connect();
     try {
+        // The server's own share directory (inside its Debian root, when it runs in one).
+        const share = (await c.query("SELECT setting FROM pg_catalog.pg_config WHERE name = 'SHAREDIR'")).rows[0].setting;
+        for (const f of scripts) {
+            const installed = path.join(process.env.UT_PG_ROOT || '/', share, 'extension', f);
+            assert.ok(fs.existsSync(installed), `${f} is installed in ${path.dirname(installed)}`);
+            assert.ok(fs.readFileSync(installed).equals(fs.readFileSync(path.join(REPO, f))), `the installed ${f} is the repository's`);
+        }
         const listed = (await c.query(
             "SELECT version FROM pg_available_extension_versions WHERE name = 'upstream_token' ORDER BY version")).rows.map((r) => r.version);
         assert.deepStrictEqual(listed, [...installVersions].sort());
