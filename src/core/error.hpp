@@ -15,7 +15,7 @@ enum class ErrorCode {
     session_not_found,       // no stored token for (session, provider)
     no_refresh_token,        // a refresh is needed but none is stored
     refresh_failed,          // transient provider or network failure
-    reauth_required,         // provider said invalid_grant
+    reauth_required,         // provider said invalid_grant (or another "sign in again" code)
     invalid_binding,         // ID token claims differ from the stored ones
     engine_unavailable,      // worker not preloaded, not running, or on a standby
     wait_timeout,            // upstream_token.wait_timeout elapsed

@@ -153,9 +153,18 @@ bool is_transient_error_code(std::string_view code) noexcept {
     return code == "temporarily_unavailable" || code == "server_error";
 }
 
-// Maps an OAuth error (from a 400/401, or a 2xx without tokens) to its failure class.
+// Error codes that mean "the user must sign in again": RFC 6749's invalid_grant, OpenID
+// Connect's interaction codes (Microsoft Entra ID answers a refresh with interaction_required)
+// and the non-standard ones of providers that say so in an error body (Slack, GitHub Apps).
+bool is_reauth_error_code(std::string_view code) noexcept {
+    return code == "invalid_grant" || code == "interaction_required" || code == "login_required" ||
+           code == "consent_required" || code == "invalid_refresh_token" ||
+           code == "bad_refresh_token";
+}
+
+// Maps an OAuth error (from a 400/401/403, or a 2xx without tokens) to its failure class.
 FailureClass classify_oauth_error(std::string_view code) noexcept {
-    if (code == "invalid_grant") {
+    if (is_reauth_error_code(code)) {
         return FailureClass::reauth_required;
     }
     if (code == "invalid_client" || code == "unauthorized_client") {
@@ -222,7 +231,8 @@ ExchangeOutcome interpret_token_response(long http_status, std::string_view body
         o.message = describe(http_status, e, "temporary failure, will retry");
         return o;
     }
-    if ((http_status == 400 || http_status == 401) && !e.code.empty()) {
+    // 403 too: Auth0 and Atlassian answer a dead refresh token with 403 invalid_grant.
+    if ((http_status == 400 || http_status == 401 || http_status == 403) && !e.code.empty()) {
         o.failure = classify_oauth_error(e.code);
         o.message = describe(http_status, e, {});
         return o;

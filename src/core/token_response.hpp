@@ -29,7 +29,7 @@ struct TokenResponse {
 
 enum class FailureClass {
     none,                  // success
-    reauth_required,       // invalid_grant: the refresh token is dead
+    reauth_required,       // invalid_grant or the like: the refresh token is dead
     client_misconfigured,  // invalid_client / unauthorized_client
     transient,             // 429, 5xx, network, timeouts: retry with backoff
     protocol,              // unusable answer (malformed JSON, missing access_token, other 4xx)

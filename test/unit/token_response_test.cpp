@@ -360,11 +360,33 @@ TEST(TokenResponse, OtherOAuthErrorsAreProtocol) {
     EXPECT_EQ(interpret(400, R"({"error":"invalid_scope"})").failure, FailureClass::protocol);
     EXPECT_EQ(interpret(400, R"({"error":"unsupported_grant_type"})").error,
               "unsupported_grant_type");
-    // invalid_grant only means "dead refresh token" on 400/401.
-    EXPECT_EQ(interpret(403, R"({"error":"invalid_grant"})").failure, FailureClass::protocol);
+    // A 403 carries OAuth errors too (Auth0, Atlassian); other statuses do not.
+    EXPECT_EQ(interpret(403, R"({"error":"invalid_grant"})").failure,
+              FailureClass::reauth_required);
+    EXPECT_EQ(interpret(403, R"({"error":"invalid_request"})").failure, FailureClass::protocol);
+    EXPECT_EQ(interpret(404, R"({"error":"invalid_grant"})").failure, FailureClass::protocol);
+    EXPECT_EQ(interpret(409, R"({"error":"invalid_grant"})").failure, FailureClass::protocol);
     EXPECT_EQ(interpret(400, "Bad Request").failure, FailureClass::protocol);
     EXPECT_EQ(interpret(400, "Bad Request").error, "http_400");
     EXPECT_EQ(interpret(401, "").failure, FailureClass::protocol);
+}
+
+// Codes of "sign in again" beyond invalid_grant, with the statuses providers send them with.
+TEST(TokenResponse, ReauthCodesOfRealProviders) {
+    for (const char* code : {"interaction_required", "login_required", "consent_required",
+                             "invalid_refresh_token", "bad_refresh_token"}) {
+        const std::string body = std::string(R"({"error":")") + code + R"("})";
+        for (long status : {200L, 400L, 401L, 403L}) {
+            const auto o = interpret(status, body);
+            EXPECT_EQ(o.failure, FailureClass::reauth_required) << code << " " << status;
+            EXPECT_EQ(o.error, code);
+        }
+    }
+    // Slack's shape: HTTP 200, ok false, the code in "error".
+    EXPECT_EQ(interpret(200, R"({"ok":false,"error":"invalid_refresh_token"})").failure,
+              FailureClass::reauth_required);
+    // A code that merely contains one of them is not one of them.
+    EXPECT_EQ(interpret(400, R"({"error":"invalid_grant_type"})").failure, FailureClass::protocol);
 }
 
 TEST(TokenResponse, TransientStatuses) {
@@ -408,9 +430,9 @@ TEST(TokenResponse, ErrorWithSuccessStatus) {
     // GitHub answers refresh failures with 200 and an error body.
     auto o = interpret(200, R"({"error":"invalid_grant","error_description":"expired"})");
     EXPECT_EQ(o.failure, FailureClass::reauth_required);
-    o = interpret(200, R"({"error":"bad_refresh_token"})");
+    o = interpret(200, R"({"error":"bad_verification_code"})");
     EXPECT_EQ(o.failure, FailureClass::protocol);
-    EXPECT_EQ(o.error, "bad_refresh_token");
+    EXPECT_EQ(o.error, "bad_verification_code");
 }
 
 TEST(TokenResponse, DescriptionIsSanitised) {
