@@ -2,7 +2,7 @@
 # Every suite on every tested PostgreSQL major: scripts/test.sh as it is for this machine's 15,
 # then with UT_PG_MAJOR=17 and 18 (Debian's own servers in Debian roots, scripts/pgroot.sh;
 # the first run on a machine builds the roots, a few minutes each). Prints each major's
-# summary line and the total time; exits non-zero if any major failed.
+# summary line, each suite's line and the total time; exits non-zero if any major failed.
 #
 #   scripts/test-matrix.sh [MAJOR...]     (default: 15 17 18)
 #
@@ -38,6 +38,8 @@ for m in "${majors[@]}"; do
     [ "$rc" -eq 0 ] || { status=1; summary+="; $(grep '^failed: ' "$log" | tail -n 1)"; tail -n 40 "$log"; }
     lines+=("PostgreSQL $m: $summary ($(( ($(date +%s) - t0) / 60 )) min)")
     echo "${lines[-1]}"
+    # Each suite's own line (unit tests, pg_regress, pgTAP, integration), from the summary.
+    while IFS= read -r l; do lines+=("$l"); done < <(grep -E '^  [a-z].*: +[0-9]+ passed, [0-9]+ failed$' "$log")
 done
 
 total=$(( $(date +%s) - start ))

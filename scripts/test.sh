@@ -44,7 +44,12 @@ bash scripts/deps.sh || exit 1
 passed=0
 failed=0
 failures=()
-count() { passed=$((passed + $1)); failed=$((failed + $2)); [ "$2" -eq 0 ] || failures+=("$3"); }
+suites=()
+# count PASSED FAILED SUITE: adds one suite's result to the totals and to the summary.
+count() {
+    passed=$((passed + $1)); failed=$((failed + $2)); [ "$2" -eq 0 ] || failures+=("$3")
+    suites+=("$(printf '%-12s %5d passed, %d failed' "$3:" "$1" "$2")")
+}
 section() { printf '\n== %s ==\n' "$1"; }
 
 section "build (PGXS)"
@@ -118,6 +123,7 @@ grep -q '^not ok' "$log_dir/integration.log" && grep -B2 -A30 '^not ok' "$log_di
 count "${p:-0}" "${f:-1}" "integration"
 
 section "summary${UT_PG_MAJOR:+ (PostgreSQL $UT_PG_MAJOR)}"
+printf '  %s\n' "${suites[@]}"
 [ ${#failures[@]} -eq 0 ] || echo "failed: ${failures[*]}"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
