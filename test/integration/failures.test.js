@@ -68,6 +68,22 @@ test('7a. invalid_grant -> UT004, status reauth_required, no retry', async () =>
     assertNoSecretsInLog(s.secrets);
 });
 
+// Providers that say "sign in again" otherwise: Auth0 and Atlassian (403 invalid_grant), Entra
+// ID (interaction_required), GitHub (200, bad_refresh_token), Slack (200, invalid_refresh_token).
+test('7a2. the other "sign in again" answers -> UT004, status reauth_required, no retry', async () => {
+    for (const action of [{ oauth_error: 'invalid_grant', status: 403 }, { oauth_error: 'interaction_required' },
+        { oauth_error: 'bad_refresh_token', status: 200 }, { oauth_error: 'invalid_refresh_token', status: 200 }]) {
+        const s = await failingLogin(action);
+        await getFails(s, 'UT004');
+        const st = await tokenStatus(ctx.pool, s.login.session, s.p.provider);
+        assert.strictEqual(st.status, 'reauth_required', JSON.stringify(action));
+        assert.ok(st.last_error.includes(action.oauth_error), `${st.last_error} names ${action.oauth_error}`);
+        await getFails(s, 'UT004');
+        assert.strictEqual((await ctx.grant(s.login.grant.grant_id)).refresh_calls, 1, `${JSON.stringify(action)}: one call, no retry`);
+        assertNoSecretsInLog(s.secrets);
+    }
+});
+
 // Fails while bug B1 (.tmp/bugs-engine.md) stands: during the 60 s no-hammering window the
 // engine answers every caller UT003 (transient) instead of UT010.
 test('7b. invalid_client -> UT010, and the provider is not hammered', async () => {
