@@ -1,6 +1,9 @@
 #include "pg/prelude.hpp"
 #include "pg/gucs.hpp"
 
+#include "pg/guard.hpp"
+#include "postmaster/interrupt.h"
+
 namespace upstream_token::pg {
 
 namespace {
@@ -99,6 +102,12 @@ const char* key_file_path() {
 }
 const char* previous_key_file_path() {
     return guc_previous_key_file != nullptr ? guc_previous_key_file : "";
+}
+// PostgreSQL applies a reload only between statements (backends) or passes (the engine).
+bool apply_pending_reload() {
+    if (!ConfigReloadPending) return false;
+    pg_call([] { ProcessConfigFile(PGC_SIGHUP); });
+    return true;
 }
 Micros refresh_threshold() {
     return seconds(guc_refresh_threshold_s);

@@ -13,6 +13,10 @@ void define_gucs();
 const char* key_file_path();
 // Path of the key being rotated out, or empty.
 const char* previous_key_file_path();
+// Applies a configuration reload this process was signalled for but has not processed yet (a
+// statement that began before the reload); true when there was one. The reload stays pending,
+// so the process's own loop still sees it.
+bool apply_pending_reload();
 Micros refresh_threshold();
 Micros refresh_token_ttl();
 Micros wait_timeout();

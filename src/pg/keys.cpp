@@ -215,6 +215,7 @@ const std::vector<Key>& known_keys() {
 }
 
 const std::vector<Key>& known_keys_checked_now() {
+    apply_pending_reload();  // key_file may name the new key in a reload not yet applied here
     return refreshed_keys(true);
 }
 

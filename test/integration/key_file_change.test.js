@@ -10,7 +10,7 @@ const test = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
 const crypto = require('node:crypto');
-const { setup, connect, unique, storeLogin, setSystemGucs, sqlError } = require('./harness.js');
+const { setup, connect, unique, storeLogin, setSystemGucs, sqlError, waitFor } = require('./harness.js');
 
 const GET = 'SELECT upstream_token.get_upstream_token($1, $2) AS t';
 
@@ -113,4 +113,47 @@ test('a key file overwritten in place is noticed by open backends, the engine an
                 `${who}: values under the new key still open`);
         } finally { if (who === 'fresh') await c.end(); }
     }
+});
+
+// A statement that began before a reload keeps the settings it started with, while the engine
+// (which reloads between passes) already seals under the new key: a caller waiting on a refresh
+// through a rotation must still read the answer (it gave UT009 in the chaos soak, seed 68183903).
+test('a caller waiting on a refresh while key_file changes reads the answer sealed under the new key', async (t) => {
+    const ctx = await setup({ poolSize: 4 });
+    const keyPath = (await ctx.pool.query("SELECT pg_catalog.current_setting('upstream_token.key_file') AS v")).rows[0].v;
+    const st = fs.statSync(keyPath);
+    const nextPath = `${keyPath}.next`;
+    const newHex = crypto.randomBytes(32).toString('hex');
+    fs.writeFileSync(nextPath, `${newHex}\n`, { mode: 0o600 });
+    fs.chownSync(nextPath, st.uid, st.gid);
+    const waiter = await connect();
+    const admin = await connect();  // outlives ctx.pool, which ctx.close() ends
+    t.after(async () => {
+        await waiter.end();
+        await ctx.close();  // drops this test's provider and tokens before the old key returns
+        await setSystemGucs(admin, { 'upstream_token.key_file': null, 'upstream_token.previous_key_file': null });
+        await admin.end();
+        fs.rmSync(nextPath, { force: true });
+    });
+    const id0 = keyId(fs.readFileSync(keyPath, 'utf8'));
+    const id1 = keyId(newHex);
+
+    const p = await ctx.provider();
+    await ctx.fault({ match: { client_id: p.clientId }, action: { delay_ms: 4000 }, count: 1 });
+    const r = await storeLogin(ctx, p, { expiresIn: 0 });  // expired: the engine refreshes it now
+    const wpid = (await waiter.query('SELECT pg_catalog.pg_backend_pid() AS p')).rows[0].p;
+    const answer = waiter.query(GET, [r.session, p.provider]).then((x) => ({ t: x.rows[0].t }), (e) => ({ e }));
+    await waitFor(async () => (await ctx.stats()).in_flight > 0 && (await ctx.pool.query(
+        "SELECT 1 FROM pg_catalog.pg_stat_activity WHERE pid = $1 AND state = 'active'", [wpid])).rowCount === 1,
+    { what: 'the refresh at the provider and the caller waiting on it' });
+    assert.deepStrictEqual(await sealedUnder(ctx.pool, r.session, p.provider), { a: id0, r: id0 });
+
+    // The operator's rotation (docs/security.md): previous_key_file = the old file, key_file = a new one.
+    await setSystemGucs(ctx.pool, { 'upstream_token.previous_key_file': keyPath, 'upstream_token.key_file': nextPath });
+    const got = await answer;
+    assert.ok(!got.e, `the waiting caller got ${got.e && got.e.code} ${got.e && got.e.message}`);
+    assert.ok(got.t && got.t !== r.grant.access_token, 'the waiting caller got the refreshed access token');
+    assert.deepStrictEqual(await sealedUnder(ctx.pool, r.session, p.provider), { a: id1, r: id1 },
+        'the engine sealed the answer under the new key while the caller waited (the case under test)');
+    assert.strictEqual((await waiter.query(GET, [r.session, p.provider])).rows[0].t, got.t);
 });
