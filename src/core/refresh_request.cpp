@@ -252,12 +252,16 @@ HttpRequest client_request(const ClientCredentials& client, std::string_view end
 
 HttpRequest build_refresh_request(const ClientCredentials& client, std::string_view endpoint,
                                   std::string_view refresh_token,
-                                  std::optional<std::string_view> scope, Time now) {
+                                  std::optional<std::string_view> scope, Time now,
+                                  const std::map<std::string, std::string>& extra) {
     if (refresh_token.empty()) {
         throw Error(ErrorCode::invalid_parameter, "refresh token must not be empty");
     }
     std::string body = "grant_type=refresh_token&refresh_token=" + form_encode(refresh_token);
     if (scope && !scope->empty()) body += "&scope=" + form_encode(*scope);
+    for (const auto& [name, value] : extra) {
+        body += "&" + form_encode(name) + "=" + form_encode(value);
+    }
     return client_request(client, endpoint, std::move(body), now);
 }
 

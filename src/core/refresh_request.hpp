@@ -1,6 +1,7 @@
 // Building the refresh_token grant request (RFC 6749 sections 2.3.1 and 6).
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -37,10 +38,12 @@ struct ClientCredentials {
 
 // The refresh_token grant POST to `endpoint` (the token endpoint). The secret is required
 // unless the method is none; `now` dates a private_key_jwt assertion, whose audience is
-// `endpoint`.
+// `endpoint`. `extra` holds the provider's own refresh parameters (a redirect URI...), sent
+// after the standard ones.
 HttpRequest build_refresh_request(const ClientCredentials& client, std::string_view endpoint,
                                   std::string_view refresh_token,
-                                  std::optional<std::string_view> scope, Time now);
+                                  std::optional<std::string_view> scope, Time now,
+                                  const std::map<std::string, std::string>& extra = {});
 
 // The RFC 7009 revocation POST of one token to `endpoint`, with the same authentication.
 HttpRequest build_revocation_request(const ClientCredentials& client, std::string_view endpoint,

@@ -30,6 +30,13 @@ Time proactive_due(std::optional<Time> issued_at, Time expires_at, Micros thresh
     return issued_at ? std::max(due, *issued_at + kMinRefreshSpacing) : due;
 }
 
+Time keep_alive_due(Time anchor, Micros idle_lifetime, double unit) {
+    const double share = kKeepAliveShare * (1.0 - kSpreadShare * unit);
+    const auto after =
+        Micros{static_cast<std::int64_t>(static_cast<double>(idle_lifetime.count()) * share)};
+    return anchor + std::max(after, kMinRefreshSpacing);
+}
+
 bool caller_must_wait(Freshness f, Time now, Time expires_at, Micros threshold) {
     if (f == Freshness::expired) return true;
     if (f == Freshness::fresh) return false;

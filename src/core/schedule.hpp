@@ -38,6 +38,15 @@ Micros effective_threshold(Micros configured, std::optional<Time> issued_at, Tim
 // window, spread by `unit`, and never sooner than kMinRefreshSpacing after its issue.
 Time proactive_due(std::optional<Time> issued_at, Time expires_at, Micros threshold, double unit);
 
+// Share of a refresh token's idle lifetime after which a keep_alive provider's unused session
+// is refreshed at the latest (spread down to kKeepAliveShare - kSpreadShare * that share).
+inline constexpr double kKeepAliveShare = 0.5;
+
+// The instant the engine refreshes an unused session so its refresh token does not idle out:
+// between 20% and 50% of `idle_lifetime` after the refresh token was last used (`anchor`),
+// spread by `unit`, never sooner than kMinRefreshSpacing after it.
+Time keep_alive_due(Time anchor, Micros idle_lifetime, double unit);
+
 // Whether a caller must wait for a refresh instead of serving the token it has (`threshold`
 // is the effective one).
 bool caller_must_wait(Freshness f, Time now, Time expires_at, Micros threshold);

@@ -992,3 +992,382 @@ describe('chaos soak additions: cut answers, patched fields, same-grant login, l
         assert.equal(calls[0].client_gone, true);
     });
 });
+
+// ---- provider shapes: providers' own endpoint paths, idle refresh tokens, error styles, extra fields ----
+
+describe('token_paths and revoke_paths', () => {
+    const sleepMs = (ms) => new Promise((r) => setTimeout(r, ms));
+
+    // A refresh sent to another path of the provider, authenticated the way the client is configured.
+    function refreshAt(urlPath, client, refreshToken) {
+        const form = { grant_type: 'refresh_token', refresh_token: refreshToken };
+        return c.request('POST', urlPath, { ...credentials(client, form), form });
+    }
+
+    test('listed paths serve /token and /revoke: same handling, log, faults and stats; /token keeps working', async () => {
+        const kc = '/realms/x/protocol/openid-connect/token';
+        const client = await newClient();
+        const g = await mint(client);
+        assert.equal((await refreshAt('/oauth/token', client, g.refresh_token)).status, 404, 'not served before it is listed');
+        const set = await c.admin('POST', '/admin/settings', { token_paths: ['/oauth/token', kc, '/api/oauth.v2.access'], revoke_paths: ['/oauth/revoke'] });
+        try {
+            assert.deepEqual(set.token_paths, ['/oauth/token', kc, '/api/oauth.v2.access']);
+            const shown = await c.admin('GET', '/admin/settings');
+            assert.deepEqual([shown.token_paths, shown.revoke_paths], [['/oauth/token', kc, '/api/oauth.v2.access'], ['/oauth/revoke']]);
+            const s0 = await c.admin('GET', '/admin/stats');
+            const since = Date.now();
+            const r1 = await refreshAt('/oauth/token', client, g.refresh_token);
+            assert.equal(r1.status, 200, `HTTP ${r1.status}`);
+            assert.equal(r1.headers['cache-control'], 'no-store');
+            const r2 = await refreshAt(kc, client, r1.json.refresh_token);
+            assert.equal(r2.status, 200);
+            const r3 = await refresh(client, r2.json.refresh_token);  // /token itself
+            assert.equal(r3.status, 200);
+            // A /token fault rule applies at the other path too, and the request is still a GET-less POST endpoint.
+            await c.admin('POST', '/admin/faults', { match: { grant_id: g.grant_id }, action: { status: 503 }, count: 1 });
+            assertError(await refreshAt('/api/oauth.v2.access', client, r3.json.refresh_token), 503, 'temporarily_unavailable');
+            assert.equal((await c.request('GET', '/oauth/token')).status, 405);
+            // Reuse at another path revokes the grant, as at /token.
+            assertError(await refreshAt(kc, client, g.refresh_token), 400, 'invalid_grant');
+            assert.equal((await c.admin('GET', `/admin/grants/${g.grant_id}`)).revoked, true);
+            const s1 = await c.admin('GET', '/admin/stats');
+            assert.equal(s1.token_requests, s0.token_requests + 6);
+            assert.equal(s1.token_success, s0.token_success + 3);
+            assert.equal(s1.reuse_detected, s0.reuse_detected + 1);
+            const { calls } = await c.admin('GET', `/admin/calls?since_ms=${since}&client_id=${client.client_id}`);
+            assert.deepEqual(calls.map((x) => [x.endpoint, x.path ?? '/token', x.status, Boolean(x.fault_id), x.reuse ?? false]), [
+                ['token', '/oauth/token', 200, false, false],
+                ['token', kc, 200, false, false],
+                ['token', '/token', 200, false, false],
+                ['token', '/api/oauth.v2.access', 503, true, false],
+                ['token', kc, 400, false, true],
+            ]);
+            // revoke_paths
+            const g2 = await mint(client);
+            const rev = await clientPost(client, '/oauth/revoke', { token: g2.refresh_token });
+            assert.equal(rev.status, 200);
+            assert.equal((await c.admin('GET', `/admin/grants/${g2.grant_id}`)).revoked, true);
+            const revCalls = (await c.admin('GET', `/admin/calls?since_ms=${since}&grant_id=${g2.grant_id}&endpoint=revoke`)).calls;
+            assert.deepEqual(revCalls.map((x) => [x.endpoint, x.path, x.status, x.token_kind]), [['revoke', '/oauth/revoke', 200, 'refresh_token']]);
+            assert.equal((await refreshAt('/oauth/revoke', client, 'x')).status, 200, 'a revoke path is not a token path');
+            assert.equal((await c.admin('GET', '/admin/stats')).revoke.requests, s1.revoke.requests + 2);
+            // Setting one list leaves the other as it is; null restores the default.
+            await c.admin('POST', '/admin/settings', { token_paths: null });
+            assert.equal((await c.admin('GET', '/admin/settings')).revoke_paths[0], '/oauth/revoke');
+            assert.equal((await refreshAt('/oauth/token', client, 'x')).status, 404);
+        } finally {
+            await c.admin('POST', '/admin/settings', { token_paths: null, revoke_paths: null });
+        }
+        assert.equal((await clientPost(client, '/oauth/revoke', { token: 'x' })).status, 404);
+    });
+
+    test('private_key_jwt at a listed path: the assertion audience is that path\'s URL', async () => {
+        const ec = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+        const id = `pk-path-${++nextId}`;
+        await c.admin('POST', '/admin/clients', { client_id: id, auth_method: 'private_key_jwt', jwk_or_pem: ec.publicKey.export({ format: 'jwk' }) });
+        await c.admin('POST', '/admin/settings', { token_paths: ['/oauth2/v2.0/token'] });
+        try {
+            const withAud = async (aud) => {
+                const g = await mint({ client_id: id });
+                return c.request('POST', '/oauth2/v2.0/token', { form: { grant_type: 'refresh_token', refresh_token: g.refresh_token,
+                    ...assertionForm(id, signAssertion(ec.privateKey, 'ES256', assertionClaims(id, 'token', { aud }))) } });
+            };
+            assert.equal((await withAud(`${idp.url}/oauth2/v2.0/token`)).status, 200);
+            const s0 = (await c.admin('GET', '/admin/stats')).assertions;
+            assertError(await withAud(`${idp.url}/token`), 401, 'invalid_client');
+            assert.equal((await c.admin('GET', '/admin/stats')).assertions.bad_aud, s0.bad_aud + 1);
+        } finally {
+            await c.admin('POST', '/admin/settings', { token_paths: null });
+        }
+    });
+
+    test('validation: paths, counts, clashes and typos get 400 and change nothing', async () => {
+        const bad = [
+            { token_paths: ['oauth/token'] },
+            { token_paths: ['/oauth/token?x=1'] },
+            { token_paths: ['/a b'] },
+            { token_paths: [''] },
+            { token_paths: [42] },
+            { token_paths: '/oauth/token' },
+            { token_paths: {} },
+            { token_paths: Array.from({ length: 33 }, (_, i) => `/t${i}`) },
+            { token_paths: ['/revoke'] },
+            { token_paths: ['/introspect'] },
+            { token_paths: ['/admin/health'] },
+            { token_paths: ['/.well-known/openid-configuration'] },
+            { revoke_paths: ['/token'] },
+            { token_paths: ['/x', '/x'] },
+            { token_paths: ['/x'], revoke_paths: ['/x'] },
+            { token_path: ['/x'] },
+            { revoke_paths: ['/ok'], issuer: 5 },
+        ];
+        for (const body of bad) await assert.rejects(c.admin('POST', '/admin/settings', body), { status: 400 }, JSON.stringify(body).slice(0, 80));
+        const shown = await c.admin('GET', '/admin/settings');
+        assert.deepEqual([shown.token_paths, shown.revoke_paths, shown.issuer], [null, null, null]);
+        const ok = await c.admin('POST', '/admin/settings', { token_paths: [...Array.from({ length: 31 }, (_, i) => `/t${i}`), '/token'] });
+        assert.equal(ok.token_paths.length, 32);
+        await c.admin('POST', '/admin/settings', { revoke_paths: ['/t40'] });
+        await assert.rejects(c.admin('POST', '/admin/settings', { revoke_paths: ['/t3'] }), { status: 400 }, 'clash with the current token_paths');
+        await c.admin('POST', '/admin/settings', { token_paths: null, revoke_paths: null });
+        void sleepMs;
+    });
+});
+
+describe('refresh_token_idle_ttl', () => {
+    const sleepMs = (ms) => new Promise((r) => setTimeout(r, ms));
+
+    test('rotating client: a token idle for N s gets invalid_grant, nothing revoked, not reuse; each refresh restarts the clock', async () => {
+        const client = await newClient({ refresh_token_idle_ttl: 1 });
+        const g = await mint(client);
+        await sleepMs(650);
+        const r1 = await refresh(client, g.refresh_token);
+        assert.equal(r1.status, 200);
+        await sleepMs(650);  // 1.3 s after the login, 0.65 s after r1 was issued
+        const r2 = await refresh(client, r1.json.refresh_token);
+        assert.equal(r2.status, 200, 'the idle clock restarts when the grant is refreshed');
+        assert.equal((await c.admin('GET', `/admin/grants/${g.grant_id}`)).idle_expired, false);
+        await sleepMs(1100);
+        const s0 = await c.admin('GET', '/admin/stats');
+        const since = Date.now();
+        const idle = await refresh(client, r2.json.refresh_token);
+        assertError(idle, 400, 'invalid_grant');
+        assert.equal(idle.json.error_description, 'refresh token idle for too long');
+        assertError(await refresh(client, r2.json.refresh_token), 400, 'invalid_grant');
+        const s1 = await c.admin('GET', '/admin/stats');
+        assert.equal(s1.idle_expired, s0.idle_expired + 2);
+        assert.equal(s1.reuse_detected, s0.reuse_detected);
+        assert.equal(s1.revoked_grants, s0.revoked_grants);
+        const view = await c.admin('GET', `/admin/grants/${g.grant_id}`);
+        assert.deepEqual([view.idle_expired, view.active, view.revoked, view.reuse_detected, view.refresh_token],
+            [true, false, false, 0, r2.json.refresh_token]);
+        assert.deepEqual((await clientPost(client, '/introspect', { token: r2.json.refresh_token })).json, { active: false });
+        const { calls } = await c.admin('GET', `/admin/calls?since_ms=${since}&grant_id=${g.grant_id}`);
+        assert.deepEqual(calls.map((x) => [x.status, x.error, x.idle_expired, x.reuse ?? false]), [[400, 'invalid_grant', true, false], [400, 'invalid_grant', true, false]]);
+        // A login restarts the grant's clock.
+        const again = await c.admin('POST', `/admin/grants/${g.grant_id}/login`);
+        assert.equal((await c.admin('GET', `/admin/grants/${g.grant_id}`)).idle_expired, false);
+        assert.equal((await clientPost(client, '/introspect', { token: again.refresh_token })).json.active, true);
+        assert.equal((await refresh(client, again.refresh_token)).status, 200);
+        // Without the quirk nothing idles.
+        const plain = await newClient();
+        const pg = await mint(plain);
+        await sleepMs(1100);
+        assert.equal((await refresh(plain, pg.refresh_token)).status, 200);
+    });
+
+    test('no_rotation client: the same token keeps working while it is used within N s of its last use', async () => {
+        const client = await newClient({ refresh_token_idle_ttl: 1, no_rotation: true });
+        const g = await mint(client);
+        for (let i = 0; i < 2; i++) {
+            await sleepMs(650);
+            const res = await refresh(client, g.refresh_token);
+            assert.equal(res.status, 200, `use ${i}, 1.3 s in total: each use restarts the idle clock`);
+        }
+        await sleepMs(1100);
+        const idle = await refresh(client, g.refresh_token);
+        assertError(idle, 400, 'invalid_grant');
+        assert.equal(idle.json.error_description, 'refresh token idle for too long');
+        const view = await c.admin('GET', `/admin/grants/${g.grant_id}`);
+        assert.deepEqual([view.idle_expired, view.revoked], [true, false]);
+    });
+
+    test('validation', async () => {
+        for (const v of [0, -1, 1.5, '5', true]) {
+            await assert.rejects(c.admin('POST', '/admin/clients', { client_id: 'idle-x', client_secret: 's', refresh_token_idle_ttl: v }), { status: 400 }, String(v));
+        }
+        await assert.rejects(c.admin('POST', '/admin/clients', { client_id: 'idle-x', client_secret: 's', refresh_token_idel_ttl: 5 }), { status: 400 });
+        const ok = await c.admin('POST', '/admin/clients', { client_id: 'idle-x', client_secret: 's', refresh_token_idle_ttl: 30 });
+        assert.equal(ok.client.refresh_token_idle_ttl, 30);
+    });
+});
+
+describe('error_style', () => {
+    const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+    const styles = {
+        github: [200, 'bad_refresh_token', (b) => {
+            assert.deepEqual(Object.keys(b), ['error', 'error_description', 'error_uri']);
+            assert.equal(b.error, 'bad_refresh_token');
+            assert.equal(b.error_description, 'The refresh token passed is incorrect or expired.');
+            assert.match(b.error_uri, /^https:\/\/docs\.github\.com\//);
+        }],
+        slack: [200, 'invalid_refresh_token', (b) => assert.deepEqual(b, { ok: false, error: 'invalid_refresh_token' })],
+        hubspot: [400, 'BAD_REFRESH_TOKEN', (b) => {
+            assert.deepEqual(Object.keys(b), ['status', 'message', 'correlationId']);
+            assert.deepEqual([b.status, b.message], ['BAD_REFRESH_TOKEN', 'missing or unknown refresh token']);
+            assert.match(b.correlationId, uuid);
+        }],
+        forbidden: [403, 'invalid_grant', (b) => assert.deepEqual(b, { error: 'invalid_grant', error_description: 'Unknown or invalid refresh token.' })],
+        entra: [400, 'invalid_grant', (b) => {
+            assert.equal(b.error, 'invalid_grant');
+            assert.match(b.error_description, /^AADSTS70000: /);
+            assert.deepEqual(b.error_codes, [70000]);
+            assert.match(b.timestamp, /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ$/);
+            assert.match(b.trace_id, uuid);
+            assert.match(b.correlation_id, uuid);
+        }],
+    };
+
+    for (const [style, [status, code, check]] of Object.entries(styles)) {
+        test(`${style}: reuse and unknown tokens; reuse still revokes; faults keep their shape`, async () => {
+            const client = await newClient({ error_style: style, refresh_token_idle_ttl: 3600 });
+            const g = await mint(client);
+            const r1 = await refresh(client, g.refresh_token);
+            assert.equal(r1.status, 200);
+            assert.ok(r1.json.refresh_token, 'a success is unchanged');
+            await c.admin('POST', '/admin/stats/reset');
+            const since = Date.now();
+            const reuse = await refresh(client, g.refresh_token);
+            assert.equal(reuse.status, status, `${style}: HTTP ${reuse.status}`);
+            check(reuse.json);
+            assert.equal(reuse.headers['cache-control'], 'no-store');
+            const view = await c.admin('GET', `/admin/grants/${g.grant_id}`);
+            assert.deepEqual([view.revoked, view.reuse_detected], [true, 1], 'reuse still revokes the grant');
+            const revoked = await refresh(client, r1.json.refresh_token);
+            assert.equal(revoked.status, status);
+            check(revoked.json);
+            const unknown = await refresh(client, 'no-such-token');
+            assert.equal(unknown.status, status);
+            check(unknown.json);
+            // Other errors keep the OAuth shape.
+            assertError(await c.token({ grant_type: 'refresh_token', refresh_token: 'x' }, { basic: [client.client_id, 'wrong'] }), 401, 'invalid_client');
+            assertError(await refresh(client, (await mint(client)).refresh_token, { scope: 'admin' }), 400, 'invalid_scope');
+            // A fault's oauth_error keeps its explicit shape.
+            const g2 = await mint(client);
+            await c.admin('POST', '/admin/faults', { match: { grant_id: g2.grant_id }, action: { oauth_error: 'invalid_grant', error_description: 'x' }, count: 1 });
+            const faulted = await refresh(client, g2.refresh_token);
+            assert.equal(faulted.status, 400);
+            assert.deepEqual(faulted.json, { error: 'invalid_grant', error_description: 'x' });
+            const stats = await c.admin('GET', '/admin/stats');
+            assert.equal(stats.token_success, 0, 'a 200 error answer is not a success');
+            assert.equal(stats.by_error[code], code === 'invalid_grant' ? 4 : 3);
+            assert.equal(stats.by_status[status], status === 400 ? 4 + (code === 'invalid_grant' ? 0 : 0) + 1 : 3);
+            const { calls } = await c.admin('GET', `/admin/calls?since_ms=${since}&client_id=${client.client_id}`);
+            assert.deepEqual(calls.slice(0, 3).map((x) => [x.status, x.error, x.reuse ?? false]), [[status, code, true], [status, code, false], [status, code, false]]);
+        });
+    }
+
+    test('the idle answer is styled too; unknown style names are refused', async () => {
+        const client = await newClient({ error_style: 'slack', refresh_token_idle_ttl: 1 });
+        const g = await mint(client);
+        await new Promise((r) => setTimeout(r, 1100));
+        const res = await refresh(client, g.refresh_token);
+        assert.deepEqual([res.status, res.json], [200, { ok: false, error: 'invalid_refresh_token' }]);
+        assert.equal((await c.admin('GET', `/admin/grants/${g.grant_id}`)).revoked, false);
+        for (const v of ['gitlab', 'OAUTH', null, 1]) {
+            await assert.rejects(c.admin('POST', '/admin/clients', { client_id: 'es-x', client_secret: 's', error_style: v }), { status: 400 }, String(v));
+        }
+        await assert.rejects(c.admin('POST', '/admin/clients', { client_id: 'es-x', client_secret: 's', error_styel: 'slack' }), { status: 400 });
+    });
+});
+
+describe('extra_fields, expires_in_string, require_params and extra_params', () => {
+    test('extra_fields are merged into /token successes only, before omit and the field faults', async () => {
+        const sf = { instance_url: 'https://x.my.salesforce.com', issued_at: '1700000000000', signature: 'c2ln', created_at: 1700000000 };
+        const client = await newClient({ extra_fields: { ok: true, ...sf } });
+        const g = await mint(client);
+        assert.equal('ok' in g, false, 'not in admin grant answers');
+        assert.equal('instance_url' in g, false);
+        const r1 = await refresh(client, g.refresh_token);
+        assert.equal(r1.status, 200);
+        assert.equal(r1.json.ok, true);
+        for (const [k, v] of Object.entries(sf)) assert.deepEqual(r1.json[k], v, k);
+        assert.ok(r1.json.access_token && r1.json.refresh_token);
+        await c.admin('POST', '/admin/faults', { match: { grant_id: g.grant_id }, action: { set_fields: { ok: 'yes' }, omit: ['signature'] }, count: 1 });
+        const r2 = await refresh(client, r1.json.refresh_token);
+        assert.equal(r2.json.ok, 'yes', 'set_fields wins over extra_fields');
+        assert.equal('signature' in r2.json, false, 'omit removes an extra field');
+        await c.admin('POST', '/admin/faults', { match: { grant_id: g.grant_id }, action: { patch_fields: { instance_url: null } }, count: 1 });
+        assert.equal((await refresh(client, r2.json.refresh_token)).json.instance_url, null, 'patch_fields wins');
+        const err = await refresh(client, g.refresh_token);
+        assertError(err, 400, 'invalid_grant');
+        assert.equal('ok' in err.json, false, 'not in error answers');
+        for (const v of [[], 'x', 1]) {
+            await assert.rejects(c.admin('POST', '/admin/clients', { client_id: 'ef-x', client_secret: 's', extra_fields: v }), { status: 400 }, String(v));
+        }
+        await assert.rejects(c.admin('POST', '/admin/clients', { client_id: 'ef-x', client_secret: 's', extra_field: {} }), { status: 400 });
+    });
+
+    test('expires_in_string sends the lifetimes as JSON strings in /token answers', async () => {
+        const client = await newClient({ expires_in_string: true, access_ttl: 28800, refresh_token_expires_in: 15811200 });
+        const g = await mint(client);
+        const res = await refresh(client, g.refresh_token);
+        assert.equal(res.status, 200);
+        assert.equal(res.json.expires_in, '28800');
+        assert.equal(res.json.refresh_token_expires_in, '15811200');
+        assert.match(res.text, /"expires_in":"28800"/);
+        const kc = await newClient({ expires_in_string: true, refresh_token_expires_in: 1800, refresh_expires_field: 'refresh_expires_in' });
+        const k = await refresh(kc, (await mint(kc)).refresh_token);
+        assert.deepEqual([k.json.expires_in, k.json.refresh_expires_in], ['3600', '1800']);
+        const plain = await newClient({ refresh_token_expires_in: 60 });
+        const p = await refresh(plain, (await mint(plain)).refresh_token);
+        assert.deepEqual([p.json.expires_in, p.json.refresh_token_expires_in], [3600, 60]);
+        await assert.rejects(c.admin('POST', '/admin/clients', { client_id: 'eis-x', client_secret: 's', expires_in_string: 'yes' }), { status: 400 });
+    });
+
+    test('require_params: each must be sent with exactly its value; no rotation otherwise', async () => {
+        const client = await newClient({ require_params: { redirect_uri: 'https://app.example/cb', resource: 'api' } });
+        const g = await mint(client);
+        const since = Date.now();
+        const missing = await refresh(client, g.refresh_token, { resource: 'api' });
+        assertError(missing, 400, 'invalid_request');
+        assert.equal(missing.json.error_description, 'missing or wrong redirect_uri');
+        const wrong = await refresh(client, g.refresh_token, { redirect_uri: 'https://app.example/cb/', resource: 'api' });
+        assertError(wrong, 400, 'invalid_request');
+        assert.equal(wrong.json.error_description, 'missing or wrong redirect_uri');
+        const noResource = await refresh(client, g.refresh_token, { redirect_uri: 'https://app.example/cb' });
+        assert.equal(noResource.json.error_description, 'missing or wrong resource');
+        const view = await c.admin('GET', `/admin/grants/${g.grant_id}`);
+        assert.deepEqual([view.rotations, view.refresh_token, view.revoked], [0, g.refresh_token, false]);
+        const ok = await refresh(client, g.refresh_token, { redirect_uri: 'https://app.example/cb', resource: 'api' });
+        assert.equal(ok.status, 200);
+        const { calls } = await c.admin('GET', `/admin/calls?since_ms=${since}&grant_id=${g.grant_id}`);
+        assert.deepEqual(calls.map((x) => [x.status, x.extra_params]), [
+            [400, ['resource']], [400, ['redirect_uri', 'resource']], [400, ['redirect_uri']], [200, ['redirect_uri', 'resource']],
+        ]);
+        assert.equal(JSON.stringify(calls).includes('app.example'), false, 'names only, never values');
+        for (const v of [[], 'x', { redirect_uri: 5 }, { '': 'x' }]) {
+            await assert.rejects(c.admin('POST', '/admin/clients', { client_id: 'rp-x', client_secret: 's', require_params: v }), { status: 400 }, JSON.stringify(v));
+        }
+        await assert.rejects(c.admin('POST', '/admin/clients', { client_id: 'rp-x', client_secret: 's', require_param: {} }), { status: 400 });
+    });
+
+    test('extra_params is logged for every client: names beyond the standard parameters, [] when none', async () => {
+        const client = await newClient({ auth_method: 'client_secret_post' });
+        const g = await mint(client);
+        const since = Date.now();
+        const r1 = await refresh(client, g.refresh_token, { scope: 'openid' });
+        const r2 = await refresh(client, r1.json.refresh_token, { audience: 'https://api.example', redirect_uri: 'https://app.example/cb' });
+        assert.equal(r2.status, 200);
+        const { calls } = await c.admin('GET', `/admin/calls?since_ms=${since}&grant_id=${g.grant_id}`);
+        assert.deepEqual(calls.map((x) => x.extra_params), [[], ['audience', 'redirect_uri']]);
+    });
+});
+
+describe('POST /admin/reset forgets the new settings and quirks', () => {
+    test('token_paths, revoke_paths, idle_expired and clients are reset', async () => {
+        const own = await startIdp({ http: true });
+        try {
+            const a = own.client;
+            await a.admin('POST', '/admin/settings', { token_paths: ['/oauth/token'], revoke_paths: ['/oauth/revoke'] });
+            await a.admin('POST', '/admin/clients', { client_id: 'r', auth_method: 'none', refresh_token_idle_ttl: 1, error_style: 'slack',
+                extra_fields: { ok: true }, expires_in_string: true, require_params: { redirect_uri: 'x' } });
+            const { grants } = await a.admin('POST', '/admin/grants', { client_id: 'r', subject: 's' });
+            await new Promise((r) => setTimeout(r, 1100));
+            const idle = await a.request('POST', '/oauth/token', { form: { grant_type: 'refresh_token', refresh_token: grants[0].refresh_token, client_id: 'r', redirect_uri: 'x' } });
+            assert.deepEqual(idle.json, { ok: false, error: 'invalid_refresh_token' });
+            assert.equal((await a.admin('GET', '/admin/stats')).idle_expired, 1);
+            await a.admin('POST', '/admin/reset');
+            const settings = await a.admin('GET', '/admin/settings');
+            assert.deepEqual(settings, { issuer: null, discovery: null, token_paths: null, revoke_paths: null });
+            assert.equal((await a.request('POST', '/oauth/token', { form: { grant_type: 'refresh_token', refresh_token: 'x', client_id: 'r' } })).status, 404);
+            assert.equal((await a.request('POST', '/oauth/revoke', { form: { token: 'x', client_id: 'r' } })).status, 404);
+            assert.equal((await a.admin('GET', '/admin/stats')).idle_expired, 0);
+            await a.admin('POST', '/admin/clients', { client_id: 'r', auth_method: 'none' });
+            const { client } = await a.admin('POST', '/admin/clients', { client_id: 'r', auth_method: 'none' });
+            assert.deepEqual([client.refresh_token_idle_ttl, client.error_style, client.extra_fields, client.expires_in_string, client.require_params],
+                [null, 'oauth', null, false, null]);
+        } finally {
+            assert.equal(await own.stop(), 0);
+        }
+    });
+});

@@ -31,7 +31,21 @@ const QUIRK_DEFAULTS = {
     narrow_scope: null,
     big_access_token: false,
     revoke_used_noop: false,
+    refresh_token_idle_ttl: null,
+    error_style: 'oauth',
+    extra_fields: null,
+    expires_in_string: false,
+    require_params: null,
 };
+// How a client's invalid_grant answers are written (error_style); see styledInvalidGrant().
+const ERROR_STYLES = ['oauth', 'github', 'slack', 'hubspot', 'forbidden', 'entra'];
+const GITHUB_ERROR_URI = 'https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors';
+// /token form parameters that are not "extra" in the call log's extra_params.
+const STANDARD_TOKEN_PARAMS = new Set(['grant_type', 'refresh_token', 'scope', 'client_id', 'client_secret',
+    'client_assertion', 'client_assertion_type']);
+const NO_EXTRA_PARAMS = Object.freeze([]);  // shared by every call log entry without extra parameters
+const SETTINGS_KEYS = ['issuer', 'discovery', 'token_paths', 'revoke_paths'];
+const MAX_ENDPOINT_PATHS = 32;  // entries of token_paths / revoke_paths
 const CLIENT_KEYS = ['client_id', 'client_secret', 'jwk_or_pem', 'auth_method', 'access_ttl', 'id_token',
     ...Object.keys(QUIRK_DEFAULTS)];
 const FAULT_ACTION_KEYS = ['delay_ms', 'status', 'retry_after', 'drop', 'malformed_json',
@@ -258,7 +272,8 @@ class Provider {
         this.refreshTokens = new Map();
         this.accessTokens = new Map();
         this.faults = [];
-        this.settings = { issuer: null, discovery: null };
+        this.settings = { issuer: null, discovery: null, token_paths: null, revoke_paths: null };
+        this.endpointPaths = new Map();  // extra path -> 'token' | 'revoke' (settings token_paths, revoke_paths)
         this.calls = [];
         this.seenJti = new Map();  // "client_id\0jti" -> exp in ms, for assertion replay detection
         this.nextGrant = 1;
@@ -270,7 +285,7 @@ class Provider {
     resetStats() {
         this.stats = {
             token_requests: 0, token_success: 0, by_status: {}, by_error: {},
-            reuse_detected: 0, revoked_grants: 0, max_in_flight: this.inFlight,
+            reuse_detected: 0, idle_expired: 0, revoked_grants: 0, max_in_flight: this.inFlight,
             revocations: 0, introspections: 0, dropped: 0, faults_applied: 0,
             revoke: { requests: 0, by_status: {}, by_error: {}, dropped: 0 },
             assertions: Object.fromEntries(['verified', ...ASSERTION_REJECTIONS].map((k) => [k, 0])),
@@ -301,10 +316,14 @@ class Provider {
         const q = req.url.indexOf('?');
         const path = q < 0 ? req.url : req.url.slice(0, q);
         const query = new URLSearchParams(q < 0 ? '' : req.url.slice(q + 1));
-        if (path === '/token') return this.onToken(req, res);
-        if (path === '/revoke') return this.onRevoke(req, res);
+        if (path === '/token') return this.onToken(req, res, path);
+        if (path === '/revoke') return this.onRevoke(req, res, path);
         if (path === '/introspect') return this.onIntrospect(req, res);
         if (path.startsWith('/admin/')) return this.onAdmin(req, res, path, query);
+        // A provider's own token or revocation URL (settings token_paths, revoke_paths).
+        const alias = this.endpointPaths.size ? this.endpointPaths.get(path) : undefined;
+        if (alias === 'token') return this.onToken(req, res, path);
+        if (alias === 'revoke') return this.onRevoke(req, res, path);
         if (req.method === 'GET' && isDiscoveryPath(path)) return sendJson(res, 200, this.metadata());
         throw new HttpError(404, { error: 'not_found' });
     }
@@ -332,9 +351,10 @@ class Provider {
     }
 
     // Authenticates the client (RFC 6749 2.3.1, RFC 7523 2.2) with exactly its configured method;
-    // throws invalid_client. `endpoint` ('token', 'revoke', 'introspect') is the audience an
-    // assertion must name; `call` (a log entry, optional) records the assertion outcome.
-    authenticate(req, form, endpoint = 'token', call = null) {
+    // throws invalid_client. `path` (the path called: '/token', '/revoke', '/introspect' or a
+    // token_paths / revoke_paths entry) makes the audience an assertion must name; `call` (a log
+    // entry, optional) records the assertion outcome.
+    authenticate(req, form, path = '/token', call = null) {
         const header = req.headers.authorization;
         const bodyId = form.get('client_id');
         const bodySecret = form.get('client_secret');
@@ -352,7 +372,7 @@ class Provider {
             [method, id, secret] = ['client_secret_basic', basic.id, basic.secret];
         } else if (hasAssertion) {
             if (bodySecret !== undefined) throw oauthError(400, 'invalid_request', 'more than one client authentication method');
-            const client = this.verifyAssertion(assertionType, assertion, bodyId, endpoint, call);
+            const client = this.verifyAssertion(assertionType, assertion, bodyId, path, call);
             if (call) call.assertion = 'verified';
             return client;
         } else if (bodySecret !== undefined) {
@@ -371,7 +391,7 @@ class Provider {
     // Verifies a private_key_jwt client assertion (RFC 7523 section 3) and returns its client;
     // every refusal is counted in stats.assertions under its reason and answered invalid_client.
     // The decoded header and claims (no secret in them) go to the call log entry, if any.
-    verifyAssertion(type, assertion, bodyId, endpoint, call = null) {
+    verifyAssertion(type, assertion, bodyId, path, call = null) {
         const reject = (reason) => {
             this.stats.assertions[reason]++;
             const err = oauthError(401, 'invalid_client', `client assertion refused: ${reason}`);
@@ -394,7 +414,7 @@ class Provider {
         if (claims.iss !== client.client_id) throw reject('bad_iss');
         if (claims.sub !== client.client_id) throw reject('bad_sub');
         if (bodyId !== undefined && bodyId !== client.client_id) throw reject('client_id_mismatch');
-        const aud = `${this.baseUrl}/${endpoint}`;
+        const aud = this.baseUrl + path;
         const auds = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
         if (!auds.includes(aud)) throw reject('bad_aud');
         const now = Date.now() / 1000;
@@ -418,7 +438,7 @@ class Provider {
         const grant = {
             grant_id: `g${this.nextGrant++}`, client_id: client.client_id, subject, scope,
             auth_time: Math.floor(now / 1000), revoked: false, refresh_calls: 0, rotations: 0,
-            reuse_detected: 0, current: null, issued: 0,
+            reuse_detected: 0, current: null, issued: 0, active_ms: now,
         };
         this.grants.set(grant.grant_id, grant);
         const rt = this.issueRefreshToken(grant, client, now);
@@ -494,9 +514,11 @@ class Provider {
 
     // ------------------------------------------------------------ /token
 
-    // POST /token: logs the call, applies the first matching fault, else runs the refresh grant.
-    async onToken(req, res) {
+    // POST /token (or a token_paths entry, `path`): logs the call, applies the first matching
+    // fault, else runs the refresh grant.
+    async onToken(req, res, path = '/token') {
         const call = this.startCall(res);
+        if (path !== '/token') call.path = path;
         const form = await this.readOAuthForm(req).catch((err) => {
             if (err instanceof HttpError) this.finishCall(call, err.status, err.body.error);
             throw err;
@@ -506,6 +528,7 @@ class Provider {
         call.client_id = this.claimedClientId(req, form);
         call.grant_id = grant ? grant.grant_id : null;
         call.presented_seq = rec ? rec.seq : null;
+        call.extra_params = extraParams(form);
         if (grant) grant.refresh_calls++;
         const fault = this.takeFault(call.client_id, grant);
         const action = fault ? fault.action : {};
@@ -515,25 +538,31 @@ class Provider {
         if (action.cut_answer) return this.cutAnswer(req, res, call);
         const early = this.earlyFaultAnswer(action);
         if (early) return this.answer(res, call, early.status, early.body, early.headers);
+        let client = null;
         let result;
         try {
-            result = this.refreshGrant(this.authenticate(req, form, 'token', call), form, action);
+            client = this.authenticate(req, form, path, call);
+            result = this.refreshGrant(client, form, action);
         } catch (err) {
             if (!(err instanceof HttpError)) throw err;
             if (err.assertionReason) call.assertion = err.assertionReason;
             if (err.reuse) call.reuse = true;
-            result = { status: err.status, body: err.body, headers: err.headers };
+            if (err.idle) call.idle_expired = true;
+            // invalid_grant is only thrown once the client is authenticated; its error_style
+            // decides how the answer is written (fault answers never get here).
+            result = client && client.error_style !== 'oauth' && err.body.error === 'invalid_grant'
+                ? styledInvalidGrant(client.error_style)
+                : { status: err.status, body: err.body, headers: err.headers };
         }
-        const issued = result.status === 200 ? this.refreshTokens.get(result.body.refresh_token) : undefined;
-        if (issued) call.issued_seq = issued.seq;
+        if (result.issued) call.issued_seq = result.issued.seq;
         if (action.respond_delay_ms) await sleep(action.respond_delay_ms);
         if (action.drop === 'after') return this.drop(req, res, call, 'after');
-        if (result.status === 200) {
+        if (result.ok) {
             this.stats.token_success++;
             if (action.oversized_body_bytes) result.body = padJson(result.body, action.oversized_body_bytes);
             result.body = applyFieldOverrides(result.body, action);
         }
-        this.answer(res, call, result.status, result.body, result.headers);
+        this.answer(res, call, result.status, result.body, result.headers, result.error);
     }
 
     // Fault answers that replace the grant entirely (no rotation): oauth_error, status, malformed_json.
@@ -562,6 +591,12 @@ class Provider {
         if (grantType !== 'refresh_token') throw oauthError(400, 'unsupported_grant_type');
         const token = form.get('refresh_token');
         if (!token) throw oauthError(400, 'invalid_request', 'refresh_token missing');
+        const required = client.require_params;
+        if (required !== null) {
+            for (const name of Object.keys(required)) {
+                if (form.get(name) !== required[name]) throw oauthError(400, 'invalid_request', `missing or wrong ${name}`);
+            }
+        }
         const rec = this.refreshTokens.get(token);
         if (!rec) throw oauthError(400, 'invalid_grant', 'unknown refresh token');
         const grant = rec.grant;
@@ -570,9 +605,16 @@ class Provider {
         if (rec.used) return this.reuseDetected(grant);
         const now = Date.now();
         if (rec.expires_ms && now >= rec.expires_ms) throw oauthError(400, 'invalid_grant', 'refresh token expired');
+        if (idleExpired(grant, client, now)) {
+            this.stats.idle_expired++;
+            const err = oauthError(400, 'invalid_grant', 'refresh token idle for too long');
+            err.idle = true;
+            throw err;
+        }
         const asked = form.get('scope');
         if (asked && !scopeSubset(asked, grant.scope)) throw oauthError(400, 'invalid_scope');
-        return { status: 200, body: this.tokenResponse(client, grant, rec, asked || grant.scope, action, now), headers: {} };
+        const { body, issued } = this.tokenResponse(client, grant, rec, asked || grant.scope, action, now);
+        return { status: 200, ok: true, body, headers: {}, issued };
     }
 
     // A used refresh token came back: revoke the family and refuse.
@@ -585,7 +627,8 @@ class Provider {
         throw err;
     }
 
-    // Rotates (unless no_rotation or the refresh_token is omitted) and builds the success body.
+    // Rotates (unless no_rotation or the refresh_token is omitted) and builds the success body;
+    // returns {body, issued} (issued: the new refresh token's record, or null).
     tokenResponse(client, grant, rec, scope, action, now) {
         const omit = action.omit || [];
         const rotate = !client.no_rotation && !omit.includes('refresh_token');
@@ -595,20 +638,30 @@ class Provider {
             expires_in: client.access_ttl,
         };
         if (client.no_expires_in) delete body.expires_in;
+        let issued = null;
         if (rotate) {
             rec.used = true;
             rec.used_ms = now;
             grant.rotations++;
-            body.refresh_token = this.issueRefreshToken(grant, client, now).token;
+            issued = this.issueRefreshToken(grant, client, now);
+            body.refresh_token = issued.token;
             if (client.refresh_token_expires_in !== null) body[client.refresh_expires_field] = client.refresh_token_expires_in;
         }
+        grant.active_ms = now;  // a successful refresh restarts the grant's idle clock
         body.scope = client.narrow_scope ?? scope;
         if (client.id_token || action.id_token_claims || action.id_token_omit) {
             body.id_token = this.idToken(grant, client, now, action.id_token_claims, action.id_token_omit);
         }
+        if (client.expires_in_string) {
+            // GitHub's 2020 format: the lifetimes as JSON strings.
+            for (const field of ['expires_in', client.refresh_expires_field]) {
+                if (typeof body[field] === 'number') body[field] = String(body[field]);
+            }
+        }
+        if (client.extra_fields !== null) Object.assign(body, client.extra_fields);
         for (const field of omit) delete body[field];
         if (action.patch_fields) Object.assign(body, action.patch_fields);
-        return body;
+        return { body, issued };
     }
 
     // ------------------------------------------------------------ call log and faults
@@ -648,9 +701,9 @@ class Provider {
         }
     }
 
-    // Sends a /token answer and logs it.
-    answer(res, call, status, body, headers) {
-        this.finishCall(call, status, typeof body === 'object' ? body.error : undefined);
+    // Sends a /token answer and logs it; `error` is the code to log and count (default: body.error).
+    answer(res, call, status, body, headers, error = typeof body === 'object' ? body.error : undefined) {
+        this.finishCall(call, status, error);
         sendJson(res, status, body, headers);
     }
 
@@ -687,10 +740,12 @@ class Provider {
 
     // ------------------------------------------------------------ /revoke and /introspect
 
-    // POST /revoke (RFC 7009): a refresh token revokes its grant, an access token only itself.
-    // Logged in the call log (endpoint "revoke"); faults with match.endpoint "revoke" apply here.
-    async onRevoke(req, res) {
+    // POST /revoke (RFC 7009) or a revoke_paths entry (`path`): a refresh token revokes its
+    // grant, an access token only itself. Logged in the call log (endpoint "revoke"); faults
+    // with match.endpoint "revoke" apply here.
+    async onRevoke(req, res, path = '/revoke') {
         const call = this.logCall('revoke');
+        if (path !== '/revoke') call.path = path;
         const rs = this.stats.revoke;
         rs.requests++;
         const finish = (status, body, headers = {}) => {
@@ -728,7 +783,7 @@ class Provider {
         if (early) return finish(early.status, early.body, early.headers);
         let client;
         try {
-            client = this.authenticate(req, form, 'revoke', call);
+            client = this.authenticate(req, form, path, call);
             if (!token) throw oauthError(400, 'invalid_request', 'token missing');
         } catch (err) {
             if (!(err instanceof HttpError)) throw err;
@@ -755,7 +810,7 @@ class Provider {
     // POST /introspect (RFC 7662): any authenticated client may ask about any token.
     async onIntrospect(req, res) {
         const form = await this.readOAuthForm(req);
-        this.authenticate(req, form, 'introspect');
+        this.authenticate(req, form, '/introspect');
         const token = form.get('token');
         if (!token) throw oauthError(400, 'invalid_request', 'token missing');
         this.stats.introspections++;
@@ -766,7 +821,8 @@ class Provider {
     introspect(token, now) {
         const rt = this.refreshTokens.get(token);
         if (rt) {
-            const live = !rt.used && !rt.grant.revoked && !(rt.expires_ms && now >= rt.expires_ms);
+            const live = !rt.used && !rt.grant.revoked && !(rt.expires_ms && now >= rt.expires_ms)
+                && !idleExpired(rt.grant, this.clients.get(rt.grant.client_id), now);
             return live ? this.tokenInfo('refresh_token', rt.grant, rt.iat, rt.expires_ms || null) : { active: false };
         }
         const at = this.accessTokens.get(accessKey(token));
@@ -876,6 +932,16 @@ class Provider {
         if (c.narrow_scope !== null && typeof c.narrow_scope !== 'string') throw badAdmin('narrow_scope must be a string');
         if (typeof c.big_access_token !== 'boolean') optInt(c, 'big_access_token', 64);
         if (typeof c.revoke_used_noop !== 'boolean') throw badAdmin('revoke_used_noop must be a boolean');
+        optInt(c, 'refresh_token_idle_ttl', 1);
+        if (!ERROR_STYLES.includes(c.error_style)) throw badAdmin(`error_style must be one of ${ERROR_STYLES.join(', ')}`);
+        if (c.extra_fields !== null) requireObject(c.extra_fields, 'extra_fields');
+        if (typeof c.expires_in_string !== 'boolean') throw badAdmin('expires_in_string must be a boolean');
+        if (c.require_params !== null) {
+            requireObject(c.require_params, 'require_params');
+            if (!Object.entries(c.require_params).every(([k, v]) => k && typeof v === 'string')) {
+                throw badAdmin('require_params must map parameter names to string values');
+            }
+        }
         this.clients.set(c.client_id, c);
         const { client_secret, publicKey, jwk_or_pem, ...visible } = c;
         return { client: visible };
@@ -949,6 +1015,7 @@ class Provider {
         if (!client) throw badAdmin('the grant\'s client no longer exists', 404);
         const now = Date.now();
         const rt = this.issueRefreshToken(grant, client, now);
+        grant.active_ms = now;  // a login restarts the grant's idle clock
         const out = {
             grant_id: grant.grant_id, subject: grant.subject, scope: grant.scope,
             access_token: this.issueAccessToken(grant, client, now),
@@ -962,10 +1029,13 @@ class Provider {
     // The admin view of a grant, including its current refresh token (tests compare it).
     grantView(g) {
         const cur = g.current;
-        const expired = cur && cur.expires_ms && Date.now() >= cur.expires_ms;
+        const now = Date.now();
+        const expired = cur && cur.expires_ms && now >= cur.expires_ms;
+        const idle = !g.revoked && idleExpired(g, this.clients.get(g.client_id), now);
         return {
             grant_id: g.grant_id, client_id: g.client_id, subject: g.subject, scope: g.scope,
-            auth_time: g.auth_time, active: !g.revoked && !expired, revoked: g.revoked,
+            auth_time: g.auth_time, active: !g.revoked && !expired && !idle, revoked: g.revoked,
+            idle_expired: idle,
             refresh_calls: g.refresh_calls, rotations: g.rotations, reuse_detected: g.reuse_detected,
             refresh_tokens_issued: g.issued, revoked_ms: g.revoked_ms ?? null,
             refresh_token: g.revoked ? null : cur.token,
@@ -1019,18 +1089,95 @@ class Provider {
         return { ok: true };
     }
 
-    // POST /admin/settings: {issuer: string|null, discovery: object|null} (null restores the default).
+    // POST /admin/settings: {issuer: string|null, discovery: object|null, token_paths: [path]|null,
+    // revoke_paths: [path]|null} (null restores the default). All is checked before anything is set.
     adminSettings(body) {
-        checkKeys(body, ['issuer', 'discovery'], 'settings');
-        if (body.issuer !== undefined) {
-            if (body.issuer !== null && typeof body.issuer !== 'string') throw badAdmin('issuer must be a string or null');
-            this.settings.issuer = body.issuer;
+        checkKeys(body, SETTINGS_KEYS, 'settings');
+        if (body.issuer !== undefined && body.issuer !== null && typeof body.issuer !== 'string') {
+            throw badAdmin('issuer must be a string or null');
         }
-        if (body.discovery !== undefined) {
-            if (body.discovery !== null) requireObject(body.discovery, 'discovery');
-            this.settings.discovery = body.discovery;
+        if (body.discovery !== undefined && body.discovery !== null) requireObject(body.discovery, 'discovery');
+        const tokenPaths = body.token_paths === undefined ? this.settings.token_paths : checkEndpointPaths(body.token_paths, 'token_paths', '/token');
+        const revokePaths = body.revoke_paths === undefined ? this.settings.revoke_paths : checkEndpointPaths(body.revoke_paths, 'revoke_paths', '/revoke');
+        const endpointPaths = new Map();
+        for (const [paths, endpoint] of [[tokenPaths, 'token'], [revokePaths, 'revoke']]) {
+            for (const p of paths || []) {
+                if (endpointPaths.has(p)) throw badAdmin(`path ${p} is listed more than once in token_paths / revoke_paths`);
+                endpointPaths.set(p, endpoint);
+            }
         }
+        if (body.issuer !== undefined) this.settings.issuer = body.issuer;
+        if (body.discovery !== undefined) this.settings.discovery = body.discovery;
+        this.settings.token_paths = tokenPaths;
+        this.settings.revoke_paths = revokePaths;
+        this.endpointPaths = endpointPaths;
         return this.settings;
+    }
+}
+
+// Checks a token_paths / revoke_paths value: null, or up to MAX_ENDPOINT_PATHS paths that start
+// with "/", carry no query, fragment, space or control character, and are not another route of
+// this server (`own`, the endpoint's usual path, is allowed). Returns a copy.
+function checkEndpointPaths(paths, key, own) {
+    if (paths === null) return null;
+    if (!Array.isArray(paths) || paths.length > MAX_ENDPOINT_PATHS) {
+        throw badAdmin(`${key} must be null or an array of at most ${MAX_ENDPOINT_PATHS} paths`);
+    }
+    for (const p of paths) {
+        if (typeof p !== 'string' || !/^\/[\x21-\x7e]*$/.test(p) || p.includes('?') || p.includes('#')) {
+            throw badAdmin(`${key} entries must be paths starting with "/", without query, fragment or spaces`);
+        }
+        const reserved = ['/token', '/revoke', '/introspect', '/admin'].includes(p) || p.startsWith('/admin/') || isDiscoveryPath(p);
+        if (reserved && p !== own) throw badAdmin(`${key}: ${p} is already another route of this server`);
+    }
+    return [...paths];
+}
+
+// The names of a /token request's form parameters beyond the standard ones (never values).
+function extraParams(form) {
+    let out = NO_EXTRA_PARAMS;
+    for (const name of form.keys()) {
+        if (STANDARD_TOKEN_PARAMS.has(name)) continue;
+        if (out === NO_EXTRA_PARAMS) out = [];
+        out.push(name);
+    }
+    return out;
+}
+
+// True when the client has refresh_token_idle_ttl and the grant was last refreshed or logged in
+// that long ago (evaluated at request time; no timers).
+function idleExpired(grant, client, now) {
+    const ttl = client ? client.refresh_token_idle_ttl : null;
+    return ttl !== null && now >= grant.active_ms + ttl * 1000;
+}
+
+// The invalid_grant answer of a client with a non-default error_style, as real providers write
+// it: {status, body, headers, error} where `error` is the code logged and counted in by_error.
+function styledInvalidGrant(style) {
+    switch (style) {
+    case 'github':
+        return { status: 200, headers: {}, error: 'bad_refresh_token', body: {
+            error: 'bad_refresh_token', error_description: 'The refresh token passed is incorrect or expired.',
+            error_uri: GITHUB_ERROR_URI } };
+    case 'slack':
+        return { status: 200, headers: {}, error: 'invalid_refresh_token', body: { ok: false, error: 'invalid_refresh_token' } };
+    case 'hubspot':
+        return { status: 400, headers: {}, error: 'BAD_REFRESH_TOKEN', body: {
+            status: 'BAD_REFRESH_TOKEN', message: 'missing or unknown refresh token', correlationId: crypto.randomUUID() } };
+    case 'forbidden':
+        return { status: 403, headers: {}, error: 'invalid_grant', body: {
+            error: 'invalid_grant', error_description: 'Unknown or invalid refresh token.' } };
+    case 'entra': {
+        const traceId = crypto.randomUUID();
+        const correlationId = crypto.randomUUID();
+        const timestamp = new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+        return { status: 400, headers: {}, error: 'invalid_grant', body: {
+            error: 'invalid_grant',
+            error_description: `AADSTS70000: Provided grant is invalid or malformed. Trace ID: ${traceId} Correlation ID: ${correlationId} Timestamp: ${timestamp}`,
+            error_codes: [70000], timestamp, trace_id: traceId, correlation_id: correlationId } };
+    }
+    default:
+        throw new Error(`unknown error_style ${style}`);
     }
 }
 

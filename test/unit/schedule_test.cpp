@@ -74,3 +74,15 @@ TEST(Schedule, ShortLivedTokensAreNotRefreshedAtOnce) {
     EXPECT_EQ(ut::effective_threshold(kThreshold, std::nullopt, exp), kThreshold);
     EXPECT_EQ(ut::proactive_due(std::nullopt, exp, kThreshold, 0.0), exp - kThreshold);
 }
+
+TEST(Schedule, KeepAliveFallsBetweenAFifthAndHalfTheIdleLifetime) {
+    const ut::Micros idle = ut::seconds(1800);
+    for (double u : {0.0, 0.25, 0.5, 0.999}) {
+        const auto due = ut::keep_alive_due(kNow, idle, u);
+        EXPECT_LE((due - kNow).count(), idle.count() / 2) << u;
+        EXPECT_GE((due - kNow).count(), idle.count() / 5) << u;
+    }
+    EXPECT_EQ(ut::keep_alive_due(kNow, idle, 0.0), kNow + ut::seconds(900));
+    // A tiny idle lifetime never makes a refresh loop.
+    EXPECT_EQ(ut::keep_alive_due(kNow, ut::Micros{10}, 0.5), kNow + ut::kMinRefreshSpacing);
+}
