@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <nlohmann/json.hpp>
+
 #include "error.hpp"
 
 namespace upstream_token {
@@ -268,6 +270,28 @@ ResolvedPreset resolve_preset(const Preset& preset,
     r.default_lifetime_s = preset.default_lifetime_s;
     r.keep_alive = preset.keep_alive;
     return r;
+}
+
+std::map<std::string, std::string> string_map_from_json(std::string_view json,
+                                                        std::string_view what) {
+    const auto bad = [&] {
+        return Error(ErrorCode::invalid_parameter,
+                     std::string(what) + " must be a JSON object of string values");
+    };
+    const nlohmann::json v = nlohmann::json::parse(json, nullptr, false);
+    if (!v.is_object()) throw bad();
+    std::map<std::string, std::string> out;
+    for (const auto& [name, value] : v.items()) {
+        if (!value.is_string()) throw bad();
+        out[name] = value.get<std::string>();
+    }
+    return out;
+}
+
+std::string json_from_string_map(const std::map<std::string, std::string>& map) {
+    nlohmann::json v = nlohmann::json::object();
+    for (const auto& [name, value] : map) v[name] = value;
+    return v.dump();
 }
 
 bool reserved_refresh_param(std::string_view name) {

@@ -73,6 +73,14 @@ struct ResolvedPreset {
 // slash in a tenant, a query in base_url...).
 ResolvedPreset resolve_preset(const Preset& preset, const std::map<std::string, std::string>& given);
 
+// A JSON object of string values (preset_params, refresh_params) as a map;
+// Error(invalid_parameter) naming `what` for anything else.
+std::map<std::string, std::string> string_map_from_json(std::string_view json,
+                                                        std::string_view what);
+
+// The map as a JSON object (what the provider row stores).
+std::string json_from_string_map(const std::map<std::string, std::string>& map);
+
 // Refresh parameters the engine sets itself and that nobody may override.
 bool reserved_refresh_param(std::string_view name);
 

@@ -2,6 +2,7 @@
 
 #include "core/error.hpp"
 #include "pg/compat.hpp"
+#include "pg/guard.hpp"
 #include "pg/spi.hpp"
 
 namespace upstream_token::pg {
@@ -9,6 +10,21 @@ namespace upstream_token::pg {
 std::optional<std::string> opt_text_arg(FunctionCallInfo fcinfo, int n) {
     if (PG_ARGISNULL(n)) return std::nullopt;
     return text_datum_to_string(PG_GETARG_DATUM(n));
+}
+
+std::optional<bool> opt_bool_arg(FunctionCallInfo fcinfo, int n) {
+    if (PG_ARGISNULL(n)) return std::nullopt;
+    return PG_GETARG_BOOL(n);
+}
+
+std::optional<std::string> opt_jsonb_text_arg(FunctionCallInfo fcinfo, int n) {
+    if (PG_ARGISNULL(n)) return std::nullopt;
+    const Datum d = PG_GETARG_DATUM(n);
+    const char* text = pg_call([&] {
+        Jsonb* jb = DatumGetJsonbP(d);
+        return JsonbToCString(nullptr, &jb->root, static_cast<int>(VARSIZE(jb)));
+    });
+    return std::string(text);
 }
 
 std::string text_arg_required(FunctionCallInfo fcinfo, int n, const char* what) {

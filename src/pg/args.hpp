@@ -15,6 +15,9 @@ std::string text_arg_required(FunctionCallInfo fcinfo, int n, const char* what);
 // Argument n as a non-empty string; NULL or '' is an error naming `what`.
 std::string nonempty_text_arg(FunctionCallInfo fcinfo, int n, const char* what);
 std::optional<std::int32_t> opt_int4_arg(FunctionCallInfo fcinfo, int n);
+std::optional<bool> opt_bool_arg(FunctionCallInfo fcinfo, int n);
+// A jsonb argument n as JSON text, or nullopt when NULL.
+std::optional<std::string> opt_jsonb_text_arg(FunctionCallInfo fcinfo, int n);
 // Argument n as an interval, or nullptr when NULL. Error(invalid_parameter) naming `what` when
 // it is infinite (17+), negative (unless allowed) or too large to count in microseconds.
 const Interval* opt_interval_arg(FunctionCallInfo fcinfo, int n, const char* what,

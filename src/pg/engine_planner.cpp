@@ -37,8 +37,11 @@ void Planner::scan_if_due(bool requested, const std::set<TokenKey>& busy) {
         for (const DueToken& t : found.tokens) {
             // Re-planned every scan: the due time depends on thresholds that may have changed.
             if (busy.count(t.key) > 0) continue;
-            Time due = proactive_due(t.issued_at, t.expires_at, t.threshold,
-                                     spread_unit(t.key.provider, t.key.session, t.generation));
+            const double unit = spread_unit(t.key.provider, t.key.session, t.generation);
+            Time due = proactive_due(t.issued_at, t.expires_at, t.threshold, unit);
+            if (t.keep_alive_anchor && t.keep_alive_idle) {
+                due = std::min(due, keep_alive_due(*t.keep_alive_anchor, *t.keep_alive_idle, unit));
+            }
             if (t.next_attempt && *t.next_attempt > due) due = *t.next_attempt;
             plan_.plan(t.key, t.generation, due);
         }
@@ -60,8 +63,11 @@ void Planner::plan_after(const RefreshJob& job) {
     std::int64_t generation = 0;
     if (job.result.ok && job.new_generation > 0) {
         generation = job.new_generation;
-        due = proactive_due(job.new_issued_at, job.new_expires_at, job.threshold,
-                            spread_unit(job.provider, job.session, generation));
+        const double unit = spread_unit(job.provider, job.session, generation);
+        due = proactive_due(job.new_issued_at, job.new_expires_at, job.threshold, unit);
+        if (job.keep_alive_idle) {
+            due = std::min(due, keep_alive_due(job.new_issued_at, *job.keep_alive_idle, unit));
+        }
     } else if (job.retry_planned) {
         generation = job.seen_generation;
         due = *job.retry_planned;
@@ -85,7 +91,11 @@ void Maintenance::run_if_due() {
     const MonoTime now = mono_now();
     if (now < next_) return;
     next_ = now + kMaintenanceEvery;
-    stage_.run([] { (void)expire_and_purge(); });
+    stage_.run([&] {
+        const Time now = now_time();
+        (void)expire_and_purge(warned_until_, now);
+        warned_until_ = now;
+    });
 }
 
 std::optional<MonoTime> Maintenance::next_due() const {

@@ -48,6 +48,7 @@ class Maintenance {
   private:
     Stage stage_{"maintenance"};
     MonoTime next_{};
+    std::optional<Time> warned_until_;  // refresh_expiring sent for windows opening by then
 };
 
 }  // namespace upstream_token::pg

@@ -1,6 +1,8 @@
 #include "pg/prelude.hpp"
 #include "pg/engine_scan.hpp"
 
+#include <set>
+
 #include "core/schedule.hpp"
 #include "pg/gucs.hpp"
 #include "pg/spi.hpp"
@@ -10,6 +12,32 @@ namespace upstream_token::pg {
 
 namespace {
 constexpr Micros kTombstoneLifetime{24LL * 3600 * 1000000};  // see expire_and_purge
+
+// The columns both scans read, in DueToken's order (keep-alive anchor and idle lifetime last).
+#define UT_DUE_COLUMNS                                                                     \
+    "t.session, t.provider, t.generation, t.expires_at, t.next_attempt_at, "               \
+    "(extract(epoch FROM p.refresh_threshold) * 1000000::pg_catalog.numeric)::pg_catalog.int8, " \
+    "t.issued_at, CASE WHEN p.keep_alive THEN pg_catalog.coalesce(t.issued_at, t.created_at) END, " \
+    "CASE WHEN p.keep_alive THEN (extract(epoch FROM p.refresh_token_idle_ttl) * "          \
+    "1000000::pg_catalog.numeric)::pg_catalog.int8 END "
+
+// Row `i` of a due-token scan.
+DueToken due_token_row(std::uint64_t i) {
+    ResultRow r(i);
+    DueToken t;
+    t.key.session = r.text(1).value_or("");
+    t.key.provider = r.text(2).value_or("");
+    t.generation = r.int8(3).value_or(0);
+    t.expires_at = r.timestamptz(4).value_or(Time{});
+    t.next_attempt = r.timestamptz(5);
+    const auto thr = r.int8(6);
+    t.threshold = thr ? Micros{*thr} : refresh_threshold();
+    t.issued_at = r.timestamptz(7);
+    t.keep_alive_anchor = r.timestamptz(8);
+    if (const auto idle = r.int8(9)) t.keep_alive_idle = Micros{*idle};
+    return t;
+}
+
 }  // namespace
 
 ScanResult scan_due_tokens(Time window_end, std::size_t limit) {
@@ -24,30 +52,40 @@ ScanResult scan_due_tokens(Time window_end, std::size_t limit) {
     const Micros max_threshold{ResultRow().int8(1).value_or(guc_threshold_us)};
     const Time bound = window_end + max_threshold;
 
-    static Statement due(
-        "SELECT t.session, t.provider, t.generation, t.expires_at, t.next_attempt_at, "
-        "(extract(epoch FROM p.refresh_threshold) * 1000000::pg_catalog.numeric)::pg_catalog.int8, "
-        "t.issued_at "
-        "FROM upstream_token.token t JOIN upstream_token.provider p ON p.name = t.provider "
-        "WHERE t.status = 'active' AND t.expires_at <= $1 AND t.refresh_token IS NOT NULL "
-        "ORDER BY t.expires_at LIMIT $2");
+    static Statement due("SELECT " UT_DUE_COLUMNS
+                         "FROM upstream_token.token t JOIN upstream_token.provider p "
+                         "ON p.name = t.provider "
+                         "WHERE t.status = 'active' AND t.expires_at <= $1 "
+                         "AND t.refresh_token IS NOT NULL ORDER BY t.expires_at LIMIT $2");
     const auto n =
         due.run({timestamptz_arg(bound), int8_arg(static_cast<std::int64_t>(limit))}, true);
     ScanResult out;
     out.truncated = n >= limit;
+    std::set<TokenKey> seen;
     for (std::uint64_t i = 0; i < n; ++i) {
-        ResultRow r(i);
-        DueToken t;
-        t.key.session = r.text(1).value_or("");
-        t.key.provider = r.text(2).value_or("");
-        t.generation = r.int8(3).value_or(0);
-        t.expires_at = r.timestamptz(4).value_or(Time{});
-        t.next_attempt = r.timestamptz(5);
-        const auto thr = r.int8(6);
-        t.threshold = thr ? Micros{*thr} : refresh_threshold();
-        t.issued_at = r.timestamptz(7);
+        DueToken t = due_token_row(i);
         const Micros effective = effective_threshold(t.threshold, t.issued_at, t.expires_at);
-        if (t.expires_at - effective <= window_end) out.tokens.push_back(std::move(t));
+        if (t.expires_at - effective > window_end) continue;
+        seen.insert(t.key);
+        out.tokens.push_back(std::move(t));
+    }
+    // Sessions of keep_alive providers whose refresh token would idle out first (a fifth of
+    // the idle lifetime is the earliest a keep-alive refresh is planned). Not indexed: only
+    // keep_alive providers' rows are read.
+    static Statement idle(
+        "SELECT " UT_DUE_COLUMNS
+        "FROM upstream_token.token t JOIN upstream_token.provider p ON p.name = t.provider "
+        "WHERE p.keep_alive AND t.status = 'active' AND t.refresh_token IS NOT NULL "
+        "AND pg_catalog.coalesce(t.issued_at, t.created_at) OPERATOR(pg_catalog.+) "
+        "(p.refresh_token_idle_ttl OPERATOR(pg_catalog./) 5::pg_catalog.float8) "
+        "OPERATOR(pg_catalog.<=) $1 LIMIT $2");
+    const auto m =
+        idle.run({timestamptz_arg(window_end), int8_arg(static_cast<std::int64_t>(limit))}, true);
+    out.truncated = out.truncated || m >= limit;
+    for (std::uint64_t i = 0; i < m; ++i) {
+        DueToken t = due_token_row(i);
+        if (seen.count(t.key) > 0 || !t.keep_alive_anchor || !t.keep_alive_idle) continue;
+        out.tokens.push_back(std::move(t));
     }
     static Statement limits(
         "SELECT name, coalesce(max_concurrent, 0) FROM upstream_token.provider");
@@ -61,13 +99,39 @@ ScanResult scan_due_tokens(Time window_end, std::size_t limit) {
             "WHERE status = 'active' AND expires_at > $1 AND refresh_token IS NOT NULL");
         next.run({timestamptz_arg(bound)}, true, 1);
         if (auto first = ResultRow().timestamptz(1)) out.next_window = *first - max_threshold;
+        static Statement next_idle(
+            "SELECT pg_catalog.min(pg_catalog.coalesce(t.issued_at, t.created_at) "
+            "OPERATOR(pg_catalog.+) (p.refresh_token_idle_ttl OPERATOR(pg_catalog./) "
+            "5::pg_catalog.float8)) FROM upstream_token.token t "
+            "JOIN upstream_token.provider p ON p.name = t.provider "
+            "WHERE p.keep_alive AND t.status = 'active' AND t.refresh_token IS NOT NULL "
+            "AND pg_catalog.coalesce(t.issued_at, t.created_at) OPERATOR(pg_catalog.+) "
+            "(p.refresh_token_idle_ttl OPERATOR(pg_catalog./) 5::pg_catalog.float8) "
+            "OPERATOR(pg_catalog.>) $1");
+        next_idle.run({timestamptz_arg(window_end)}, true, 1);
+        if (auto first = ResultRow().timestamptz(1)) {
+            out.next_window = out.next_window ? std::min(*out.next_window, *first) : *first;
+        }
     }
     txn.commit();
     return out;
 }
 
-std::uint64_t expire_and_purge() {
+std::uint64_t expire_and_purge(std::optional<Time> since, Time now) {
     WorkerTxn txn;
+    // A stated end's warning window opens a tenth of the token's life (at most 7 days) before it.
+    static Statement warn(
+        "WITH w AS (SELECT session, provider, refresh_expires_at OPERATOR(pg_catalog.-) "
+        "pg_catalog.least(interval '7 days', (refresh_expires_at OPERATOR(pg_catalog.-) "
+        "created_at) OPERATOR(pg_catalog./) 10::pg_catalog.float8) AS opens "
+        "FROM upstream_token.token WHERE status = 'active' "
+        "AND refresh_expiry_source IN ('provider', 'application') "
+        "AND refresh_expires_at OPERATOR(pg_catalog.>) $2) "
+        "SELECT pg_catalog.pg_notify('upstream_token_events', pg_catalog.json_build_object("
+        "'session', session, 'provider', provider, 'event', 'refresh_expiring')::pg_catalog.text) "
+        "FROM w WHERE opens OPERATOR(pg_catalog.<=) $2 "
+        "AND ($1 IS NULL OR opens OPERATOR(pg_catalog.>) $1)");
+    warn.run({timestamptz_arg(since), timestamptz_arg(now)}, false);
     // Only a stated end is a cut-off (I8). An active row past an estimated end is kept: it is
     // refreshed on its schedule and the provider decides (invalid_grant -> reauth_required).
     static Statement expire(
@@ -82,7 +146,6 @@ std::uint64_t expire_and_purge() {
     expire.run({}, false);
     // Purged purge_after past the end: a stated end, or an estimate once the row is no longer
     // active (the provider refused it, or it was marked on a stated end before).
-    const Time now = now_time();
     static Statement purge(
         "DELETE FROM upstream_token.token WHERE refresh_expires_at <= $1 "
         "AND (status <> 'active' OR refresh_expiry_source IN ('provider', 'application'))");

@@ -20,6 +20,10 @@ struct DueToken {
     Time expires_at{};
     Micros threshold{};  // configured (the provider's or the GUC)
     std::optional<Time> next_attempt;
+    // Set for a provider with keep_alive: when the refresh token was last used, and how long
+    // it may stay unused at the provider.
+    std::optional<Time> keep_alive_anchor;
+    std::optional<Micros> keep_alive_idle;
 };
 
 struct ScanResult {
@@ -30,13 +34,17 @@ struct ScanResult {
 };
 
 // Finds active tokens with a refresh token whose window (expires_at - threshold) opens by
-// `window_end`. Runs in its own transaction.
+// `window_end`, and those a keep_alive provider's sessions need refreshed by then so their
+// refresh token does not idle out. Runs in its own transaction.
 ScanResult scan_due_tokens(Time window_end, std::size_t limit);
 
 // Marks tokens whose refresh token reached its stated end (status 'expired', event
 // 'expired'), deletes those past it longer than upstream_token.purge_after ago (I8: never for
 // the access token; an estimated end purges only rows that are no longer active), and forgets
-// revocation tombstones older than a day. Returns the number of rows purged. Own transaction.
-std::uint64_t expire_and_purge();
+// revocation tombstones older than a day. Announces (event refresh_expiring) the stated ends
+// whose warning window (a tenth of the token's life, at most 7 days) opened after `since`
+// (every open one when unset: after an engine start) and by `now`. Returns the number of rows
+// purged. Own transaction.
+std::uint64_t expire_and_purge(std::optional<Time> since, Time now);
 
 }  // namespace upstream_token::pg

@@ -186,13 +186,15 @@ BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec) {
     job.threshold = provider->refresh_threshold.value_or(refresh_threshold());
     job.default_lifetime = provider->default_lifetime;
     job.refresh_token_ttl = provider->refresh_token_ttl;
+    job.keep_alive_idle = provider->keep_alive_idle;
     const ClientCredentials client = client_credentials(*provider);
 
     std::optional<std::string_view> scope;
     if (provider->scope) scope = *provider->scope;
     spec = provider_request(
         *provider, provider->token_endpoint,
-        build_refresh_request(client, provider->token_endpoint, refresh_plain, scope, now_time()));
+        build_refresh_request(client, provider->token_endpoint, refresh_plain, scope, now_time(),
+                              provider->refresh_params));
     job.sent_secrets = {refresh_plain};
     if (client.secret) job.sent_secrets.push_back(*client.secret);
     return BeginStep::send;

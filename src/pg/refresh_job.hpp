@@ -47,6 +47,7 @@ struct RefreshJob {
     RefreshExpirySource refresh_expiry_source = RefreshExpirySource::estimate;  // of the row read
     std::vector<std::string> sent_secrets;  // refresh token, client secret: redacted from replies
     Micros threshold{};                     // the provider's, or the GUC
+    std::optional<Micros> keep_alive_idle;  // the provider keeps unused sessions alive
 
     // After the exchange.
     std::optional<ExchangeOutcome> outcome;

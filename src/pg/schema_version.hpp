@@ -9,7 +9,7 @@
 
 namespace upstream_token::pg {
 
-inline constexpr const char* kSchemaVersion = "0.2.0";
+inline constexpr const char* kSchemaVersion = "0.3.0";
 
 // The installed version of the extension in this database, if it is installed.
 std::optional<std::string> installed_version();

@@ -84,9 +84,10 @@ Arg datum_arg(Oid type, Datum value, bool null) {
 
 std::uint64_t Statement::run(std::initializer_list<Arg> args, bool read_only, long limit,
                              Snapshot snapshot) {
-    Datum values[16];
-    char nulls[16];
-    if (args.size() > 16) throw Error(ErrorCode::internal, "too many statement arguments");
+    constexpr std::size_t kMaxArgs = 24;
+    Datum values[kMaxArgs];
+    char nulls[kMaxArgs];
+    if (args.size() > kMaxArgs) throw Error(ErrorCode::internal, "too many statement arguments");
     std::size_t i = 0;
     for (const Arg& a : args) {
         values[i] = a.value;

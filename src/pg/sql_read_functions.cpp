@@ -15,6 +15,7 @@
 #include "pg/engine_shmem.hpp"
 #include "pg/guard.hpp"
 #include "pg/gucs.hpp"
+#include "pg/row_sink.hpp"
 #include "pg/secrets.hpp"
 #include "pg/spi.hpp"
 #include "pg/sqlstate.hpp"
@@ -156,26 +157,6 @@ struct RowFailure {
         sqlstate = sqlstate_text(e.code());
         error = e.what();
     }
-};
-
-// One output row of a materialized set-returning function.
-class RowSink {
-  public:
-    explicit RowSink(FunctionCallInfo fcinfo)
-        : rsinfo_(reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo)) {
-        pg_call([&] { InitMaterializedSRF(fcinfo, 0); });
-    }
-    // Appends one row; `nulls` parallels `values`.
-    void put(std::vector<Datum> values, const std::vector<bool>& nulls) {
-        ReturnSetInfo* rs = rsinfo_;
-        std::unique_ptr<bool[]> flags(new bool[nulls.size()]);
-        std::copy(nulls.begin(), nulls.end(), flags.get());
-        bool* f = flags.get();
-        pg_call([&] { tuplestore_putvalues(rs->setResult, rs->setDesc, values.data(), f); });
-    }
-
-  private:
-    ReturnSetInfo* rsinfo_;
 };
 
 // A nullable text Datum.

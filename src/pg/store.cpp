@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <unordered_map>
 
+#include "core/presets.hpp"
 #include "pg/guard.hpp"
 #include "pg/gucs.hpp"
 #include "pg/secrets.hpp"
@@ -30,7 +31,9 @@ std::optional<ProviderRow> find_provider(std::string_view name) {
         "(extract(epoch FROM default_lifetime) * 1000000::pg_catalog.numeric)::pg_catalog.int8, "
         "(extract(epoch FROM request_timeout) * 1000000::pg_catalog.numeric)::pg_catalog.int8, "
         "revocation_endpoint, "
-        "assertion_alg, assertion_kid "
+        "assertion_alg, assertion_kid, refresh_params::pg_catalog.text, "
+        "CASE WHEN keep_alive THEN (extract(epoch FROM refresh_token_idle_ttl) * "
+        "1000000::pg_catalog.numeric)::pg_catalog.int8 END "
         "FROM upstream_token.provider WHERE name = $1");
     if (q.run({text_arg(name)}, true, 1) == 0) return std::nullopt;
     ResultRow r;
@@ -49,6 +52,8 @@ std::optional<ProviderRow> find_provider(std::string_view name) {
     p.revocation_endpoint = r.text(12);
     p.assertion_alg = r.text(13).value_or("");
     p.assertion_kid = r.text(14).value_or("");
+    p.refresh_params = string_map_from_json(r.text(15).value_or("{}"), "refresh_params");
+    p.keep_alive_idle = micros_col(r, 16);
     return p;
 }
 

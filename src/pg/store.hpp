@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -30,6 +31,8 @@ struct ProviderRow {
     std::optional<Micros> refresh_token_ttl;
     Micros default_lifetime{};
     std::optional<Micros> request_timeout;
+    std::map<std::string, std::string> refresh_params;  // sent on every refresh
+    std::optional<Micros> keep_alive_idle;  // refresh_token_idle_ttl when keep_alive is on
 };
 
 // The provider named `name`, or nullopt.

@@ -1,0 +1,72 @@
+-- upstream_token 0.2.0 -> 0.3.0. Together these blocks turn a 0.2.0 install into exactly what
+-- upstream_token--0.3.0.sql creates (a test compares the catalogs).
+
+\echo Use "ALTER EXTENSION upstream_token UPDATE TO '0.3.0'" to load this file. \quit
+
+-- Presets and refresh-token keep-alive (issue 13): what a provider was registered from, the
+-- extra parameters its refreshes carry, its refresh tokens' idle lifetime, and whether the
+-- engine keeps unused sessions alive.
+ALTER TABLE upstream_token.provider
+    ADD COLUMN preset text,
+    ADD COLUMN refresh_params jsonb NOT NULL DEFAULT '{}'
+        CHECK (pg_catalog.jsonb_typeof(refresh_params) = 'object'),
+    ADD COLUMN refresh_token_idle_ttl interval
+        CHECK (refresh_token_idle_ttl > interval '0'),
+    ADD COLUMN keep_alive boolean NOT NULL DEFAULT false,
+    ADD CHECK (NOT keep_alive OR refresh_token_idle_ttl IS NOT NULL);
+
+-- register_provider takes a preset: every argument after the name may now be left out.
+DROP FUNCTION upstream_token.register_provider(text, text, text, text, text, text, text, text,
+    interval, interval, interval, interval, integer, text, text);
+
+CREATE FUNCTION upstream_token.register_provider(
+    name                   text,
+    token_endpoint         text DEFAULT NULL,
+    client_id              text DEFAULT NULL,
+    client_secret          text DEFAULT NULL,
+    auth_method            text DEFAULT NULL,
+    issuer                 text DEFAULT NULL,
+    revocation_endpoint    text DEFAULT NULL,
+    scope                  text DEFAULT NULL,
+    refresh_threshold      interval DEFAULT NULL,
+    refresh_token_ttl      interval DEFAULT NULL,
+    default_lifetime       interval DEFAULT NULL,
+    request_timeout        interval DEFAULT NULL,
+    max_concurrent         integer DEFAULT NULL,
+    assertion_alg          text DEFAULT NULL,
+    assertion_kid          text DEFAULT NULL,
+    preset                 text DEFAULT NULL,
+    preset_params          jsonb DEFAULT NULL,
+    refresh_params         jsonb DEFAULT NULL,
+    refresh_token_idle_ttl interval DEFAULT NULL,
+    keep_alive             boolean DEFAULT NULL)
+RETURNS void
+LANGUAGE c VOLATILE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'ut_register_provider';
+
+COMMENT ON FUNCTION upstream_token.register_provider(text, text, text, text, text, text, text, text, interval, interval, interval, interval, integer, text, text, text, jsonb, jsonb, interval, boolean) IS
+    'Creates or updates an OAuth provider. The client secret (for private_key_jwt: the PEM private key) is stored encrypted. A preset (see provider_presets) fills endpoints, client authentication, refresh parameters and refresh-token lifetimes; every argument given overrides it. auth_method defaults to client_secret_basic and default_lifetime to 1 hour without a preset.';
+
+-- The presets register_provider knows, as the library holds them.
+CREATE FUNCTION upstream_token.preset_list(
+    OUT name text, OUT title text, OUT parameters text[], OUT token_endpoint text,
+    OUT revocation_endpoint text, OUT issuer text, OUT auth_method text,
+    OUT scope_separator text, OUT refresh_params text[], OUT rotation text,
+    OUT refresh_token_idle_ttl interval, OUT refresh_token_ttl interval,
+    OUT default_lifetime interval, OUT keep_alive boolean, OUT quirks text[],
+    OUT documentation text)
+RETURNS SETOF record
+LANGUAGE c STABLE
+AS 'MODULE_PATHNAME', 'ut_preset_list';
+
+COMMENT ON FUNCTION upstream_token.preset_list() IS
+    'One row per provider preset: URL templates, their parameters, client authentication and what the provider documents about refresh tokens. Read it through the view provider_presets.';
+
+CREATE VIEW upstream_token.provider_presets AS SELECT * FROM upstream_token.preset_list();
+
+COMMENT ON VIEW upstream_token.provider_presets IS
+    'The presets register_provider(..., preset => ...) accepts: URL templates ({parameter} filled from preset_params; base_url replaces the provider''s origin), client authentication, scope separator, refresh parameters, rotation, refresh-token idle and absolute lifetimes, keep_alive default, known quirks and the documentation the values come from (docs/providers.md).';
+
+REVOKE ALL ON FUNCTION upstream_token.register_provider(text, text, text, text, text, text, text, text,
+    interval, interval, interval, interval, integer, text, text, text, jsonb, jsonb, interval, boolean),
+    upstream_token.preset_list() FROM PUBLIC;
