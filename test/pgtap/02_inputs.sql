@@ -8,7 +8,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS upstream_token;
 
 BEGIN;
-SELECT plan(176);
+SELECT plan(200);
 
 -- A digest of every stored provider and token row, ciphertexts and timestamps included, so
 -- a refused call can be shown to have changed nothing.
@@ -166,7 +166,25 @@ SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', '
 SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', '', 's')$$, '22023', 'register: empty client_id');
 SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', 'private_key_jwt')$$, '22023', 'register: unknown auth_method');
 SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', 'Client_Secret_Basic')$$, '22023', 'register: auth_method is case-sensitive');
-SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', NULL)$$, '22004', 'register: NULL auth_method');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', NULL, 'c', 's')$$, '22004', 'register: NULL token_endpoint without a preset');
+-- register_provider: presets and the settings they bring.
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', preset => 'githbu', client_id => 'c', client_secret => 's')$$, '22023', 'register: unknown preset');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', preset => 'entra', client_id => 'c', client_secret => 's')$$, '22023', 'register: preset without its required parameter');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', preset => 'entra', preset_params => '{"tenant": "a/../b"}', client_id => 'c', client_secret => 's')$$, '22023', 'register: preset parameter that would change the URL''s path');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', preset => 'okta', preset_params => '{"domain": "evil.example/x?"}', client_id => 'c', client_secret => 's')$$, '22023', 'register: preset host with a path and a query');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', preset => 'github', preset_params => '{"tenant": "t"}', client_id => 'c', client_secret => 's')$$, '22023', 'register: a parameter the preset does not take');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', preset => 'github', preset_params => '{"base_url": 1}', client_id => 'c', client_secret => 's')$$, '22023', 'register: preset_params that are not strings');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', preset_params => '{}')$$, '22023', 'register: preset_params without a preset');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', refresh_params => '{"refresh_token": "x"}')$$, '22023', 'register: refresh_params overriding the refresh token');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', refresh_params => '["redirect_uri"]')$$, '22023', 'register: refresh_params not an object');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', keep_alive => true)$$, '22023', 'register: keep_alive without an idle lifetime');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', refresh_token_idle_ttl => '-1 day')$$, '22023', 'register: negative refresh_token_idle_ttl');
+SELECT lives_ok($$SELECT upstream_token.register_provider('pre', preset => 'okta_custom', preset_params => '{"domain": "acme.okta.com"}', client_id => 'c', client_secret => 's', revocation_endpoint => 'https://acme.okta.com/other/revoke')$$,
+                'register: a preset with an explicit argument');
+SELECT is((SELECT concat_ws(' ', token_endpoint, revocation_endpoint, issuer, auth_method, preset, refresh_token_idle_ttl::text, keep_alive::text)
+             FROM upstream_token.provider WHERE name = 'pre'),
+          'https://acme.okta.com/oauth2/default/v1/token https://acme.okta.com/other/revoke https://acme.okta.com/oauth2/default client_secret_basic okta_custom 7 days true',
+          'register: the preset fills what was not given, the explicit argument wins');
 SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', 'none')$$, '22023', 'register: a secret for auth_method none');
 SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', NULL)$$, '22023', 'register: client_secret_basic without a secret');
 SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', '')$$, '22023', 'register: client_secret_basic with an empty secret');
