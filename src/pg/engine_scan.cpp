@@ -17,7 +17,7 @@ constexpr Micros kTombstoneLifetime{24LL * 3600 * 1000000};  // see expire_and_p
 #define UT_DUE_COLUMNS                                                                     \
     "t.session, t.provider, t.generation, t.expires_at, t.next_attempt_at, "               \
     "(extract(epoch FROM p.refresh_threshold) * 1000000::pg_catalog.numeric)::pg_catalog.int8, " \
-    "t.issued_at, CASE WHEN p.keep_alive THEN pg_catalog.coalesce(t.issued_at, t.created_at) END, " \
+    "t.issued_at, CASE WHEN p.keep_alive THEN coalesce(t.issued_at, t.created_at) END, " \
     "CASE WHEN p.keep_alive THEN (extract(epoch FROM p.refresh_token_idle_ttl) * "          \
     "1000000::pg_catalog.numeric)::pg_catalog.int8 END "
 
@@ -76,7 +76,7 @@ ScanResult scan_due_tokens(Time window_end, std::size_t limit) {
         "SELECT " UT_DUE_COLUMNS
         "FROM upstream_token.token t JOIN upstream_token.provider p ON p.name = t.provider "
         "WHERE p.keep_alive AND t.status = 'active' AND t.refresh_token IS NOT NULL "
-        "AND pg_catalog.coalesce(t.issued_at, t.created_at) OPERATOR(pg_catalog.+) "
+        "AND coalesce(t.issued_at, t.created_at) OPERATOR(pg_catalog.+) "
         "(p.refresh_token_idle_ttl OPERATOR(pg_catalog./) 5::pg_catalog.float8) "
         "OPERATOR(pg_catalog.<=) $1 LIMIT $2");
     const auto m =
@@ -100,12 +100,12 @@ ScanResult scan_due_tokens(Time window_end, std::size_t limit) {
         next.run({timestamptz_arg(bound)}, true, 1);
         if (auto first = ResultRow().timestamptz(1)) out.next_window = *first - max_threshold;
         static Statement next_idle(
-            "SELECT pg_catalog.min(pg_catalog.coalesce(t.issued_at, t.created_at) "
+            "SELECT pg_catalog.min(coalesce(t.issued_at, t.created_at) "
             "OPERATOR(pg_catalog.+) (p.refresh_token_idle_ttl OPERATOR(pg_catalog./) "
             "5::pg_catalog.float8)) FROM upstream_token.token t "
             "JOIN upstream_token.provider p ON p.name = t.provider "
             "WHERE p.keep_alive AND t.status = 'active' AND t.refresh_token IS NOT NULL "
-            "AND pg_catalog.coalesce(t.issued_at, t.created_at) OPERATOR(pg_catalog.+) "
+            "AND coalesce(t.issued_at, t.created_at) OPERATOR(pg_catalog.+) "
             "(p.refresh_token_idle_ttl OPERATOR(pg_catalog./) 5::pg_catalog.float8) "
             "OPERATOR(pg_catalog.>) $1");
         next_idle.run({timestamptz_arg(window_end)}, true, 1);
@@ -122,7 +122,7 @@ std::uint64_t expire_and_purge(std::optional<Time> since, Time now) {
     // A stated end's warning window opens a tenth of the token's life (at most 7 days) before it.
     static Statement warn(
         "WITH w AS (SELECT session, provider, refresh_expires_at OPERATOR(pg_catalog.-) "
-        "pg_catalog.least(interval '7 days', (refresh_expires_at OPERATOR(pg_catalog.-) "
+        "LEAST(interval '7 days', (refresh_expires_at OPERATOR(pg_catalog.-) "
         "created_at) OPERATOR(pg_catalog./) 10::pg_catalog.float8) AS opens "
         "FROM upstream_token.token WHERE status = 'active' "
         "AND refresh_expiry_source IN ('provider', 'application') "

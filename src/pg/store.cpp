@@ -31,10 +31,16 @@ std::optional<ProviderRow> find_provider(std::string_view name) {
         "(extract(epoch FROM default_lifetime) * 1000000::pg_catalog.numeric)::pg_catalog.int8, "
         "(extract(epoch FROM request_timeout) * 1000000::pg_catalog.numeric)::pg_catalog.int8, "
         "revocation_endpoint, "
-        "assertion_alg, assertion_kid, refresh_params::pg_catalog.text, "
-        "CASE WHEN keep_alive THEN (extract(epoch FROM refresh_token_idle_ttl) * "
-        "1000000::pg_catalog.numeric)::pg_catalog.int8 END "
-        "FROM upstream_token.provider WHERE name = $1");
+        "assertion_alg, assertion_kid, "
+        // 0.3.0's columns through to_jsonb: a backend still reads an older schema (reads go on
+        // until ALTER EXTENSION UPDATE; only writes and refreshes wait for it).
+        "coalesce(pg_catalog.to_jsonb(p) OPERATOR(pg_catalog.->) 'refresh_params', "
+        "'{}')::pg_catalog.text, "
+        "CASE WHEN (pg_catalog.to_jsonb(p) OPERATOR(pg_catalog.->>) 'keep_alive')::pg_catalog.bool "
+        "THEN (extract(epoch FROM (pg_catalog.to_jsonb(p) OPERATOR(pg_catalog.->>) "
+        "'refresh_token_idle_ttl')::pg_catalog.interval) * 1000000::pg_catalog.numeric)"
+        "::pg_catalog.int8 END "
+        "FROM upstream_token.provider p WHERE name = $1");
     if (q.run({text_arg(name)}, true, 1) == 0) return std::nullopt;
     ResultRow r;
     ProviderRow p;

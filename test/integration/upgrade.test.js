@@ -31,6 +31,7 @@
 const test = require('node:test');
 const assert = require('node:assert');
 const net = require('node:net');
+const fs = require('node:fs');
 const path = require('node:path');
 const { execFileSync } = require('node:child_process');
 const { Pool } = require('pg');
@@ -38,8 +39,9 @@ const harness = require('./harness.js');
 const { compareDatabases } = require('./upgrade_catalog.js');
 
 const { REPO, waitFor, unique, sqlError } = harness;
-const FROM = '0.1.0';
-const TO = '0.2.0';
+// Every released version is upgraded from, in use, to the default one.
+const FROMS = ['0.1.0', '0.2.0'];
+const TO = /^default_version\s*=\s*'([^']+)'/m.exec(fs.readFileSync(path.join(REPO, 'upstream_token.control'), 'utf8'))[1];
 const DB = 'ut_upgrade';
 const WRITER = 'ut_upgrade_writer';
 const GET = 'SELECT upstream_token.get_upstream_token($1, $2) AS t';
@@ -123,7 +125,7 @@ function readers(logins, provider, n) {
     return { state, async stop() { state.stop = true; await Promise.all(loops); } };
 }
 
-test(`${FROM} in use (rows the library wrote, queued revocation, rotated key) -> gate -> ALTER EXTENSION UPDATE -> served, refreshed, delivered, catalog = fresh ${TO}`, async (t) => {
+for (const FROM of FROMS) test(`${FROM} in use (rows the library wrote, queued revocation, rotated key) -> gate -> ALTER EXTENSION UPDATE -> served, refreshed, delivered, catalog = fresh ${TO}`, async (t) => {
     const t0 = Date.now();
     const port = Number(process.env.UT_UPGRADE_PORT || await freePort(Number(process.env.PGPORT) + 2));
     const dir = path.join(REPO, '.tmp', `upgrade-${process.pid}`);
@@ -249,7 +251,9 @@ test(`${FROM} in use (rows the library wrote, queued revocation, rotated key) ->
     assert.strictEqual((await ctx.pool.query('SELECT count(*)::int AS n FROM upstream_token.provider')).rows[0].n, 2);
     assert.strictEqual((await ctx.pool.query(GET, [longs[2].session, pLong.provider])).rows[0].t, longs[2].grant.access_token);
     // The engine: it has come up and seen the old objects (it says so in the log), and waits.
-    await waitFor(() => /upstream_token engine: waiting: the extension is version 0\.1\.0, the library 0\.2\.0: refreshes wait for ALTER EXTENSION upstream_token UPDATE/
+    const waiting = new RegExp(`upstream_token engine: waiting: the extension is version ${FROM.replace(/\./g, '\\.')}, ` +
+        `the library ${TO.replace(/\./g, '\\.')}: refreshes wait for ALTER EXTENSION upstream_token UPDATE`);
+    await waitFor(() => waiting
         .test(harness.serverLog()), { timeoutMs: 30000, what: 'the engine to log that it waits for the update' });
     const engineBefore = await engine();
     assert.strictEqual(engineBefore.ready, false, 'the engine does not serve a 0.1.0 schema');
@@ -334,7 +338,7 @@ test(`${FROM} in use (rows the library wrote, queued revocation, rotated key) ->
         aName: `upgraded (${FROM} + ALTER EXTENSION UPDATE)`, bName: `fresh (CREATE EXTENSION ${TO})` });
     assert.ok(cmp.equal, `the upgraded catalog differs from a fresh install:\n${cmp.text}`);
     const left = Object.entries(copied).map(([k, v]) => `${k}: ${v.left.join(', ') || '-'}`).join('; ');
-    t.diagnostic(`0.2.0 columns not copied (${left}); catalog identical (${cmp.entries} entries); ` +
+    t.diagnostic(`${TO} columns not copied (${left}); catalog identical (${cmp.entries} entries); ` +
         `reads during the upgrade ${load.state.calls}; short-lived token refreshed ` +
         `${refreshed.refreshed_at - upgradedAt} ms after the upgrade; ${Date.now() - t0} ms`);
 });
