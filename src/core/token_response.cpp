@@ -111,16 +111,19 @@ struct OAuthError {
 };
 
 // Extracts "error" / "error_description" from a parsed body without trusting their content.
+// A body without "error" may carry HubSpot's shape instead: "status" and "message".
 OAuthError read_oauth_error(const json& body) {
     OAuthError e;
     if (!body.is_object()) {
         return e;
     }
-    const auto code = body.find("error");
+    auto code = body.find("error");
+    const bool oauth_shape = code != body.end();
+    if (!oauth_shape) code = body.find("status");
     if (code != body.end() && code->is_string()) {
         e.code = sanitize(code->get_ref<const std::string&>(), kMaxErrorCode);
     }
-    const auto desc = body.find("error_description");
+    const auto desc = body.find(oauth_shape ? "error_description" : "message");
     if (desc != body.end() && desc->is_string()) {
         e.description = sanitize(desc->get_ref<const std::string&>(), kMaxDescription);
     }
@@ -155,11 +158,12 @@ bool is_transient_error_code(std::string_view code) noexcept {
 
 // Error codes that mean "the user must sign in again": RFC 6749's invalid_grant, OpenID
 // Connect's interaction codes (Microsoft Entra ID answers a refresh with interaction_required)
-// and the non-standard ones of providers that say so in an error body (Slack, GitHub Apps).
+// and the non-standard ones of providers that say so in an error body (Slack, GitHub Apps,
+// HubSpot).
 bool is_reauth_error_code(std::string_view code) noexcept {
     return code == "invalid_grant" || code == "interaction_required" || code == "login_required" ||
            code == "consent_required" || code == "invalid_refresh_token" ||
-           code == "bad_refresh_token";
+           code == "bad_refresh_token" || code == "BAD_REFRESH_TOKEN";
 }
 
 // Maps an OAuth error (from a 400/401/403, or a 2xx without tokens) to its failure class.

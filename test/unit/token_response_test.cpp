@@ -389,6 +389,21 @@ TEST(TokenResponse, ReauthCodesOfRealProviders) {
     EXPECT_EQ(interpret(400, R"({"error":"invalid_grant_type"})").failure, FailureClass::protocol);
 }
 
+// HubSpot answers without "error": {"status": CODE, "message": TEXT}.
+TEST(TokenResponse, HubSpotErrorShape) {
+    const auto o = interpret(
+        400, R"({"status":"BAD_REFRESH_TOKEN","message":"missing or unknown refresh token","correlationId":"c"})");
+    EXPECT_EQ(o.failure, FailureClass::reauth_required);
+    EXPECT_EQ(o.error, "BAD_REFRESH_TOKEN");
+    EXPECT_NE(o.message.find("missing or unknown refresh token"), std::string::npos) << o.message;
+    // "error" wins when both are there; another status is not a reauth.
+    EXPECT_EQ(interpret(400, R"({"error":"invalid_request","status":"BAD_REFRESH_TOKEN"})").failure,
+              FailureClass::protocol);
+    EXPECT_EQ(interpret(400, R"({"status":"BAD_CLIENT_ID","message":"x"})").failure,
+              FailureClass::protocol);
+    EXPECT_EQ(interpret(400, R"({"status":400})").error, "http_400") << "a number is no code";
+}
+
 TEST(TokenResponse, TransientStatuses) {
     for (const long status : {408L, 425L, 429L, 500L, 502L, 503L, 504L, 599L}) {
         const auto o = interpret(status, "<html>busy</html>");
