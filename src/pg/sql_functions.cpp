@@ -3,6 +3,8 @@
 // Each runs its body through entry_guard.
 #include "pg/prelude.hpp"
 
+#include <algorithm>
+
 #include "core/client_assertion.hpp"
 #include "core/crypto.hpp"
 #include "core/discovery.hpp"
@@ -121,8 +123,11 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
                 timestamptz_arg(std::nullopt), text_arg(refresh_expiry_source)},
                false);
     if (refresh) {
-        scan_on_commit(
-            to_timestamptz(expires_at - provider->refresh_threshold.value_or(refresh_threshold())));
+        Time plan_by = expires_at - provider->refresh_threshold.value_or(refresh_threshold());
+        if (provider->keep_alive_idle) {  // the earliest a keep-alive refresh is planned
+            plan_by = std::min(plan_by, keep_alive_due(now, *provider->keep_alive_idle, 1.0));
+        }
+        scan_on_commit(to_timestamptz(plan_by));
     }
     PG_RETURN_VOID();
 }
