@@ -163,6 +163,9 @@ std::int64_t monotonic_ns() {
 
 // Makes sure the cache matches the settings and, when `check_files` says so, the files.
 const std::vector<Key>& refreshed_keys(bool check_files) {
+    // A statement that began before a reload still has the old settings: the old key file may
+    // be gone and the engine may already seal under the new one.
+    if (check_files) apply_pending_reload();
     KeyCache& c = cache();
     const char* path = key_file_path();  // compared without copying: this runs on every get
     const char* previous = previous_key_file_path();
@@ -215,7 +218,6 @@ const std::vector<Key>& known_keys() {
 }
 
 const std::vector<Key>& known_keys_checked_now() {
-    apply_pending_reload();  // key_file may name the new key in a reload not yet applied here
     return refreshed_keys(true);
 }
 

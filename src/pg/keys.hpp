@@ -20,8 +20,9 @@ const Key& current_key();
 // runs this on every call).
 const std::vector<Key>& known_keys();
 
-// Like known_keys(), checking the files now, after applying a configuration reload that is
-// pending: for a ciphertext naming a key id not in hand.
+// Like known_keys(), checking the files now: for a ciphertext naming a key id not in hand.
+// Whenever the files are checked, a configuration reload this process was signalled for is
+// applied first (the settings may name other files by now).
 const std::vector<Key>& known_keys_checked_now();
 
 }  // namespace upstream_token::pg

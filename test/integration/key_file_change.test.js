@@ -117,7 +117,8 @@ test('a key file overwritten in place is noticed by open backends, the engine an
 
 // A statement that began before a reload keeps the settings it started with, while the engine
 // (which reloads between passes) already seals under the new key: a caller waiting on a refresh
-// through a rotation must still read the answer (it gave UT009 in the chaos soak, seed 68183903).
+// through a rotation must still read the answer (it gave UT009 in the chaos soak, seed 68183903,
+// and UT008 once the old key file was gone, seed 11).
 test('a caller waiting on a refresh while key_file changes reads the answer sealed under the new key', async (t) => {
     const ctx = await setup({ poolSize: 4 });
     const keyPath = (await ctx.pool.query("SELECT pg_catalog.current_setting('upstream_token.key_file') AS v")).rows[0].v;
@@ -128,9 +129,11 @@ test('a caller waiting on a refresh while key_file changes reads the answer seal
     fs.chownSync(nextPath, st.uid, st.gid);
     const waiter = await connect();
     const admin = await connect();  // outlives ctx.pool, which ctx.close() ends
+    const movedPath = `${keyPath}.moved`;
     t.after(async () => {
         await waiter.end();
         await ctx.close();  // drops this test's provider and tokens before the old key returns
+        if (fs.existsSync(movedPath)) fs.renameSync(movedPath, keyPath);
         await setSystemGucs(admin, { 'upstream_token.key_file': null, 'upstream_token.previous_key_file': null });
         await admin.end();
         fs.rmSync(nextPath, { force: true });
@@ -148,8 +151,12 @@ test('a caller waiting on a refresh while key_file changes reads the answer seal
     { what: 'the refresh at the provider and the caller waiting on it' });
     assert.deepStrictEqual(await sealedUnder(ctx.pool, r.session, p.provider), { a: id0, r: id0 });
 
-    // The operator's rotation (docs/security.md): previous_key_file = the old file, key_file = a new one.
+    // The operator's rotation (docs/security.md): previous_key_file = the old file, key_file = a
+    // new one; then, rotate_key done, previous_key_file reset and the old file removed. All of it
+    // while the caller waits: its settings and key files are those of before.
     await setSystemGucs(ctx.pool, { 'upstream_token.previous_key_file': keyPath, 'upstream_token.key_file': nextPath });
+    await setSystemGucs(admin, { 'upstream_token.previous_key_file': null });
+    fs.renameSync(keyPath, movedPath);
     const got = await answer;
     assert.ok(!got.e, `the waiting caller got ${got.e && got.e.code} ${got.e && got.e.message}`);
     assert.ok(got.t && got.t !== r.grant.access_token, 'the waiting caller got the refreshed access token');
