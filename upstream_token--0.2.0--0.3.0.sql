@@ -70,3 +70,40 @@ COMMENT ON VIEW upstream_token.provider_presets IS
 REVOKE ALL ON FUNCTION upstream_token.register_provider(text, text, text, text, text, text, text, text,
     interval, interval, interval, interval, integer, text, text, text, jsonb, jsonb, interval, boolean),
     upstream_token.preset_list() FROM PUBLIC;
+
+-- token_status.next_refresh_at shows keep-alive refreshes too.
+CREATE FUNCTION upstream_token.keep_alive_at(provider text, session text, generation bigint,
+                                             last_used timestamptz, idle_lifetime interval)
+RETURNS timestamptz
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'ut_keep_alive_at';
+
+COMMENT ON FUNCTION upstream_token.keep_alive_at(text, text, bigint, timestamptz, interval) IS
+    'When the engine refreshes this version of a token of a keep_alive provider so that its refresh token, last used at last_used, does not idle out: between 20% and 50% of the idle lifetime, spread per token.';
+
+CREATE OR REPLACE VIEW upstream_token.token_status AS
+SELECT t.session, t.provider, t.subject, t.status,
+       t.expires_at, t.refresh_expires_at,
+       (t.refresh_token IS NOT NULL) AS has_refresh_token,
+       t.generation, t.failure_count, t.next_attempt_at, t.last_error,
+       t.created_at, t.updated_at, t.refreshed_at,
+       CASE WHEN t.status = 'active' AND t.refresh_token IS NOT NULL THEN
+           GREATEST(
+               LEAST(
+                   upstream_token.planned_refresh_at(t.provider, t.session, t.generation, t.issued_at,
+                       t.expires_at,
+                       coalesce(p.refresh_threshold,
+                                pg_catalog.current_setting('upstream_token.refresh_threshold')::interval)),
+                   CASE WHEN p.keep_alive THEN
+                       upstream_token.keep_alive_at(t.provider, t.session, t.generation,
+                           coalesce(t.issued_at, t.created_at), p.refresh_token_idle_ttl)
+                   END),
+               t.next_attempt_at)
+       END AS next_refresh_at,
+       t.refresh_expiry_source
+  FROM upstream_token.token t
+  JOIN upstream_token.provider p ON p.name = t.provider;
+
+REVOKE ALL ON FUNCTION upstream_token.keep_alive_at(text, text, bigint, timestamptz, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION upstream_token.keep_alive_at(text, text, bigint, timestamptz, interval)
+    TO upstream_token_client;

@@ -141,6 +141,15 @@ AS 'MODULE_PATHNAME', 'ut_planned_refresh_at';
 COMMENT ON FUNCTION upstream_token.planned_refresh_at(text, text, bigint, timestamptz, timestamptz, interval) IS
     'When the engine refreshes this version of a token on its own: inside the threshold window (at most half the token''s lifetime), spread per token.';
 
+CREATE FUNCTION upstream_token.keep_alive_at(provider text, session text, generation bigint,
+                                             last_used timestamptz, idle_lifetime interval)
+RETURNS timestamptz
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'ut_keep_alive_at';
+
+COMMENT ON FUNCTION upstream_token.keep_alive_at(text, text, bigint, timestamptz, interval) IS
+    'When the engine refreshes this version of a token of a keep_alive provider so that its refresh token, last used at last_used, does not idle out: between 20% and 50% of the idle lifetime, spread per token.';
+
 -- Per-token state with no secrets.
 CREATE VIEW upstream_token.token_status AS
 SELECT t.session, t.provider, t.subject, t.status,
@@ -150,10 +159,15 @@ SELECT t.session, t.provider, t.subject, t.status,
        t.created_at, t.updated_at, t.refreshed_at,
        CASE WHEN t.status = 'active' AND t.refresh_token IS NOT NULL THEN
            GREATEST(
-               upstream_token.planned_refresh_at(t.provider, t.session, t.generation, t.issued_at,
-                   t.expires_at,
-                   coalesce(p.refresh_threshold,
-                            pg_catalog.current_setting('upstream_token.refresh_threshold')::interval)),
+               LEAST(
+                   upstream_token.planned_refresh_at(t.provider, t.session, t.generation, t.issued_at,
+                       t.expires_at,
+                       coalesce(p.refresh_threshold,
+                                pg_catalog.current_setting('upstream_token.refresh_threshold')::interval)),
+                   CASE WHEN p.keep_alive THEN
+                       upstream_token.keep_alive_at(t.provider, t.session, t.generation,
+                           coalesce(t.issued_at, t.created_at), p.refresh_token_idle_ttl)
+                   END),
                t.next_attempt_at)
        END AS next_refresh_at,
        t.refresh_expiry_source
@@ -530,7 +544,8 @@ GRANT EXECUTE ON FUNCTION
     upstream_token.try_lock_token(text, text),
     upstream_token.engine_stats(),
     upstream_token.provider_stats(),
-    upstream_token.planned_refresh_at(text, text, bigint, timestamptz, timestamptz, interval)
+    upstream_token.planned_refresh_at(text, text, bigint, timestamptz, timestamptz, interval),
+    upstream_token.keep_alive_at(text, text, bigint, timestamptz, interval)
     TO upstream_token_client;
 GRANT SELECT ON upstream_token.token_status, upstream_token.engine_status,
                 upstream_token.provider_status TO upstream_token_client;

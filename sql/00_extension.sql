@@ -21,6 +21,7 @@ SELECT want AS missing_member
     'view upstream_token.engine_status',
     'function upstream_token.register_provider(text,text,text,text,text,text,text,text,interval,interval,interval,interval,integer,text,text,text,jsonb,jsonb,interval,boolean)',
     'function upstream_token.preset_list()',
+    'function upstream_token.keep_alive_at(text,text,bigint,timestamp with time zone,interval)',
     'view upstream_token.provider_presets',
     'function upstream_token.drop_provider(text,boolean,boolean)',
     'function upstream_token.store_upstream_token(text,text,text,text,integer,text,text,text,integer)',

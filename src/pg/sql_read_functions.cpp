@@ -349,6 +349,20 @@ Datum planned_refresh_at_sql(FunctionCallInfo fcinfo) {
     PG_RETURN_TIMESTAMPTZ(to_timestamptz(due));
 }
 
+// token_status's view of the keep-alive refresh: the instant the planner computes.
+Datum keep_alive_at_sql(FunctionCallInfo fcinfo) {
+    const std::string provider = text_arg_required(fcinfo, 0, "provider");
+    const std::string session = text_arg_required(fcinfo, 1, "session");
+    const std::int64_t generation = PG_GETARG_INT64(2);
+    const Time anchor = from_timestamptz(PG_GETARG_TIMESTAMPTZ(3));
+    const Interval* iv = opt_interval_arg(fcinfo, 4, "idle lifetime");
+    const Micros idle{iv->time + (static_cast<std::int64_t>(iv->day) +
+                                  static_cast<std::int64_t>(iv->month) * DAYS_PER_MONTH) *
+                                     USECS_PER_DAY};
+    const Time due = keep_alive_due(anchor, idle, spread_unit(provider, session, generation));
+    PG_RETURN_TIMESTAMPTZ(to_timestamptz(due));
+}
+
 }  // namespace
 }  // namespace upstream_token::pg
 
@@ -357,4 +371,5 @@ UT_SQL_ENTRY(ut_get_upstream_credentials, upstream_token::pg::get_upstream_crede
 UT_SQL_ENTRY(ut_refresh_upstream_token, upstream_token::pg::refresh_upstream_token)
 UT_SQL_ENTRY(ut_engine_status, upstream_token::pg::engine_status)
 UT_SQL_ENTRY(ut_planned_refresh_at, upstream_token::pg::planned_refresh_at_sql)
+UT_SQL_ENTRY(ut_keep_alive_at, upstream_token::pg::keep_alive_at_sql)
 UT_SQL_ENTRY(ut_provider_stats, upstream_token::pg::provider_stats_sql)
