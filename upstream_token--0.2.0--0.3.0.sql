@@ -4,8 +4,8 @@
 \echo Use "ALTER EXTENSION upstream_token UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Presets and refresh-token keep-alive (issue 13): what a provider was registered from, the
--- extra parameters its refreshes carry, its refresh tokens' idle lifetime, and whether the
--- engine keeps unused sessions alive.
+-- extra parameters its refreshes carry, its refresh tokens' idle lifetime, whether the engine
+-- keeps unused sessions alive, and which answer fields are kept with each token.
 ALTER TABLE upstream_token.provider
     ADD COLUMN preset text,
     ADD COLUMN refresh_params jsonb NOT NULL DEFAULT '{}'
@@ -13,11 +13,18 @@ ALTER TABLE upstream_token.provider
     ADD COLUMN refresh_token_idle_ttl interval
         CHECK (refresh_token_idle_ttl > interval '0'),
     ADD COLUMN keep_alive boolean NOT NULL DEFAULT false,
+    ADD COLUMN response_fields text[] NOT NULL DEFAULT '{}',
     ADD CHECK (NOT keep_alive OR refresh_token_idle_ttl IS NOT NULL);
 
--- register_provider takes a preset: every argument after the name may now be left out.
+ALTER TABLE upstream_token.token
+    ADD COLUMN attributes jsonb CHECK (pg_catalog.jsonb_typeof(attributes) = 'object');
+
+-- register_provider takes a preset (every argument after the name may be left out), and
+-- store_upstream_token the login's attributes: new signatures.
 DROP FUNCTION upstream_token.register_provider(text, text, text, text, text, text, text, text,
     interval, interval, interval, interval, integer, text, text);
+DROP FUNCTION upstream_token.store_upstream_token(text, text, text, text, integer, text, text,
+    text, integer);
 
 CREATE FUNCTION upstream_token.register_provider(
     name                   text,
@@ -39,12 +46,13 @@ CREATE FUNCTION upstream_token.register_provider(
     preset_params          jsonb DEFAULT NULL,
     refresh_params         jsonb DEFAULT NULL,
     refresh_token_idle_ttl interval DEFAULT NULL,
-    keep_alive             boolean DEFAULT NULL)
+    keep_alive             boolean DEFAULT NULL,
+    response_fields        text[] DEFAULT NULL)
 RETURNS void
 LANGUAGE c VOLATILE SECURITY DEFINER
 AS 'MODULE_PATHNAME', 'ut_register_provider';
 
-COMMENT ON FUNCTION upstream_token.register_provider(text, text, text, text, text, text, text, text, interval, interval, interval, interval, integer, text, text, text, jsonb, jsonb, interval, boolean) IS
+COMMENT ON FUNCTION upstream_token.register_provider(text, text, text, text, text, text, text, text, interval, interval, interval, interval, integer, text, text, text, jsonb, jsonb, interval, boolean, text[]) IS
     'Creates or updates an OAuth provider. The client secret (for private_key_jwt: the PEM private key) is stored encrypted. A preset (see provider_presets) fills endpoints, client authentication, refresh parameters and refresh-token lifetimes; every argument given overrides it. auth_method defaults to client_secret_basic and default_lifetime to 1 hour without a preset.';
 
 -- The presets register_provider knows, as the library holds them.
@@ -54,7 +62,7 @@ CREATE FUNCTION upstream_token.preset_list(
     OUT scope_separator text, OUT refresh_params text[], OUT rotation text,
     OUT refresh_token_idle_ttl interval, OUT refresh_token_ttl interval,
     OUT default_lifetime interval, OUT keep_alive boolean, OUT quirks text[],
-    OUT documentation text)
+    OUT documentation text, OUT response_fields text[])
 RETURNS SETOF record
 LANGUAGE c STABLE
 AS 'MODULE_PATHNAME', 'ut_preset_list';
@@ -67,11 +75,34 @@ CREATE VIEW upstream_token.provider_presets AS SELECT * FROM upstream_token.pres
 COMMENT ON VIEW upstream_token.provider_presets IS
     'The presets register_provider(..., preset => ...) accepts: URL templates ({parameter} filled from preset_params; base_url replaces the provider''s origin), client authentication, scope separator, refresh parameters, rotation, refresh-token idle and absolute lifetimes, keep_alive default, known quirks and the documentation the values come from (docs/providers.md).';
 
-REVOKE ALL ON FUNCTION upstream_token.register_provider(text, text, text, text, text, text, text, text,
-    interval, interval, interval, interval, integer, text, text, text, jsonb, jsonb, interval, boolean),
-    upstream_token.preset_list() FROM PUBLIC;
+CREATE FUNCTION upstream_token.store_upstream_token(
+    session            text,
+    provider           text,
+    access_token       text,
+    refresh_token      text,
+    expires_in         integer,
+    id_token           text DEFAULT NULL,
+    subject            text DEFAULT NULL,
+    scope              text DEFAULT NULL,
+    refresh_expires_in integer DEFAULT NULL,
+    attributes         jsonb DEFAULT NULL)
+RETURNS void
+LANGUAGE c VOLATILE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'ut_store_upstream_token';
 
--- token_status.next_refresh_at shows keep-alive refreshes too.
+COMMENT ON FUNCTION upstream_token.store_upstream_token(text, text, text, text, integer, text, text, text, integer, jsonb) IS
+    'Saves (inserts or replaces) the tokens of a session after the application''s own login. A refresh_expires_in given here is a cut-off for the refresh token; without one its lifetime is an estimate the engine refreshes past (token_status.refresh_expiry_source). attributes: the login answer''s fields named in the provider''s response_fields (a JSON object, no secret), shown in token_status.attributes.';
+
+REVOKE ALL ON FUNCTION upstream_token.register_provider(text, text, text, text, text, text, text, text,
+    interval, interval, interval, interval, integer, text, text, text, jsonb, jsonb, interval, boolean, text[]),
+    upstream_token.preset_list(),
+    upstream_token.store_upstream_token(text, text, text, text, integer, text, text, text, integer, jsonb)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    upstream_token.store_upstream_token(text, text, text, text, integer, text, text, text, integer, jsonb)
+    TO upstream_token_client;
+
+-- token_status shows keep-alive refreshes in next_refresh_at, and the kept answer fields.
 CREATE FUNCTION upstream_token.keep_alive_at(provider text, session text, generation bigint,
                                              last_used timestamptz, idle_lifetime interval)
 RETURNS timestamptz
@@ -100,9 +131,13 @@ SELECT t.session, t.provider, t.subject, t.status,
                    END),
                t.next_attempt_at)
        END AS next_refresh_at,
-       t.refresh_expiry_source
+       t.refresh_expiry_source,
+       t.attributes
   FROM upstream_token.token t
   JOIN upstream_token.provider p ON p.name = t.provider;
+
+COMMENT ON VIEW upstream_token.token_status IS
+    'One row per stored token: status, expiry, next planned refresh, backoff and last error; refresh_expiry_source says whether refresh_expires_at was stated (provider, application: a cut-off) or estimated (estimate: the engine still refreshes past it); attributes holds the provider''s response_fields (such as Salesforce''s instance_url) from its latest answer. Contains no secret.';
 
 REVOKE ALL ON FUNCTION upstream_token.keep_alive_at(text, text, bigint, timestamptz, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION upstream_token.keep_alive_at(text, text, bigint, timestamptz, interval)

@@ -43,6 +43,7 @@ CREATE TABLE upstream_token.provider (
     refresh_token_idle_ttl interval     -- the refresh token dies unused for this long
         CHECK (refresh_token_idle_ttl > interval '0'),
     keep_alive          boolean NOT NULL DEFAULT false,  -- refresh unused sessions before that
+    response_fields     text[] NOT NULL DEFAULT '{}',  -- answer fields kept with each token
     CHECK ((auth_method = 'none') = (client_secret IS NULL)),
     CHECK (NOT keep_alive OR refresh_token_idle_ttl IS NOT NULL)
 );
@@ -75,6 +76,8 @@ CREATE TABLE upstream_token.token (
     -- provider's refresh_token_ttl or the GUC) is not: past it the engine still refreshes.
     refresh_expiry_source text
         CHECK (refresh_expiry_source IN ('provider', 'application', 'estimate')),
+    -- The provider's response_fields from its latest answer, or the app's at login (no secret).
+    attributes          jsonb CHECK (pg_catalog.jsonb_typeof(attributes) = 'object'),
     PRIMARY KEY (session, provider),
     CHECK (session <> '' AND pg_catalog.octet_length(session) <= 512)
 );
@@ -170,12 +173,13 @@ SELECT t.session, t.provider, t.subject, t.status,
                    END),
                t.next_attempt_at)
        END AS next_refresh_at,
-       t.refresh_expiry_source
+       t.refresh_expiry_source,
+       t.attributes
   FROM upstream_token.token t
   JOIN upstream_token.provider p ON p.name = t.provider;
 
 COMMENT ON VIEW upstream_token.token_status IS
-    'One row per stored token: status, expiry, next planned refresh, backoff and last error; refresh_expiry_source says whether refresh_expires_at was stated (provider, application: a cut-off) or estimated (estimate: the engine still refreshes past it). Contains no secret.';
+    'One row per stored token: status, expiry, next planned refresh, backoff and last error; refresh_expiry_source says whether refresh_expires_at was stated (provider, application: a cut-off) or estimated (estimate: the engine still refreshes past it); attributes holds the provider''s response_fields (such as Salesforce''s instance_url) from its latest answer. Contains no secret.';
 
 CREATE FUNCTION upstream_token.register_provider(
     name                   text,
@@ -197,12 +201,13 @@ CREATE FUNCTION upstream_token.register_provider(
     preset_params          jsonb DEFAULT NULL,
     refresh_params         jsonb DEFAULT NULL,
     refresh_token_idle_ttl interval DEFAULT NULL,
-    keep_alive             boolean DEFAULT NULL)
+    keep_alive             boolean DEFAULT NULL,
+    response_fields        text[] DEFAULT NULL)
 RETURNS void
 LANGUAGE c VOLATILE SECURITY DEFINER
 AS 'MODULE_PATHNAME', 'ut_register_provider';
 
-COMMENT ON FUNCTION upstream_token.register_provider(text, text, text, text, text, text, text, text, interval, interval, interval, interval, integer, text, text, text, jsonb, jsonb, interval, boolean) IS
+COMMENT ON FUNCTION upstream_token.register_provider(text, text, text, text, text, text, text, text, interval, interval, interval, interval, integer, text, text, text, jsonb, jsonb, interval, boolean, text[]) IS
     'Creates or updates an OAuth provider. The client secret (for private_key_jwt: the PEM private key) is stored encrypted. A preset (see provider_presets) fills endpoints, client authentication, refresh parameters and refresh-token lifetimes; every argument given overrides it. auth_method defaults to client_secret_basic and default_lifetime to 1 hour without a preset.';
 
 -- The presets register_provider knows, as the library holds them.
@@ -212,7 +217,7 @@ CREATE FUNCTION upstream_token.preset_list(
     OUT scope_separator text, OUT refresh_params text[], OUT rotation text,
     OUT refresh_token_idle_ttl interval, OUT refresh_token_ttl interval,
     OUT default_lifetime interval, OUT keep_alive boolean, OUT quirks text[],
-    OUT documentation text)
+    OUT documentation text, OUT response_fields text[])
 RETURNS SETOF record
 LANGUAGE c STABLE
 AS 'MODULE_PATHNAME', 'ut_preset_list';
@@ -295,13 +300,14 @@ CREATE FUNCTION upstream_token.store_upstream_token(
     id_token           text DEFAULT NULL,
     subject            text DEFAULT NULL,
     scope              text DEFAULT NULL,
-    refresh_expires_in integer DEFAULT NULL)
+    refresh_expires_in integer DEFAULT NULL,
+    attributes         jsonb DEFAULT NULL)
 RETURNS void
 LANGUAGE c VOLATILE SECURITY DEFINER
 AS 'MODULE_PATHNAME', 'ut_store_upstream_token';
 
-COMMENT ON FUNCTION upstream_token.store_upstream_token(text, text, text, text, integer, text, text, text, integer) IS
-    'Saves (inserts or replaces) the tokens of a session after the application''s own login. A refresh_expires_in given here is a cut-off for the refresh token; without one its lifetime is an estimate the engine refreshes past (token_status.refresh_expiry_source).';
+COMMENT ON FUNCTION upstream_token.store_upstream_token(text, text, text, text, integer, text, text, text, integer, jsonb) IS
+    'Saves (inserts or replaces) the tokens of a session after the application''s own login. A refresh_expires_in given here is a cut-off for the refresh token; without one its lifetime is an estimate the engine refreshes past (token_status.refresh_expiry_source). attributes: the login answer''s fields named in the provider''s response_fields (a JSON object, no secret), shown in token_status.attributes.';
 
 CREATE FUNCTION upstream_token.get_upstream_token(session text, provider text)
 RETURNS text
@@ -534,7 +540,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA upstream_token FROM PUBLIC;
 REVOKE ALL ON ALL PROCEDURES IN SCHEMA upstream_token FROM PUBLIC;
 GRANT USAGE ON SCHEMA upstream_token TO upstream_token_client;
 GRANT EXECUTE ON FUNCTION
-    upstream_token.store_upstream_token(text, text, text, text, integer, text, text, text, integer),
+    upstream_token.store_upstream_token(text, text, text, text, integer, text, text, text, integer, jsonb),
     upstream_token.get_upstream_token(text, text),
     upstream_token.delete_upstream_token(text, text),
     upstream_token.get_upstream_credentials(text),

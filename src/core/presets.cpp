@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "error.hpp"
+#include "token_response.hpp"
 
 namespace upstream_token {
 
@@ -101,7 +102,8 @@ std::vector<Preset> make_presets() {
     v.push_back({"notion", "Notion", {base("https://api.notion.com")}, "{base_url}/v1/oauth/token",
                  "", "", basic, " ", {}, "always", std::nullopt, std::nullopt, std::nullopt, false,
                  {"expires_in_absent", "json_request_body_in_examples", "extra_workspace_fields"},
-                 "https://developers.notion.com/reference/refresh-a-token"});
+                 "https://developers.notion.com/reference/refresh-a-token",
+                 {"workspace_id", "workspace_name", "bot_id"}});
     v.push_back({"okta", "Okta (org authorization server)",
                  {{"domain", ParamKind::host, "the Okta org's domain", ""},
                   base("https://{domain}")},
@@ -129,7 +131,8 @@ std::vector<Preset> make_presets() {
                  " ", {}, "configurable", std::nullopt, std::nullopt, 900, false,
                  {"expires_in_absent", "issued_at_ms_string", "instance_url"},
                  "https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_refresh_token_"
-                 "flow.htm"});
+                 "flow.htm",
+                 {"instance_url", "id"}});
     v.push_back({"slack", "Slack (v2 OAuth, token rotation on)", {base("https://slack.com")},
                  "{base_url}/api/oauth.v2.access", "", "", basic, ",", {}, "always", std::nullopt,
                  std::nullopt, std::nullopt, false,
@@ -265,6 +268,7 @@ ResolvedPreset resolve_preset(const Preset& preset,
         const auto it = values.find(std::string(name));
         if (it != values.end()) r.refresh_params[it->first] = it->second;
     }
+    r.response_fields.assign(preset.response_fields.begin(), preset.response_fields.end());
     r.refresh_token_idle_s = preset.refresh_token_idle_s;
     r.refresh_token_ttl_s = preset.refresh_token_ttl_s;
     r.default_lifetime_s = preset.default_lifetime_s;
@@ -286,6 +290,33 @@ std::map<std::string, std::string> string_map_from_json(std::string_view json,
         out[name] = value.get<std::string>();
     }
     return out;
+}
+
+std::vector<std::string> string_list_from_json(std::string_view json, std::string_view what) {
+    const nlohmann::json v = nlohmann::json::parse(json, nullptr, false);
+    std::vector<std::string> out;
+    if (v.is_array()) {
+        for (const auto& item : v) {
+            if (!item.is_string()) break;
+            out.push_back(item.get<std::string>());
+        }
+        if (out.size() == v.size()) return out;
+    }
+    throw Error(ErrorCode::invalid_parameter, std::string(what) + " must be a list of strings");
+}
+
+void check_response_field(std::string_view name) {
+    static constexpr std::string_view kAllowed =
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-";
+    const bool ok = !name.empty() && name.size() <= 64 &&
+                    name.find_first_not_of(kAllowed) == std::string_view::npos;
+    if (!ok || is_token_field(name)) {
+        throw Error(ErrorCode::invalid_parameter,
+                    "response_fields cannot keep \"" + std::string(ok ? name : "") + "\"",
+                    "A kept field is named by 1 to 64 of A-Z a-z 0-9 _ . - and is not one of "
+                    "the token fields (access_token, refresh_token, id_token, token_type, scope, "
+                    "expires_in, refresh_expires_in, refresh_token_expires_in).");
+    }
 }
 
 std::string json_from_string_map(const std::map<std::string, std::string>& map) {

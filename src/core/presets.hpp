@@ -49,6 +49,7 @@ struct Preset {
     bool keep_alive = false;  // refresh unused sessions before their refresh token idles out
     std::vector<std::string_view> quirks;
     std::string_view documentation;  // the provider's page the values were read from
+    std::vector<std::string_view> response_fields;  // answer fields kept with the token
 };
 
 // Every preset, in name order.
@@ -64,6 +65,7 @@ struct ResolvedPreset {
     std::optional<std::string> issuer;
     AuthMethod auth_method = AuthMethod::client_secret_post;
     std::map<std::string, std::string> refresh_params;
+    std::vector<std::string> response_fields;
     std::optional<std::int64_t> refresh_token_idle_s, refresh_token_ttl_s, default_lifetime_s;
     bool keep_alive = false;
 };
@@ -77,6 +79,13 @@ ResolvedPreset resolve_preset(const Preset& preset, const std::map<std::string, 
 // Error(invalid_parameter) naming `what` for anything else.
 std::map<std::string, std::string> string_map_from_json(std::string_view json,
                                                         std::string_view what);
+
+// A JSON array of strings as a vector; Error(invalid_parameter) naming `what` otherwise.
+std::vector<std::string> string_list_from_json(std::string_view json, std::string_view what);
+
+// Refuses a response field name a provider row cannot keep: empty, long, odd characters, or
+// one of the token fields (a secret, or read by the engine itself).
+void check_response_field(std::string_view name);
 
 // The map as a JSON object (what the provider row stores).
 std::string json_from_string_map(const std::map<std::string, std::string>& map);

@@ -172,9 +172,38 @@ std::optional<std::string> optional_scope(const json& obj, Warnings& w) {
     return joined;
 }
 
+// Top-level fields other than the tokens and their lifetimes, as text, bounded in number and
+// size (a provider may answer with anything next to its tokens).
+void read_other_fields(const json& obj, bool repaired, std::map<std::string, std::string>& out) {
+    for (const auto& [name, value] : obj.items()) {
+        if (out.size() >= kMaxOtherFields) return;
+        if (is_token_field(name) || name.size() > 64) continue;
+        std::string text;
+        if (value.is_string()) {
+            text = value.get_ref<const std::string&>();
+            if (damaged(text, repaired)) continue;
+        } else if (value.is_number()) {
+            text = value.dump();
+        } else {
+            continue;
+        }
+        if (text.size() <= kMaxOtherFieldBytes) out.emplace(name, std::move(text));
+    }
+}
+
 }  // namespace
 
 // Reads what a successful answer carries; only a missing or unusable access_token fails it.
+bool is_token_field(std::string_view name) {
+    static constexpr std::string_view kFields[] = {
+        "access_token", "refresh_token",      "id_token",  "token_type", "scope",
+        "expires_in",   "refresh_expires_in", "refresh_token_expires_in"};
+    for (std::string_view f : kFields) {
+        if (f == name) return true;
+    }
+    return false;
+}
+
 TokenFields read_token_fields(const json& obj, bool repaired) {
     TokenFields r;
     const auto at = obj.find("access_token");
@@ -210,6 +239,7 @@ TokenFields read_token_fields(const json& obj, bool repaired) {
     if (!t.refresh_expires_in) {
         t.refresh_expires_in = optional_seconds(obj, "refresh_token_expires_in", w);
     }
+    read_other_fields(obj, repaired, t.other_fields);
     r.tokens = std::move(t);
     return r;
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -25,7 +26,17 @@ struct TokenResponse {
     // Odd optional fields that were defaulted ("expires_in is a boolean; default used"):
     // field names and JSON types only, never a value.
     std::vector<std::string> warnings;
+    // Other top-level string and number fields (Salesforce's instance_url...), as text: at
+    // most kMaxOtherFields, each at most kMaxOtherFieldBytes; a provider's response_fields
+    // says which are kept.
+    std::map<std::string, std::string> other_fields;
 };
+
+// The fields a TokenResponse reads itself (never kept as other_fields).
+bool is_token_field(std::string_view name);
+
+inline constexpr std::size_t kMaxOtherFields = 32;
+inline constexpr std::size_t kMaxOtherFieldBytes = 2048;
 
 enum class FailureClass {
     none,                  // success

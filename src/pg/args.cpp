@@ -17,6 +17,25 @@ std::optional<bool> opt_bool_arg(FunctionCallInfo fcinfo, int n) {
     return PG_GETARG_BOOL(n);
 }
 
+std::optional<std::vector<std::string>> opt_text_array_arg(FunctionCallInfo fcinfo, int n,
+                                                           const char* what) {
+    if (PG_ARGISNULL(n)) return std::nullopt;
+    const Datum d = PG_GETARG_DATUM(n);
+    Datum* elems = nullptr;
+    bool* nulls = nullptr;
+    int count = 0;
+    pg_call([&] {
+        ArrayType* a = DatumGetArrayTypeP(d);
+        deconstruct_array(a, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &count);
+    });
+    std::vector<std::string> out;
+    for (int i = 0; i < count; ++i) {
+        if (nulls[i]) throw Error(ErrorCode::null_value, std::string(what) + " must not hold NULL");
+        out.push_back(text_datum_to_string(elems[i]));
+    }
+    return out;
+}
+
 std::optional<std::string> opt_jsonb_text_arg(FunctionCallInfo fcinfo, int n) {
     if (PG_ARGISNULL(n)) return std::nullopt;
     const Datum d = PG_GETARG_DATUM(n);

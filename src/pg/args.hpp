@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace upstream_token::pg {
 
@@ -16,6 +17,9 @@ std::string text_arg_required(FunctionCallInfo fcinfo, int n, const char* what);
 std::string nonempty_text_arg(FunctionCallInfo fcinfo, int n, const char* what);
 std::optional<std::int32_t> opt_int4_arg(FunctionCallInfo fcinfo, int n);
 std::optional<bool> opt_bool_arg(FunctionCallInfo fcinfo, int n);
+// A text[] argument n, or nullopt when NULL; Error(null_value) naming `what` for a NULL element.
+std::optional<std::vector<std::string>> opt_text_array_arg(FunctionCallInfo fcinfo, int n,
+                                                           const char* what);
 // A jsonb argument n as JSON text, or nullopt when NULL.
 std::optional<std::string> opt_jsonb_text_arg(FunctionCallInfo fcinfo, int n);
 // Argument n as an interval, or nullptr when NULL. Error(invalid_parameter) naming `what` when

@@ -6,6 +6,7 @@
 #include "core/backoff.hpp"
 #include "core/expiry.hpp"
 #include "core/lock_key.hpp"
+#include "core/presets.hpp"
 #include "core/redact.hpp"
 #include "core/refresh_request.hpp"
 #include "pg/guard.hpp"
@@ -187,6 +188,7 @@ BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec) {
     job.default_lifetime = provider->default_lifetime;
     job.refresh_token_ttl = provider->refresh_token_ttl;
     job.keep_alive_idle = provider->keep_alive_idle;
+    job.response_fields = provider->response_fields;
     const ClientCredentials client = client_credentials(*provider);
 
     std::optional<std::string_view> scope;
@@ -222,6 +224,17 @@ std::optional<std::string> success_note(const std::optional<std::string>& proble
     if (note.empty()) return std::nullopt;
     if (note.size() > kLastErrorMax) note.resize(kLastErrorMax);
     return note;
+}
+
+// The answer's fields the provider keeps with the token, as a JSON object; nullopt when none.
+std::optional<std::string> kept_fields(const RefreshJob& job, const TokenResponse& t) {
+    std::map<std::string, std::string> kept;
+    for (const std::string& name : job.response_fields) {
+        const auto it = t.other_fields.find(name);
+        if (it != t.other_fields.end()) kept.insert(*it);
+    }
+    if (kept.empty()) return std::nullopt;
+    return json_from_string_map(kept);
 }
 
 // Saves new tokens with the optimistic UPDATE (I2); false when another writer moved the row.
@@ -262,7 +275,9 @@ bool save_tokens(RefreshJob& job, const TokenResponse& t) {
         "generation = generation + 1, issued_at = $11, "
         "status = CASE WHEN $13 THEN 'invalid_binding' ELSE 'active' END, "
         "failure_count = 0, next_attempt_at = NULL, last_error = $12, "
-        "refreshed_at = pg_catalog.now(), updated_at = pg_catalog.now() "
+        "refreshed_at = pg_catalog.now(), updated_at = pg_catalog.now(), "
+        "attributes = CASE WHEN $15::pg_catalog.text IS NULL THEN attributes ELSE "
+        "coalesce(attributes, '{}') OPERATOR(pg_catalog.||) $15::pg_catalog.jsonb END "
         "WHERE session = $1 AND provider = $2 AND refresh_token = $10 "
         "RETURNING generation, status) "
         "SELECT generation, pg_catalog.pg_notify('upstream_token_events', "
@@ -273,7 +288,8 @@ bool save_tokens(RefreshJob& job, const TokenResponse& t) {
         {text_arg(job.session), text_arg(job.provider), bytea_arg(access_ct), bytea_arg(refresh_ct),
          bytea_arg(id_ct), text_arg(t.token_type), text_arg(t.scope), timestamptz_arg(expires_at),
          timestamptz_arg(refresh_expires_at), bytea_arg(job.old_refresh_ct), timestamptz_arg(now),
-         text_arg(last_error), bool_arg(problem.has_value()), text_arg(refresh_expiry_source)},
+         text_arg(last_error), bool_arg(problem.has_value()), text_arg(refresh_expiry_source),
+         text_arg(kept_fields(job, t))},
         false);
     if (n == 0) return false;
     job.new_generation = ResultRow().int8(1).value_or(0);

@@ -48,6 +48,7 @@ struct RefreshJob {
     std::vector<std::string> sent_secrets;  // refresh token, client secret: redacted from replies
     Micros threshold{};                     // the provider's, or the GUC
     std::optional<Micros> keep_alive_idle;  // the provider keeps unused sessions alive
+    std::vector<std::string> response_fields;  // answer fields the provider keeps
 
     // After the exchange.
     std::optional<ExchangeOutcome> outcome;

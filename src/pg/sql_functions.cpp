@@ -12,6 +12,7 @@
 #include "core/expiry.hpp"
 #include "core/id_token.hpp"
 #include "core/refresh_request.hpp"
+#include "core/presets.hpp"
 #include "core/schedule.hpp"
 #include "pg/args.hpp"
 #include "pg/engine_client.hpp"
@@ -58,6 +59,10 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
     auto subject = nonempty(opt_text_arg(fcinfo, 6));
     const auto scope = opt_text_arg(fcinfo, 7);
     const auto refresh_expires_in = opt_int4_arg(fcinfo, 8);
+    std::optional<std::string> attributes;
+    if (const auto given = opt_jsonb_text_arg(fcinfo, 9)) {
+        attributes = json_from_string_map(string_map_from_json(*given, "attributes"));
+    }
 
     if (!access && !refresh) {
         throw Error(ErrorCode::invalid_parameter, "an access token or a refresh token is required");
@@ -105,14 +110,16 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
     static Statement upsert(
         "INSERT INTO upstream_token.token AS t (session, provider, subject, client_id, id_claims, "
         "access_token, refresh_token, id_token, scope, expires_at, refresh_expires_at, issued_at, "
-        "refresh_expiry_source) "
-        "VALUES ($1, $2, $3, $4, $5::pg_catalog.jsonb, $6, $7, $8, $9, $10, $11, $12, $13) "
+        "refresh_expiry_source, attributes) "
+        "VALUES ($1, $2, $3, $4, $5::pg_catalog.jsonb, $6, $7, $8, $9, $10, $11, $12, $13, "
+        "$14::pg_catalog.jsonb) "
         "ON CONFLICT (session, provider) DO UPDATE SET subject = EXCLUDED.subject, "
         "client_id = EXCLUDED.client_id, id_claims = EXCLUDED.id_claims, "
         "access_token = EXCLUDED.access_token, refresh_token = EXCLUDED.refresh_token, "
         "id_token = EXCLUDED.id_token, token_type = 'Bearer', scope = EXCLUDED.scope, "
         "expires_at = EXCLUDED.expires_at, refresh_expires_at = EXCLUDED.refresh_expires_at, "
         "issued_at = EXCLUDED.issued_at, refresh_expiry_source = EXCLUDED.refresh_expiry_source, "
+        "attributes = EXCLUDED.attributes, "
         "generation = t.generation + 1, status = 'active', "
         "failure_count = 0, "
         "next_attempt_at = NULL, last_error = NULL, updated_at = pg_catalog.now()");
@@ -120,7 +127,7 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
                 text_arg(provider->client_id), text_arg(claims_json), bytea_arg(access_ct),
                 bytea_arg(refresh_ct), bytea_arg(id_ct), text_arg(scope),
                 timestamptz_arg(expires_at), timestamptz_arg(refresh_expires_at),
-                timestamptz_arg(std::nullopt), text_arg(refresh_expiry_source)},
+                timestamptz_arg(std::nullopt), text_arg(refresh_expiry_source), text_arg(attributes)},
                false);
     if (refresh) {
         Time plan_by = expires_at - provider->refresh_threshold.value_or(refresh_threshold());

@@ -57,6 +57,7 @@ struct ProviderSpec {
     std::map<std::string, std::string> refresh_params;
     Arg refresh_token_idle_ttl{INTERVALOID, Datum(0), true};
     bool keep_alive = false;
+    std::vector<std::string> response_fields;
 };
 
 // Reads the options both registration functions share, from argument `first` on:
@@ -79,6 +80,16 @@ void read_provider_options(FunctionCallInfo fcinfo, int first, ProviderSpec& spe
     spec.assertion_kid = opt_text_arg(fcinfo, first + 7);
 }
 
+// A text[] Datum of `items`.
+Datum text_array(const std::vector<std::string_view>& items) {
+    std::vector<Datum> elems;
+    for (std::string_view x : items) elems.push_back(string_to_text_datum(x));
+    Datum* data = elems.data();
+    const int n = static_cast<int>(elems.size());
+    return PointerGetDatum(
+        pg_call([&] { return construct_array(data, n, TEXTOID, -1, false, TYPALIGN_INT); }));
+}
+
 // Validates a provider and inserts or replaces it (the secret sealed).
 void save_provider(ProviderSpec& spec) {
     check_provider_name(spec.name);
@@ -95,6 +106,7 @@ void save_provider(ProviderSpec& spec) {
                         "credentials itself.");
         }
     }
+    for (const std::string& field : spec.response_fields) check_response_field(field);
     if (spec.keep_alive && spec.refresh_token_idle_ttl.null) {
         throw Error(ErrorCode::invalid_parameter, "keep_alive needs refresh_token_idle_ttl",
                     "keep_alive refreshes a session before its refresh token has been unused "
@@ -126,9 +138,10 @@ void save_provider(ProviderSpec& spec) {
         "INSERT INTO upstream_token.provider AS p (name, token_endpoint, client_id, "
         "client_secret, auth_method, issuer, revocation_endpoint, scope, refresh_threshold, "
         "refresh_token_ttl, default_lifetime, request_timeout, max_concurrent, assertion_alg, "
-        "assertion_kid, preset, refresh_params, refresh_token_idle_ttl, keep_alive) "
+        "assertion_kid, preset, refresh_params, refresh_token_idle_ttl, keep_alive, "
+        "response_fields) "
         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, interval '1 hour'), $12, "
-        "$13, $14, $15, $16, $17::pg_catalog.jsonb, $18, $19) "
+        "$13, $14, $15, $16, $17::pg_catalog.jsonb, $18, $19, $20) "
         "ON CONFLICT (name) DO UPDATE SET token_endpoint = EXCLUDED.token_endpoint, "
         "client_id = EXCLUDED.client_id, client_secret = EXCLUDED.client_secret, "
         "auth_method = EXCLUDED.auth_method, issuer = EXCLUDED.issuer, "
@@ -140,7 +153,8 @@ void save_provider(ProviderSpec& spec) {
         "assertion_alg = EXCLUDED.assertion_alg, assertion_kid = EXCLUDED.assertion_kid, "
         "preset = EXCLUDED.preset, refresh_params = EXCLUDED.refresh_params, "
         "refresh_token_idle_ttl = EXCLUDED.refresh_token_idle_ttl, "
-        "keep_alive = EXCLUDED.keep_alive, updated_at = pg_catalog.now()");
+        "keep_alive = EXCLUDED.keep_alive, response_fields = EXCLUDED.response_fields, "
+        "updated_at = pg_catalog.now()");
     scan_on_commit();  // thresholds may have changed: the engine re-plans after commit
     upsert.run(
         {text_arg(spec.name), text_arg(spec.token_endpoint), text_arg(spec.client_id),
@@ -149,7 +163,9 @@ void save_provider(ProviderSpec& spec) {
          spec.refresh_token_ttl, spec.default_lifetime, spec.request_timeout,
          int4_arg(spec.max_concurrent), text_arg(spec.assertion_alg), text_arg(spec.assertion_kid),
          text_arg(spec.preset), text_arg(json_from_string_map(spec.refresh_params)),
-         spec.refresh_token_idle_ttl, bool_arg(spec.keep_alive)},
+         spec.refresh_token_idle_ttl, bool_arg(spec.keep_alive),
+         datum_arg(TEXTARRAYOID, text_array({spec.response_fields.begin(), spec.response_fields.end()}),
+                   false)},
         false);
 }
 
@@ -213,11 +229,13 @@ Datum register_provider(FunctionCallInfo fcinfo) {
         if (spec.refresh_token_idle_ttl.null && preset->refresh_token_idle_s)
             spec.refresh_token_idle_ttl = seconds_interval_arg(*preset->refresh_token_idle_s);
         spec.refresh_params = preset->refresh_params;
+        spec.response_fields = preset->response_fields;
         // A preset's keep_alive goes with its idle lifetime: an explicit one without it is off.
         spec.keep_alive = preset->keep_alive && !spec.refresh_token_idle_ttl.null;
     }
     if (refresh_params) spec.refresh_params = string_map_from_json(*refresh_params, "refresh_params");
     if (keep_alive) spec.keep_alive = *keep_alive;
+    if (auto fields = opt_text_array_arg(fcinfo, 20, "response_fields")) spec.response_fields = *fields;
     save_provider(spec);
     PG_RETURN_VOID();
 }
@@ -261,16 +279,6 @@ Datum register_provider_from_issuer(FunctionCallInfo fcinfo) {
     PG_RETURN_VOID();
 }
 
-// A text[] Datum of `items`.
-Datum text_array(const std::vector<std::string_view>& items) {
-    std::vector<Datum> elems;
-    for (std::string_view x : items) elems.push_back(string_to_text_datum(x));
-    Datum* data = elems.data();
-    const int n = static_cast<int>(elems.size());
-    return PointerGetDatum(
-        pg_call([&] { return construct_array(data, n, TEXTOID, -1, false, TYPALIGN_INT); }));
-}
-
 // One row per preset, for the provider_presets view.
 Datum preset_list(FunctionCallInfo fcinfo) {
     RowSink sink(fcinfo);
@@ -302,6 +310,7 @@ Datum preset_list(FunctionCallInfo fcinfo) {
             {BoolGetDatum(p.keep_alive), false},
             {text_array(p.quirks), false},
             {string_to_text_datum(p.documentation), false},
+            {text_array(p.response_fields), false},
         };
         std::vector<Datum> values;
         std::vector<bool> nulls;

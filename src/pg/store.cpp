@@ -39,7 +39,9 @@ std::optional<ProviderRow> find_provider(std::string_view name) {
         "CASE WHEN (pg_catalog.to_jsonb(p) OPERATOR(pg_catalog.->>) 'keep_alive')::pg_catalog.bool "
         "THEN (extract(epoch FROM (pg_catalog.to_jsonb(p) OPERATOR(pg_catalog.->>) "
         "'refresh_token_idle_ttl')::pg_catalog.interval) * 1000000::pg_catalog.numeric)"
-        "::pg_catalog.int8 END "
+        "::pg_catalog.int8 END, "
+        "coalesce(pg_catalog.to_jsonb(p) OPERATOR(pg_catalog.->) 'response_fields', "
+        "'[]')::pg_catalog.text "
         "FROM upstream_token.provider p WHERE name = $1");
     if (q.run({text_arg(name)}, true, 1) == 0) return std::nullopt;
     ResultRow r;
@@ -60,6 +62,7 @@ std::optional<ProviderRow> find_provider(std::string_view name) {
     p.assertion_kid = r.text(14).value_or("");
     p.refresh_params = string_map_from_json(r.text(15).value_or("{}"), "refresh_params");
     p.keep_alive_idle = micros_col(r, 16);
+    p.response_fields = string_list_from_json(r.text(17).value_or("[]"), "response_fields");
     return p;
 }
 

@@ -43,12 +43,17 @@ const PROFILES = {
         lifetime: 300, statedRefreshEnd: 1800, revoke: true,
     },
     linear: {},
-    notion: { quirks: { no_expires_in: true, extra_fields: { bot_id: 'b', workspace_id: 'w', owner: { type: 'user' } } }, lifetime: 3600 },
+    notion: {
+        quirks: { no_expires_in: true, extra_fields: { bot_id: 'b', workspace_id: 'w', owner: { type: 'user' } } },
+        lifetime: 3600, attributes: { bot_id: 'b', workspace_id: 'w' },
+    },
     okta: { params: { domain: 'acme.okta.example' }, reauth: true, revoke: true },
     okta_custom: { params: { domain: 'acme.okta.example', authorization_server_id: 'aus1x' }, reauth: true, revoke: true },
     salesforce: {
         quirks: { no_expires_in: true, extra_fields: { instance_url: 'https://acme.my.salesforce.example', issued_at: '1700000000000', signature: 's' } },
         lifetime: 900, revoke: true,
+        loginAttributes: { instance_url: 'https://login-time.my.salesforce.example' },
+        attributes: { instance_url: 'https://acme.my.salesforce.example' },
     },
     slack: { quirks: { access_ttl: 43200, extra_fields: { ok: true }, error_style: 'slack' }, lifetime: 43200, reauth: true },
     zoom: {},
@@ -119,8 +124,9 @@ test('every preset refreshes through its own endpoints, authentication and answe
             }
             const login = (await ctx.idp.client.admin('POST', '/admin/grants', { client_id: clientId, subject: unique('u') })).grants[0];
             const session = unique(`s-${preset.name}`);
-            await ctx.pool.query('SELECT upstream_token.store_upstream_token($1, $2, $3, $4, 0)',
-                [session, provider, login.access_token, login.refresh_token]);
+            await ctx.pool.query('SELECT upstream_token.store_upstream_token($1, $2, $3, $4, 0, attributes => $5::jsonb)',
+                [session, provider, login.access_token, login.refresh_token,
+                 profile.loginAttributes ? JSON.stringify(profile.loginAttributes) : null]);
             const fresh = (await ctx.pool.query(GET, [session, provider])).rows[0].t;
             assert.ok(fresh && fresh !== login.access_token, 'an expired token is refreshed through the preset');
             const calls = await callLog(ctx.idp, clientId, since);
@@ -131,6 +137,9 @@ test('every preset refreshes through its own endpoints, authentication and answe
                     `every refresh carried ${profile.extraParam}: ${JSON.stringify(calls.map((c) => c.extra_params))}`);
             }
             const status = await tokenStatus(ctx.pool, session, provider);
+            // The answer fields the preset keeps (Salesforce's instance_url replacing the one the
+            // login stored; Notion's workspace); the tokens and other fields are not kept.
+            assert.deepStrictEqual(status.attributes, profile.attributes || null, 'token_status.attributes');
             if (profile.lifetime) {
                 const left = (new Date(status.expires_at) - Date.now()) / 1000;
                 assert.ok(left > profile.lifetime - 120 && left <= profile.lifetime + 1,

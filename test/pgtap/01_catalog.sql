@@ -9,7 +9,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS upstream_token;
 
 BEGIN;
-SELECT plan(77);
+SELECT plan(78);
 
 -- Extension and schema.
 SELECT has_extension('upstream_token', 'extension upstream_token is installed');
@@ -25,14 +25,14 @@ SELECT has_table('upstream_token', t, 'table upstream_token.' || t || ' exists')
   FROM unnest(ARRAY['provider', 'token', 'revocation', 'token_tombstone']) AS t;
 -- The documented views and functions exist (the surface may grow; the regress suite lists it).
 SELECT has_view('upstream_token', v, 'view upstream_token.' || v || ' exists')
-  FROM unnest(ARRAY['token_status', 'engine_status']) AS v;
+  FROM unnest(ARRAY['token_status', 'engine_status', 'provider_presets']) AS v;
 SELECT has_function('upstream_token', f, 'function upstream_token.' || f || ' exists')
   FROM unnest(ARRAY['register_provider', 'drop_provider', 'store_upstream_token', 'get_upstream_token',
                     'delete_upstream_token', 'get_upstream_credentials', 'refresh_upstream_token',
                     'lock_token', 'try_lock_token', 'engine_stats']) AS f;
 SELECT has_function('upstream_token', 'get_upstream_token', ARRAY['text', 'text']);
 SELECT has_function('upstream_token', 'store_upstream_token',
-                    ARRAY['text', 'text', 'text', 'text', 'integer', 'text', 'text', 'text', 'integer']);
+                    ARRAY['text', 'text', 'text', 'text', 'integer', 'text', 'text', 'text', 'integer', 'jsonb']);
 SELECT has_function('upstream_token', 'delete_upstream_token', ARRAY['text', 'text']);
 SELECT has_function('upstream_token', 'drop_provider', ARRAY['text', 'boolean', 'boolean']);
 SELECT has_function('upstream_token', 'lock_token', ARRAY['text', 'text']);

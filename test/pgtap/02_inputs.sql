@@ -8,7 +8,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS upstream_token;
 
 BEGIN;
-SELECT plan(200);
+SELECT plan(210);
 
 -- A digest of every stored provider and token row, ciphertexts and timestamps included, so
 -- a refused call can be shown to have changed nothing.
@@ -179,6 +179,11 @@ SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', '
 SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', refresh_params => '["redirect_uri"]')$$, '22023', 'register: refresh_params not an object');
 SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', keep_alive => true)$$, '22023', 'register: keep_alive without an idle lifetime');
 SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', refresh_token_idle_ttl => '-1 day')$$, '22023', 'register: negative refresh_token_idle_ttl');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', response_fields => ARRAY['refresh_token'])$$, '22023', 'register: response_fields keeping a token');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', response_fields => ARRAY['a b'])$$, '22023', 'register: response_fields with an odd name');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', response_fields => ARRAY[NULL::text])$$, '22004', 'register: response_fields holding NULL');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.store_upstream_token('i-1', 'inp', 'a', 'r', 60, attributes => '["x"]')$$, '22023', 'store: attributes not an object');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.store_upstream_token('i-1', 'inp', 'a', 'r', 60, attributes => '{"n": {"nested": 1}}')$$, '22023', 'store: attributes with a non-string value');
 SELECT lives_ok($$SELECT upstream_token.register_provider('pre', preset => 'okta_custom', preset_params => '{"domain": "acme.okta.com"}', client_id => 'c', client_secret => 's', revocation_endpoint => 'https://acme.okta.com/other/revoke')$$,
                 'register: a preset with an explicit argument');
 SELECT is((SELECT concat_ws(' ', token_endpoint, revocation_endpoint, issuer, auth_method, preset, refresh_token_idle_ttl::text, keep_alive::text)

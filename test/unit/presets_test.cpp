@@ -8,6 +8,7 @@
 #include "core/error.hpp"
 #include "core/presets.hpp"
 #include "core/refresh_request.hpp"
+#include "core/token_response.hpp"
 
 namespace ut = upstream_token;
 using Params = std::map<std::string, std::string>;
@@ -81,6 +82,10 @@ TEST(Presets, TemplatesFillFromParametersAndDefaults) {
     r = ut::resolve_preset(ut::find_preset("salesforce"), {});
     EXPECT_EQ(r.token_endpoint, "https://login.salesforce.com/services/oauth2/token");
     EXPECT_EQ(r.default_lifetime_s, 900);
+    EXPECT_EQ(r.response_fields, (std::vector<std::string>{"instance_url", "id"}));
+    for (const ut::Preset& p : ut::all_presets()) {
+        for (std::string_view f : p.response_fields) EXPECT_FALSE(ut::is_token_field(f)) << f;
+    }
 
     // base_url replaces the origin (a gateway, GitHub Enterprise Server, a test double); a
     // trailing slash is dropped.

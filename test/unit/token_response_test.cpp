@@ -522,5 +522,26 @@ TEST(TokenResponse, TransportFailure) {
     EXPECT_FALSE(o.tokens);
 }
 
+
+// Fields next to the tokens (Salesforce's instance_url, Notion's workspace): strings and numbers
+// as text, bounded; the token fields themselves never.
+TEST(TokenResponse, OtherFieldsAreKeptAsTextBounded) {
+    const auto o = interpret(
+        200, R"({"access_token":"a","refresh_token":"r","instance_url":"https://x.my.example",)"
+             R"("issued_at":"1700000000000","n":5,"obj":{"a":1},"list":[1],"flag":true,"nul":null,)"
+             R"("expires_in":60})");
+    ASSERT_TRUE(o.tokens);
+    const std::map<std::string, std::string> want{
+        {"instance_url", "https://x.my.example"}, {"issued_at", "1700000000000"}, {"n", "5"}};
+    EXPECT_EQ(o.tokens->other_fields, want);
+    std::string many = R"({"access_token":"a","big":")" + std::string(3000, 'x') + R"(")";
+    for (int i = 0; i < 40; ++i) many += ",\"f" + std::to_string(i) + "\":\"v\"";
+    many += "}";
+    const auto m = interpret(200, many);
+    ASSERT_TRUE(m.tokens);
+    EXPECT_EQ(m.tokens->other_fields.count("big"), 0U) << "over the size bound";
+    EXPECT_EQ(m.tokens->other_fields.size(), kMaxOtherFields);
+}
+
 }  // namespace
 }  // namespace upstream_token
