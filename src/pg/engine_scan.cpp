@@ -119,14 +119,17 @@ ScanResult scan_due_tokens(Time window_end, std::size_t limit) {
 
 std::uint64_t expire_and_purge(std::optional<Time> since, Time now) {
     WorkerTxn txn;
-    // A stated end's warning window opens a tenth of the token's life (at most 7 days) before it.
+    // A stated end's warning window opens a tenth of the token's life (at most 7 days) before
+    // it, so only ends within 7 days are read (an index range).
     static Statement warn(
         "WITH w AS (SELECT session, provider, refresh_expires_at OPERATOR(pg_catalog.-) "
         "LEAST(interval '7 days', (refresh_expires_at OPERATOR(pg_catalog.-) "
         "created_at) OPERATOR(pg_catalog./) 10::pg_catalog.float8) AS opens "
         "FROM upstream_token.token WHERE status = 'active' "
         "AND refresh_expiry_source IN ('provider', 'application') "
-        "AND refresh_expires_at OPERATOR(pg_catalog.>) $2) "
+        "AND refresh_expires_at OPERATOR(pg_catalog.>) $2 "
+        "AND refresh_expires_at OPERATOR(pg_catalog.<=) $2 OPERATOR(pg_catalog.+) "
+        "interval '7 days') "
         "SELECT pg_catalog.pg_notify('upstream_token_events', pg_catalog.json_build_object("
         "'session', session, 'provider', provider, 'event', 'refresh_expiring')::pg_catalog.text) "
         "FROM w WHERE opens OPERATOR(pg_catalog.<=) $2 "
