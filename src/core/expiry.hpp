@@ -43,7 +43,7 @@ enum class RefreshExpirySource {
 
 struct RefreshExpiry {
     Time at;
-    RefreshExpirySource source;
+    RefreshExpirySource source = RefreshExpirySource::estimate;
 };
 
 // The name stored in token.refresh_expiry_source.

@@ -11,140 +11,6 @@ namespace upstream_token {
 
 namespace {
 
-constexpr std::int64_t kDay = 24 * 3600;
-
-// A preset's base_url parameter with its default origin.
-PresetParam base(std::string_view default_origin) {
-    return {"base_url", ParamKind::origin,
-            "the provider's origin (a self-hosted server, a regional cloud, a gateway)",
-            default_origin};
-}
-
-// The table itself; the values and their sources are listed in docs/providers.md.
-std::vector<Preset> make_presets() {
-    const AuthMethod basic = AuthMethod::client_secret_basic;
-    const AuthMethod post = AuthMethod::client_secret_post;
-    std::vector<Preset> v;
-    v.push_back({"atlassian", "Atlassian (OAuth 2.0 3LO)", {base("https://auth.atlassian.com")},
-                 "{base_url}/oauth/token", "", "", post, " ", {}, "always", 90 * kDay,
-                 365 * kDay, std::nullopt, true,
-                 {"invalid_grant_http_403", "offline_access_scope", "json_request_body_in_examples"},
-                 "https://developer.atlassian.com/cloud/oauth/getting-started/refresh-tokens/"});
-    v.push_back({"auth0", "Auth0", {{"domain", ParamKind::host, "the tenant's domain", ""},
-                                    base("https://{domain}")},
-                 "{base_url}/oauth/token", "{base_url}/oauth/revoke", "{base_url}/", post, " ", {},
-                 "configurable", std::nullopt, std::nullopt, std::nullopt, false,
-                 {"invalid_grant_http_403", "offline_access_scope", "reuse_revokes_family"},
-                 "https://auth0.com/docs/secure/tokens/refresh-tokens/"
-                 "configure-refresh-token-rotation"});
-    v.push_back({"discord", "Discord", {base("https://discord.com")}, "{base_url}/api/oauth2/token",
-                 "{base_url}/api/oauth2/token/revoke", "", basic, " ", {}, "not documented",
-                 std::nullopt, std::nullopt, std::nullopt, false,
-                 {"form_only_request_body", "revoke_ends_authorization"},
-                 "https://discord.com/developers/docs/topics/oauth2"});
-    v.push_back({"dropbox", "Dropbox", {base("https://api.dropboxapi.com")},
-                 "{base_url}/oauth2/token", "", "", post, " ", {}, "not documented", std::nullopt,
-                 std::nullopt, std::nullopt, false, {"token_access_type_offline"},
-                 "https://developers.dropbox.com/oauth-guide"});
-    v.push_back({"entra", "Microsoft Entra ID (v2 endpoints)",
-                 {{"tenant", ParamKind::segment,
-                   "directory (tenant) id or domain, or common / organizations / consumers", ""},
-                  base("https://login.microsoftonline.com")},
-                 "{base_url}/{tenant}/oauth2/v2.0/token", "", "{base_url}/{tenant}/v2.0", post, " ",
-                 {}, "always", 90 * kDay, std::nullopt, std::nullopt, true,
-                 {"offline_access_scope", "interaction_required_at_token_endpoint",
-                  "error_codes_array"},
-                 "https://learn.microsoft.com/en-us/entra/identity-platform/refresh-tokens"});
-    v.push_back({"github", "GitHub (OAuth app)", {base("https://github.com")},
-                 "{base_url}/login/oauth/access_token", "", "", post, " ", {},
-                 "no refresh token", std::nullopt, std::nullopt, std::nullopt, false,
-                 {"form_encoded_unless_accept_json", "scope_comma_in_response",
-                  "error_in_200_body"},
-                 "https://docs.github.com/en/apps/oauth-apps/building-oauth-apps/"
-                 "authorizing-oauth-apps"});
-    v.push_back({"github_app", "GitHub App (user access tokens)", {base("https://github.com")},
-                 "{base_url}/login/oauth/access_token", "", "", post, " ", {}, "always",
-                 std::nullopt, 15811200, std::nullopt, false,
-                 {"refresh_token_expires_in", "expires_in_string_possible", "bad_refresh_token",
-                  "error_in_200_body"},
-                 "https://docs.github.com/en/apps/creating-github-apps/"
-                 "authenticating-with-a-github-app/refreshing-user-access-tokens"});
-    v.push_back({"gitlab", "GitLab (gitlab.com or self-managed)",
-                 {base("https://gitlab.com"),
-                  {"redirect_uri", ParamKind::value,
-                   "the redirect URI of the login, sent again on refresh as GitLab's examples do",
-                   ""}},
-                 "{base_url}/oauth/token", "{base_url}/oauth/revoke", "{base_url}", post, " ",
-                 {"redirect_uri"}, "always", std::nullopt, std::nullopt, std::nullopt, false,
-                 {"created_at", "redirect_uri_on_refresh"}, "https://docs.gitlab.com/api/oauth2/"});
-    v.push_back({"google", "Google", {base("https://oauth2.googleapis.com")}, "{base_url}/token",
-                 "{base_url}/revoke", "https://accounts.google.com", post, " ", {}, "never",
-                 183 * kDay, std::nullopt, std::nullopt, true,
-                 {"offline_access_type_and_consent_prompt", "refresh_token_only_on_first_consent"},
-                 "https://developers.google.com/identity/protocols/oauth2#expiration"});
-    v.push_back({"hubspot", "HubSpot (v1 OAuth API)", {base("https://api.hubapi.com")},
-                 "{base_url}/oauth/v1/token", "", "", post, " ", {}, "not documented",
-                 std::nullopt, std::nullopt, std::nullopt, false,
-                 {"non_oauth_error_shape", "v1_deprecated_2027"},
-                 "https://developers.hubspot.com/docs/api-reference/legacy/authentication/"
-                 "oauth-tokens/v1/guide"});
-    v.push_back({"keycloak", "Keycloak",
-                 {base(""), {"realm", ParamKind::segment, "the realm's name", ""}},
-                 "{base_url}/realms/{realm}/protocol/openid-connect/token",
-                 "{base_url}/realms/{realm}/protocol/openid-connect/revoke",
-                 "{base_url}/realms/{realm}", basic, " ", {}, "configurable", 1800, 36000,
-                 std::nullopt, true, {"refresh_expires_in", "refresh_expires_in_zero_offline"},
-                 "https://www.keycloak.org/securing-apps/oidc-layers"});
-    v.push_back({"linear", "Linear", {base("https://api.linear.app")}, "{base_url}/oauth/token",
-                 "", "", post, ",", {}, "not documented", std::nullopt, std::nullopt,
-                 std::nullopt, false, {"scope_comma"},
-                 "https://linear.app/developers/oauth-2-0-authentication"});
-    v.push_back({"notion", "Notion", {base("https://api.notion.com")}, "{base_url}/v1/oauth/token",
-                 "", "", basic, " ", {}, "always", std::nullopt, std::nullopt, std::nullopt, false,
-                 {"expires_in_absent", "json_request_body_in_examples", "extra_workspace_fields"},
-                 "https://developers.notion.com/reference/refresh-a-token",
-                 {"workspace_id", "workspace_name", "bot_id"}});
-    v.push_back({"okta", "Okta (org authorization server)",
-                 {{"domain", ParamKind::host, "the Okta org's domain", ""},
-                  base("https://{domain}")},
-                 "{base_url}/oauth2/v1/token", "{base_url}/oauth2/v1/revoke", "{base_url}", basic,
-                 " ", {}, "configurable", 7 * kDay, std::nullopt, std::nullopt, true,
-                 {"offline_access_scope", "reuse_detection", "rotated_refresh_token_keeps_expiry"},
-                 "https://developer.okta.com/docs/guides/refresh-tokens/main/"});
-    v.push_back({"okta_custom", "Okta (custom authorization server)",
-                 {{"domain", ParamKind::host, "the Okta org's domain", ""},
-                  {"authorization_server_id", ParamKind::segment,
-                   "the authorization server's id (default for the default one)", "default"},
-                  base("https://{domain}")},
-                 "{base_url}/oauth2/{authorization_server_id}/v1/token",
-                 "{base_url}/oauth2/{authorization_server_id}/v1/revoke",
-                 "{base_url}/oauth2/{authorization_server_id}", basic, " ", {}, "configurable",
-                 7 * kDay, std::nullopt, std::nullopt, true,
-                 {"offline_access_scope", "reuse_detection", "rotated_refresh_token_keeps_expiry"},
-                 "https://developer.okta.com/docs/concepts/auth-servers/"});
-    v.push_back({"salesforce", "Salesforce",
-                 {{"host", ParamKind::host,
-                   "login.salesforce.com, test.salesforce.com or a My Domain host",
-                   "login.salesforce.com"},
-                  base("https://{host}")},
-                 "{base_url}/services/oauth2/token", "{base_url}/services/oauth2/revoke", "", post,
-                 " ", {}, "configurable", std::nullopt, std::nullopt, 900, false,
-                 {"expires_in_absent", "issued_at_ms_string", "instance_url"},
-                 "https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_refresh_token_"
-                 "flow.htm",
-                 {"instance_url", "id"}});
-    v.push_back({"slack", "Slack (v2 OAuth, token rotation on)", {base("https://slack.com")},
-                 "{base_url}/api/oauth.v2.access", "", "", basic, ",", {}, "always", std::nullopt,
-                 std::nullopt, std::nullopt, false,
-                 {"ok_false_error_in_200_body", "scope_comma", "nested_authed_user_at_login"},
-                 "https://docs.slack.dev/authentication/using-token-rotation"});
-    v.push_back({"zoom", "Zoom", {base("https://zoom.us")}, "{base_url}/oauth/token", "", "",
-                 basic, " ", {}, "always", std::nullopt, std::nullopt, std::nullopt, false,
-                 {"reuse_answer_not_documented"},
-                 "https://developers.zoom.us/docs/integrations/oauth/"});
-    return v;
-}
-
 bool in(char c, std::string_view set) {
     return set.find(c) != std::string_view::npos;
 }
@@ -158,7 +24,7 @@ void check_value(const PresetParam& p, const std::string& value) {
         if (!ok) break;
         switch (p.kind) {
             case ParamKind::origin:
-                ok = static_cast<unsigned char>(c) > 0x20 && c != 0x7f && !in(c, "?#\\\"<>{}");
+                ok = static_cast<unsigned char>(c) > 0x20 && c != 0x7f && !in(c, R"(?#\"<>{})");
                 break;
             case ParamKind::host:
                 ok = in(c, kAlnum) || in(c, ".-:[]");
@@ -201,10 +67,10 @@ std::string fill(std::string_view text, const std::map<std::string, std::string>
         const std::string name(text.substr(open + 1, close - open - 1));
         const auto it = values.find(name);
         if (it == values.end()) {
-            throw Error(ErrorCode::invalid_parameter,
-                        "preset \"" + std::string(preset.name) + "\" needs parameter \"" + name +
-                            "\"",
-                        {}, "Pass it in preset_params, e.g. '{\"" + name + "\": \"...\"}'.");
+            throw Error(
+                ErrorCode::invalid_parameter,
+                "preset \"" + std::string(preset.name) + "\" needs parameter \"" + name + "\"", {},
+                R"(Pass it in preset_params, e.g. '{")" + name + R"(": "..."}'.)");
         }
         out.append(it->second);
         i = close + 1;
@@ -215,7 +81,7 @@ std::string fill(std::string_view text, const std::map<std::string, std::string>
 }  // namespace
 
 const std::vector<Preset>& all_presets() {
-    static const std::vector<Preset> presets = make_presets();
+    static const std::vector<Preset> presets = preset_table();
     return presets;
 }
 
@@ -233,7 +99,8 @@ const Preset& find_preset(std::string_view name) {
 ResolvedPreset resolve_preset(const Preset& preset,
                               const std::map<std::string, std::string>& given) {
     std::map<std::string, std::string> values;
-    for (const auto& [name, value] : given) {
+    for (const auto& [given_name, value] : given) {
+        const std::string& name = given_name;  // a lambda cannot capture a structured binding
         const auto p = std::find_if(preset.params.begin(), preset.params.end(),
                                     [&](const PresetParam& x) { return x.name == name; });
         if (p == preset.params.end()) {
@@ -242,10 +109,10 @@ ResolvedPreset resolve_preset(const Preset& preset,
                 accepted += accepted.empty() ? "" : ", ";
                 accepted += x.name;
             }
-            throw Error(ErrorCode::invalid_parameter,
-                        "preset \"" + std::string(preset.name) + "\" has no parameter \"" + name +
-                            "\"",
-                        "Its parameters: " + accepted + ".");
+            throw Error(
+                ErrorCode::invalid_parameter,
+                "preset \"" + std::string(preset.name) + "\" has no parameter \"" + name + "\"",
+                "Its parameters: " + accepted + ".");
         }
         check_value(*p, value);
         values[name] = p->kind == ParamKind::origin && value.back() == '/'
@@ -327,7 +194,7 @@ std::string json_from_string_map(const std::map<std::string, std::string>& map) 
 
 bool reserved_refresh_param(std::string_view name) {
     static constexpr std::string_view kReserved[] = {
-        "grant_type", "refresh_token", "scope", "client_id", "client_secret",
+        "grant_type",       "refresh_token",        "scope", "client_id", "client_secret",
         "client_assertion", "client_assertion_type"};
     return std::find(std::begin(kReserved), std::end(kReserved), name) != std::end(kReserved);
 }

@@ -35,25 +35,28 @@ struct PresetParam {
 struct Preset {
     std::string_view name;
     std::string_view title;
-    std::vector<PresetParam> params;             // base_url first
-    std::string_view token_endpoint;             // template
-    std::string_view revocation_endpoint;        // template; empty: no RFC 7009 endpoint
-    std::string_view issuer;                     // template; empty: no OpenID issuer
+    std::vector<PresetParam> params;       // base_url first
+    std::string_view token_endpoint;       // template
+    std::string_view revocation_endpoint;  // template; empty: no RFC 7009 endpoint
+    std::string_view issuer;               // template; empty: no OpenID issuer
     AuthMethod auth_method = AuthMethod::client_secret_post;
-    std::string_view scope_separator = " ";      // how the provider joins scopes
+    std::string_view scope_separator = " ";        // how the provider joins scopes
     std::vector<std::string_view> refresh_params;  // parameters also sent on every refresh
-    std::string_view rotation;                   // always, never, configurable, not documented...
+    std::string_view rotation;                     // always, never, configurable, not documented...
     std::optional<std::int64_t> refresh_token_idle_s;  // dies unused for this long
     std::optional<std::int64_t> refresh_token_ttl_s;   // dies this long after sign-in
-    std::optional<std::int64_t> default_lifetime_s;    // access token life when expires_in is absent
+    std::optional<std::int64_t> default_lifetime_s;  // access token life when expires_in is absent
     bool keep_alive = false;  // refresh unused sessions before their refresh token idles out
     std::vector<std::string_view> quirks;
-    std::string_view documentation;  // the provider's page the values were read from
+    std::string_view documentation;                 // the provider's page the values were read from
     std::vector<std::string_view> response_fields;  // answer fields kept with the token
 };
 
 // Every preset, in name order.
 const std::vector<Preset>& all_presets();
+
+// Builds the table all_presets() keeps (presets_table.cpp).
+std::vector<Preset> preset_table();
 
 // The preset named `name`; Error(invalid_parameter) listing the names otherwise.
 const Preset& find_preset(std::string_view name);
@@ -73,7 +76,8 @@ struct ResolvedPreset {
 // Fills a preset's templates from `given` (parameter name -> value). Error(invalid_parameter)
 // for an unknown parameter, a missing one, or a value that could change a URL's shape (a
 // slash in a tenant, a query in base_url...).
-ResolvedPreset resolve_preset(const Preset& preset, const std::map<std::string, std::string>& given);
+ResolvedPreset resolve_preset(const Preset& preset,
+                              const std::map<std::string, std::string>& given);
 
 // A JSON object of string values (preset_params, refresh_params) as a map;
 // Error(invalid_parameter) naming `what` for anything else.

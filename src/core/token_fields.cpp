@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -193,16 +194,15 @@ void read_other_fields(const json& obj, bool repaired, std::map<std::string, std
 
 }  // namespace
 
-// Reads what a successful answer carries; only a missing or unusable access_token fails it.
 bool is_token_field(std::string_view name) {
     static constexpr std::string_view kFields[] = {
-        "access_token", "refresh_token",      "id_token",  "token_type", "scope",
-        "expires_in",   "refresh_expires_in", "refresh_token_expires_in"};
-    for (std::string_view f : kFields) {
-        if (f == name) return true;
-    }
-    return false;
+        "access_token", "refresh_token", "id_token",           "token_type",
+        "scope",        "expires_in",    "refresh_expires_in", "refresh_token_expires_in"};
+    return std::any_of(std::begin(kFields), std::end(kFields),
+                       [name](std::string_view f) { return f == name; });
 }
+
+// Reads what a successful answer carries; only a missing or unusable access_token fails it.
 
 TokenFields read_token_fields(const json& obj, bool repaired) {
     TokenFields r;

@@ -14,11 +14,11 @@ namespace {
 constexpr Micros kTombstoneLifetime{24LL * 3600 * 1000000};  // see expire_and_purge
 
 // The columns both scans read, in DueToken's order (keep-alive anchor and idle lifetime last).
-#define UT_DUE_COLUMNS                                                                     \
-    "t.session, t.provider, t.generation, t.expires_at, t.next_attempt_at, "               \
+#define UT_DUE_COLUMNS                                                                           \
+    "t.session, t.provider, t.generation, t.expires_at, t.next_attempt_at, "                     \
     "(extract(epoch FROM p.refresh_threshold) * 1000000::pg_catalog.numeric)::pg_catalog.int8, " \
-    "t.issued_at, CASE WHEN p.keep_alive THEN coalesce(t.issued_at, t.created_at) END, " \
-    "CASE WHEN p.keep_alive THEN (extract(epoch FROM p.refresh_token_idle_ttl) * "          \
+    "t.issued_at, CASE WHEN p.keep_alive THEN coalesce(t.issued_at, t.created_at) END, "         \
+    "CASE WHEN p.keep_alive THEN (extract(epoch FROM p.refresh_token_idle_ttl) * "               \
     "1000000::pg_catalog.numeric)::pg_catalog.int8 END "
 
 // Row `i` of a due-token scan.

@@ -193,10 +193,9 @@ BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec) {
 
     std::optional<std::string_view> scope;
     if (provider->scope) scope = *provider->scope;
-    spec = provider_request(
-        *provider, provider->token_endpoint,
-        build_refresh_request(client, provider->token_endpoint, refresh_plain, scope, now_time(),
-                              provider->refresh_params));
+    spec = provider_request(*provider, provider->token_endpoint,
+                            build_refresh_request(client, provider->token_endpoint, refresh_plain,
+                                                  scope, now_time(), provider->refresh_params));
     job.sent_secrets = {refresh_plain};
     if (client.secret) job.sent_secrets.push_back(*client.secret);
     return BeginStep::send;

@@ -123,12 +123,13 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
         "generation = t.generation + 1, status = 'active', "
         "failure_count = 0, "
         "next_attempt_at = NULL, last_error = NULL, updated_at = pg_catalog.now()");
-    upsert.run({text_arg(session), text_arg(provider_name), text_arg(subject),
-                text_arg(provider->client_id), text_arg(claims_json), bytea_arg(access_ct),
-                bytea_arg(refresh_ct), bytea_arg(id_ct), text_arg(scope),
-                timestamptz_arg(expires_at), timestamptz_arg(refresh_expires_at),
-                timestamptz_arg(std::nullopt), text_arg(refresh_expiry_source), text_arg(attributes)},
-               false);
+    upsert.run(
+        {text_arg(session), text_arg(provider_name), text_arg(subject),
+         text_arg(provider->client_id), text_arg(claims_json), bytea_arg(access_ct),
+         bytea_arg(refresh_ct), bytea_arg(id_ct), text_arg(scope), timestamptz_arg(expires_at),
+         timestamptz_arg(refresh_expires_at), timestamptz_arg(std::nullopt),
+         text_arg(refresh_expiry_source), text_arg(attributes)},
+        false);
     if (refresh) {
         Time plan_by = expires_at - provider->refresh_threshold.value_or(refresh_threshold());
         if (provider->keep_alive_idle) {  // the earliest a keep-alive refresh is planned

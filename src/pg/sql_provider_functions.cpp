@@ -157,15 +157,27 @@ void save_provider(ProviderSpec& spec) {
         "updated_at = pg_catalog.now()");
     scan_on_commit();  // thresholds may have changed: the engine re-plans after commit
     upsert.run(
-        {text_arg(spec.name), text_arg(spec.token_endpoint), text_arg(spec.client_id),
-         bytea_arg(sealed), text_arg(auth_method_name(spec.method)), text_arg(spec.issuer),
-         text_arg(spec.revocation_endpoint), text_arg(spec.scope), spec.refresh_threshold,
-         spec.refresh_token_ttl, spec.default_lifetime, spec.request_timeout,
-         int4_arg(spec.max_concurrent), text_arg(spec.assertion_alg), text_arg(spec.assertion_kid),
-         text_arg(spec.preset), text_arg(json_from_string_map(spec.refresh_params)),
-         spec.refresh_token_idle_ttl, bool_arg(spec.keep_alive),
-         datum_arg(TEXTARRAYOID, text_array({spec.response_fields.begin(), spec.response_fields.end()}),
-                   false)},
+        {text_arg(spec.name),
+         text_arg(spec.token_endpoint),
+         text_arg(spec.client_id),
+         bytea_arg(sealed),
+         text_arg(auth_method_name(spec.method)),
+         text_arg(spec.issuer),
+         text_arg(spec.revocation_endpoint),
+         text_arg(spec.scope),
+         spec.refresh_threshold,
+         spec.refresh_token_ttl,
+         spec.default_lifetime,
+         spec.request_timeout,
+         int4_arg(spec.max_concurrent),
+         text_arg(spec.assertion_alg),
+         text_arg(spec.assertion_kid),
+         text_arg(spec.preset),
+         text_arg(json_from_string_map(spec.refresh_params)),
+         spec.refresh_token_idle_ttl,
+         bool_arg(spec.keep_alive),
+         datum_arg(TEXTARRAYOID,
+                   text_array({spec.response_fields.begin(), spec.response_fields.end()}), false)},
         false);
 }
 
@@ -210,8 +222,9 @@ Datum register_provider(FunctionCallInfo fcinfo) {
     spec.client_id = nonempty_text_arg(fcinfo, 2, "client_id");
     spec.secret = opt_text_arg(fcinfo, 3);
     const auto method = opt_text_arg(fcinfo, 4);
-    spec.method = method ? parse_auth_method(*method)
-                         : preset ? preset->auth_method : AuthMethod::client_secret_basic;
+    spec.method = method   ? parse_auth_method(*method)
+                  : preset ? preset->auth_method
+                           : AuthMethod::client_secret_basic;
     spec.issuer = opt_text_arg(fcinfo, 5);
     spec.revocation_endpoint = opt_text_arg(fcinfo, 6);
     read_provider_options(fcinfo, 7, spec);
@@ -233,9 +246,11 @@ Datum register_provider(FunctionCallInfo fcinfo) {
         // A preset's keep_alive goes with its idle lifetime: an explicit one without it is off.
         spec.keep_alive = preset->keep_alive && !spec.refresh_token_idle_ttl.null;
     }
-    if (refresh_params) spec.refresh_params = string_map_from_json(*refresh_params, "refresh_params");
+    if (refresh_params)
+        spec.refresh_params = string_map_from_json(*refresh_params, "refresh_params");
     if (keep_alive) spec.keep_alive = *keep_alive;
-    if (auto fields = opt_text_array_arg(fcinfo, 20, "response_fields")) spec.response_fields = *fields;
+    if (auto fields = opt_text_array_arg(fcinfo, 20, "response_fields"))
+        spec.response_fields = *fields;
     save_provider(spec);
     PG_RETURN_VOID();
 }

@@ -32,7 +32,7 @@ struct ProviderRow {
     Micros default_lifetime{};
     std::optional<Micros> request_timeout;
     std::map<std::string, std::string> refresh_params;  // sent on every refresh
-    std::optional<Micros> keep_alive_idle;  // refresh_token_idle_ttl when keep_alive is on
+    std::optional<Micros> keep_alive_idle;     // refresh_token_idle_ttl when keep_alive is on
     std::vector<std::string> response_fields;  // answer fields kept with each token
 };
 

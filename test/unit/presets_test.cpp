@@ -40,9 +40,9 @@ TEST(Presets, TheIssueListIsCoveredAndNamesAreUniqueAndSorted) {
         for (const ut::PresetParam& x : p.params) has_base |= x.name == "base_url";
         EXPECT_TRUE(has_base) << p.name << " takes base_url";
     }
-    for (const char* n : {"github", "github_app", "google", "entra", "okta", "okta_custom",
-                          "auth0", "keycloak", "gitlab", "slack", "salesforce", "atlassian",
-                          "dropbox", "zoom", "hubspot", "notion", "linear", "discord"}) {
+    for (const char* n : {"github", "github_app", "google", "entra", "okta", "okta_custom", "auth0",
+                          "keycloak", "gitlab", "slack", "salesforce", "atlassian", "dropbox",
+                          "zoom", "hubspot", "notion", "linear", "discord"}) {
         EXPECT_EQ(names.count(n), 1U) << n;
     }
 }
@@ -97,7 +97,8 @@ TEST(Presets, TemplatesFillFromParametersAndDefaults) {
 
     r = ut::resolve_preset(ut::find_preset("keycloak"),
                            {{"base_url", "https://sso.example/auth"}, {"realm", "staff"}});
-    EXPECT_EQ(r.token_endpoint, "https://sso.example/auth/realms/staff/protocol/openid-connect/token");
+    EXPECT_EQ(r.token_endpoint,
+              "https://sso.example/auth/realms/staff/protocol/openid-connect/token");
     EXPECT_EQ(r.refresh_token_idle_s, 1800);
     EXPECT_EQ(r.refresh_token_ttl_s, 36000);
 }
@@ -130,7 +131,8 @@ TEST(Presets, BadNamesParametersAndValuesAreInvalidParameter) {
     }
     const ut::Preset& kc = ut::find_preset("keycloak");
     EXPECT_EQ(code_of([&] { ut::resolve_preset(kc, {{"realm", "r"}}); }), bad) << "base_url needed";
-    for (const char* origin : {"ftp://x", "https://x?q=1", "https://x#f", "x.example", "https://a b"}) {
+    for (const char* origin :
+         {"ftp://x", "https://x?q=1", "https://x#f", "x.example", "https://a b"}) {
         EXPECT_EQ(code_of([&] {
                       ut::resolve_preset(kc, {{"realm", "r"}, {"base_url", origin}});
                   }),

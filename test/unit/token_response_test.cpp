@@ -392,7 +392,8 @@ TEST(TokenResponse, ReauthCodesOfRealProviders) {
 // HubSpot answers without "error": {"status": CODE, "message": TEXT}.
 TEST(TokenResponse, HubSpotErrorShape) {
     const auto o = interpret(
-        400, R"({"status":"BAD_REFRESH_TOKEN","message":"missing or unknown refresh token","correlationId":"c"})");
+        400,
+        R"({"status":"BAD_REFRESH_TOKEN","message":"missing or unknown refresh token","correlationId":"c"})");
     EXPECT_EQ(o.failure, FailureClass::reauth_required);
     EXPECT_EQ(o.error, "BAD_REFRESH_TOKEN");
     EXPECT_NE(o.message.find("missing or unknown refresh token"), std::string::npos) << o.message;
@@ -521,7 +522,6 @@ TEST(TokenResponse, TransportFailure) {
     EXPECT_EQ(o.message.find('\n'), std::string::npos);
     EXPECT_FALSE(o.tokens);
 }
-
 
 // Fields next to the tokens (Salesforce's instance_url, Notion's workspace): strings and numbers
 // as text, bounded; the token fields themselves never.
