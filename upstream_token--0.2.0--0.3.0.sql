@@ -17,7 +17,8 @@ ALTER TABLE upstream_token.provider
     ADD CHECK (NOT keep_alive OR refresh_token_idle_ttl IS NOT NULL);
 
 ALTER TABLE upstream_token.token
-    ADD COLUMN attributes jsonb CHECK (pg_catalog.jsonb_typeof(attributes) = 'object');
+    ADD COLUMN attributes jsonb CHECK (pg_catalog.jsonb_typeof(attributes) = 'object'),
+    ADD COLUMN refresh_expires_stated_at timestamptz;
 
 -- register_provider takes a preset (every argument after the name may be left out), and
 -- store_upstream_token the login's attributes: new signatures.

@@ -78,6 +78,9 @@ CREATE TABLE upstream_token.token (
         CHECK (refresh_expiry_source IN ('provider', 'application', 'estimate')),
     -- The provider's response_fields from its latest answer, or the app's at login (no secret).
     attributes          jsonb CHECK (pg_catalog.jsonb_typeof(attributes) = 'object'),
+    -- When refresh_expires_at was last stated (an answer carrying it, or a store): the
+    -- refresh_expiring event's window is a tenth of the lifetime stated then.
+    refresh_expires_stated_at timestamptz,
     PRIMARY KEY (session, provider),
     CHECK (session <> '' AND pg_catalog.octet_length(session) <= 512)
 );

@@ -34,7 +34,7 @@ Time keep_alive_due(Time anchor, Micros idle_lifetime, double unit) {
     const double share = kKeepAliveShare * (1.0 - kSpreadShare * unit);
     const auto after =
         Micros{static_cast<std::int64_t>(static_cast<double>(idle_lifetime.count()) * share)};
-    return anchor + std::max(after, kMinRefreshSpacing);
+    return anchor + std::max(after, kKeepAliveMinSpacing);
 }
 
 bool caller_must_wait(Freshness f, Time now, Time expires_at, Micros threshold) {

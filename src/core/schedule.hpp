@@ -42,9 +42,14 @@ Time proactive_due(std::optional<Time> issued_at, Time expires_at, Micros thresh
 // is refreshed at the latest (spread down to kKeepAliveShare - kSpreadShare * that share).
 inline constexpr double kKeepAliveShare = 0.5;
 
+// Minimum time from a refresh token's recorded last use to its keep-alive refresh: the
+// recorded instant is a second early (kProviderClockAllowance), and a refresh must not follow
+// the previous one at once.
+inline constexpr Micros kKeepAliveMinSpacing{2000000};
+
 // The instant the engine refreshes an unused session so its refresh token does not idle out:
 // between 20% and 50% of `idle_lifetime` after the refresh token was last used (`anchor`),
-// spread by `unit`, never sooner than kMinRefreshSpacing after it.
+// spread by `unit`, never sooner than kKeepAliveMinSpacing after it.
 Time keep_alive_due(Time anchor, Micros idle_lifetime, double unit);
 
 // Whether a caller must wait for a refresh instead of serving the token it has (`threshold`

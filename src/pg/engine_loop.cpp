@@ -222,6 +222,7 @@ void Engine::run() {
                 ProcessConfigFile(PGC_SIGHUP);
                 reloaded = true;  // thresholds and limits may have changed: scan again
             }
+            reloaded |= take_applied_reload();  // or a key check applied one during the pass
         });
         if (ShutdownRequestPending && !stopping_) begin_stop();
         MemoryContext old = MemoryContextSwitchTo(pass_cxt);

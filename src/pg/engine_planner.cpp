@@ -66,10 +66,7 @@ void Planner::plan_after(const RefreshJob& job) {
         const double unit = spread_unit(job.provider, job.session, generation);
         due = proactive_due(job.new_issued_at, job.new_expires_at, job.threshold, unit);
         if (job.keep_alive_idle) {
-            // issued_at is dated early (the provider's clock allowance): a short idle lifetime
-            // must not make refreshes follow each other at once.
-            const Time kept = keep_alive_due(job.new_issued_at, *job.keep_alive_idle, unit);
-            due = std::min(due, std::max(kept, now_time() + kMinRefreshSpacing));
+            due = std::min(due, keep_alive_due(job.new_issued_at, *job.keep_alive_idle, unit));
         }
     } else if (job.retry_planned) {
         generation = job.seen_generation;

@@ -70,22 +70,29 @@ ScanResult scan_due_tokens(Time window_end, std::size_t limit) {
         out.tokens.push_back(std::move(t));
     }
     // Sessions of keep_alive providers whose refresh token would idle out first (a fifth of
-    // the idle lifetime is the earliest a keep-alive refresh is planned). Not indexed: only
-    // keep_alive providers' rows are read.
-    static Statement idle(
-        "SELECT " UT_DUE_COLUMNS
-        "FROM upstream_token.token t JOIN upstream_token.provider p ON p.name = t.provider "
-        "WHERE p.keep_alive AND t.status = 'active' AND t.refresh_token IS NOT NULL "
-        "AND coalesce(t.issued_at, t.created_at) OPERATOR(pg_catalog.+) "
-        "(p.refresh_token_idle_ttl OPERATOR(pg_catalog./) 5::pg_catalog.float8) "
-        "OPERATOR(pg_catalog.<=) $1 LIMIT $2");
-    const auto m =
-        idle.run({timestamptz_arg(window_end), int8_arg(static_cast<std::int64_t>(limit))}, true);
-    out.truncated = out.truncated || m >= limit;
-    for (std::uint64_t i = 0; i < m; ++i) {
-        DueToken t = due_token_row(i);
-        if (seen.count(t.key) > 0 || !t.keep_alive_anchor || !t.keep_alive_idle) continue;
-        out.tokens.push_back(std::move(t));
+    // the idle lifetime is the earliest a keep-alive refresh is planned), most urgent first.
+    // There is no index for it: the whole table is read, and only while a provider has
+    // keep_alive on.
+    static Statement any_kept("SELECT pg_catalog.bool_or(keep_alive) FROM upstream_token.provider");
+    any_kept.run({}, true, 1);
+    const bool keep_alive = ResultRow().boolean(1).value_or(false);
+    if (keep_alive) {
+        static Statement idle(
+            "SELECT " UT_DUE_COLUMNS
+            "FROM upstream_token.token t JOIN upstream_token.provider p ON p.name = t.provider "
+            "WHERE p.keep_alive AND t.status = 'active' AND t.refresh_token IS NOT NULL "
+            "AND coalesce(t.issued_at, t.created_at) OPERATOR(pg_catalog.+) "
+            "(p.refresh_token_idle_ttl OPERATOR(pg_catalog./) 5::pg_catalog.float8) "
+            "OPERATOR(pg_catalog.<=) $1 ORDER BY coalesce(t.issued_at, t.created_at) "
+            "OPERATOR(pg_catalog.+) p.refresh_token_idle_ttl LIMIT $2");
+        const auto m = idle.run(
+            {timestamptz_arg(window_end), int8_arg(static_cast<std::int64_t>(limit))}, true);
+        out.truncated = out.truncated || m >= limit;
+        for (std::uint64_t i = 0; i < m; ++i) {
+            DueToken t = due_token_row(i);
+            if (seen.count(t.key) > 0 || !t.keep_alive_anchor || !t.keep_alive_idle) continue;
+            out.tokens.push_back(std::move(t));
+        }
     }
     static Statement limits(
         "SELECT name, coalesce(max_concurrent, 0) FROM upstream_token.provider");
@@ -99,6 +106,8 @@ ScanResult scan_due_tokens(Time window_end, std::size_t limit) {
             "WHERE status = 'active' AND expires_at > $1 AND refresh_token IS NOT NULL");
         next.run({timestamptz_arg(bound)}, true, 1);
         if (auto first = ResultRow().timestamptz(1)) out.next_window = *first - max_threshold;
+    }
+    if (!out.truncated && keep_alive) {
         static Statement next_idle(
             "SELECT pg_catalog.min(coalesce(t.issued_at, t.created_at) "
             "OPERATOR(pg_catalog.+) (p.refresh_token_idle_ttl OPERATOR(pg_catalog./) "
@@ -119,12 +128,14 @@ ScanResult scan_due_tokens(Time window_end, std::size_t limit) {
 
 std::uint64_t expire_and_purge(std::optional<Time> since, Time now) {
     WorkerTxn txn;
-    // A stated end's warning window opens a tenth of the token's life (at most 7 days) before
-    // it, so only ends within 7 days are read (an index range).
+    // A stated end's warning window opens a tenth of the lifetime it was stated with (at most
+    // 7 days) before it, so only ends within 7 days are read (an index range). An end that
+    // every refresh pushes on (a sliding one) never enters its window while refreshes go on.
     static Statement warn(
         "WITH w AS (SELECT session, provider, refresh_expires_at OPERATOR(pg_catalog.-) "
         "LEAST(interval '7 days', (refresh_expires_at OPERATOR(pg_catalog.-) "
-        "created_at) OPERATOR(pg_catalog./) 10::pg_catalog.float8) AS opens "
+        "coalesce(refresh_expires_stated_at, created_at)) OPERATOR(pg_catalog./) "
+        "10::pg_catalog.float8) AS opens "
         "FROM upstream_token.token WHERE status = 'active' "
         "AND refresh_expiry_source IN ('provider', 'application') "
         "AND refresh_expires_at OPERATOR(pg_catalog.>) $2 "

@@ -42,7 +42,7 @@ ScanResult scan_due_tokens(Time window_end, std::size_t limit);
 // 'expired'), deletes those past it longer than upstream_token.purge_after ago (I8: never for
 // the access token; an estimated end purges only rows that are no longer active), and forgets
 // revocation tombstones older than a day. Announces (event refresh_expiring) the stated ends
-// whose warning window (a tenth of the token's life, at most 7 days) opened after `since`
+// whose warning window (a tenth of the lifetime stated, at most 7 days) opened after `since`
 // (every open one when unset: after an engine start) and by `now`. Returns the number of rows
 // purged. Own transaction.
 std::uint64_t expire_and_purge(std::optional<Time> since, Time now);

@@ -21,6 +21,8 @@ int guc_max_requests = 1024;
 int guc_max_concurrent = 32;
 int guc_purge_after_s = 7 * 24 * 3600;
 int guc_shutdown_timeout_ms = 30000;
+// Set when a reload was applied inside a statement or pass (apply_pending_reload).
+bool reload_applied = false;
 int guc_standby_wait_timeout_ms = 5000;
 
 // Settings that only exist when the library is preloaded (the engine's).
@@ -106,8 +108,16 @@ const char* previous_key_file_path() {
 // PostgreSQL applies a reload only between statements (backends) or passes (the engine).
 bool apply_pending_reload() {
     if (!ConfigReloadPending) return false;
+    ConfigReloadPending = false;
     pg_call([] { ProcessConfigFile(PGC_SIGHUP); });
+    reload_applied = true;
     return true;
+}
+
+bool take_applied_reload() {
+    const bool applied = reload_applied;
+    reload_applied = false;
+    return applied;
 }
 Micros refresh_threshold() {
     return seconds(guc_refresh_threshold_s);

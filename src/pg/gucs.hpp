@@ -14,9 +14,12 @@ const char* key_file_path();
 // Path of the key being rotated out, or empty.
 const char* previous_key_file_path();
 // Applies a configuration reload this process was signalled for but has not processed yet (a
-// statement that began before the reload); true when there was one. The reload stays pending,
-// so the process's own loop still sees it.
+// statement that began before the reload); true when there was one.
 bool apply_pending_reload();
+
+// Whether apply_pending_reload applied one since the last call (the engine rescans then, as
+// for a reload it applies itself between passes).
+bool take_applied_reload();
 Micros refresh_threshold();
 Micros refresh_token_ttl();
 Micros wait_timeout();

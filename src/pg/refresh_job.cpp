@@ -225,7 +225,8 @@ std::optional<std::string> success_note(const std::optional<std::string>& proble
     return note;
 }
 
-// The answer's fields the provider keeps with the token, as a JSON object; nullopt when none.
+// The answer's fields the provider keeps with the token, as a JSON object (they replace the
+// stored ones); nullopt when the answer has none of them (the stored ones stay).
 std::optional<std::string> kept_fields(const RefreshJob& job, const TokenResponse& t) {
     std::map<std::string, std::string> kept;
     for (const std::string& name : job.response_fields) {
@@ -270,13 +271,14 @@ bool save_tokens(RefreshJob& job, const TokenResponse& t) {
         "refresh_token = coalesce($4, refresh_token), id_token = coalesce($5, id_token), "
         "token_type = $6, scope = coalesce($7, scope), expires_at = $8, "
         "refresh_expires_at = coalesce($9, refresh_expires_at), "
+        "refresh_expires_stated_at = CASE WHEN $9 IS NULL THEN refresh_expires_stated_at "
+        "ELSE $11 END, "
         "refresh_expiry_source = coalesce($14, refresh_expiry_source), "
         "generation = generation + 1, issued_at = $11, "
         "status = CASE WHEN $13 THEN 'invalid_binding' ELSE 'active' END, "
         "failure_count = 0, next_attempt_at = NULL, last_error = $12, "
         "refreshed_at = pg_catalog.now(), updated_at = pg_catalog.now(), "
-        "attributes = CASE WHEN $15::pg_catalog.text IS NULL THEN attributes ELSE "
-        "coalesce(attributes, '{}') OPERATOR(pg_catalog.||) $15::pg_catalog.jsonb END "
+        "attributes = coalesce($15::pg_catalog.jsonb, attributes) "
         "WHERE session = $1 AND provider = $2 AND refresh_token = $10 "
         "RETURNING generation, status) "
         "SELECT generation, pg_catalog.pg_notify('upstream_token_events', "

@@ -14,6 +14,7 @@
 #include "core/refresh_request.hpp"
 #include "core/presets.hpp"
 #include "core/schedule.hpp"
+#include "core/token_response.hpp"
 #include "pg/args.hpp"
 #include "pg/engine_client.hpp"
 #include "pg/engine_shmem.hpp"
@@ -34,6 +35,27 @@ void check_session(const std::string& session) {
     if (session.size() > kMaxSession) {
         throw Error(ErrorCode::invalid_parameter, "session must be at most 512 bytes");
     }
+}
+
+// The login's attributes as stored: only the provider's response_fields, each value bounded
+// like a token answer's (a value under another name could be a secret in clear).
+std::string checked_attributes(const std::string& json, const ProviderRow& provider) {
+    const auto given = string_map_from_json(json, "attributes");
+    for (const auto& [name, value] : given) {
+        const auto& kept = provider.response_fields;
+        if (std::find(kept.begin(), kept.end(), name) == kept.end()) {
+            throw Error(ErrorCode::invalid_parameter,
+                        "attributes may only hold the provider's response_fields",
+                        "\"" + name.substr(0, 64) + "\" is not one of them.",
+                        "Name the field in register_provider(..., response_fields => ...).");
+        }
+        if (value.size() > kMaxOtherFieldBytes) {
+            throw Error(ErrorCode::invalid_parameter, "attribute \"" + name + "\" is longer than " +
+                                                          std::to_string(kMaxOtherFieldBytes) +
+                                                          " bytes");
+        }
+    }
+    return json_from_string_map(given);
 }
 
 // Treats '' like NULL for optional secrets.
@@ -59,10 +81,7 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
     auto subject = nonempty(opt_text_arg(fcinfo, 6));
     const auto scope = opt_text_arg(fcinfo, 7);
     const auto refresh_expires_in = opt_int4_arg(fcinfo, 8);
-    std::optional<std::string> attributes;
-    if (const auto given = opt_jsonb_text_arg(fcinfo, 9)) {
-        attributes = json_from_string_map(string_map_from_json(*given, "attributes"));
-    }
+    const auto given_attributes = opt_jsonb_text_arg(fcinfo, 9);
 
     if (!access && !refresh) {
         throw Error(ErrorCode::invalid_parameter, "an access token or a refresh token is required");
@@ -90,6 +109,8 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
         throw Error(ErrorCode::provider_not_found,
                     "provider \"" + provider_name + "\" does not exist");
     }
+    std::optional<std::string> attributes;
+    if (given_attributes) attributes = checked_attributes(*given_attributes, *provider);
     const Time now = now_time();
     const Time expires_at = access ? access_expiry(now - kProviderClockAllowance, expires_in,
                                                    provider->default_lifetime)
@@ -110,9 +131,9 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
     static Statement upsert(
         "INSERT INTO upstream_token.token AS t (session, provider, subject, client_id, id_claims, "
         "access_token, refresh_token, id_token, scope, expires_at, refresh_expires_at, issued_at, "
-        "refresh_expiry_source, attributes) "
+        "refresh_expiry_source, attributes, refresh_expires_stated_at) "
         "VALUES ($1, $2, $3, $4, $5::pg_catalog.jsonb, $6, $7, $8, $9, $10, $11, $12, $13, "
-        "$14::pg_catalog.jsonb) "
+        "$14::pg_catalog.jsonb, pg_catalog.now()) "
         "ON CONFLICT (session, provider) DO UPDATE SET subject = EXCLUDED.subject, "
         "client_id = EXCLUDED.client_id, id_claims = EXCLUDED.id_claims, "
         "access_token = EXCLUDED.access_token, refresh_token = EXCLUDED.refresh_token, "
@@ -120,6 +141,7 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
         "expires_at = EXCLUDED.expires_at, refresh_expires_at = EXCLUDED.refresh_expires_at, "
         "issued_at = EXCLUDED.issued_at, refresh_expiry_source = EXCLUDED.refresh_expiry_source, "
         "attributes = EXCLUDED.attributes, "
+        "refresh_expires_stated_at = EXCLUDED.refresh_expires_stated_at, "
         "generation = t.generation + 1, status = 'active', "
         "failure_count = 0, "
         "next_attempt_at = NULL, last_error = NULL, updated_at = pg_catalog.now()");

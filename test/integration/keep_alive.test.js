@@ -8,7 +8,7 @@ const test = require('node:test');
 const assert = require('node:assert');
 const { setup, unique, storeLogin, listenEvents, waitFor, sleep } = require('./harness.js');
 
-const IDLE_S = 2;
+const IDLE_S = 4;
 const FORCE = 'SELECT refreshed FROM upstream_token.refresh_upstream_token($1, $2)';
 
 // A provider for an IdP client whose refresh tokens idle out after IDLE_S seconds.
@@ -77,26 +77,30 @@ test(`keep_alive keeps an unread session alive across 5x the provider's idle lif
     assert.strictEqual(stats.revoked_grants, 0);
 });
 
-test('refresh_expiring: a stated end is announced once its window opens, an estimate never', async (t) => {
+test('refresh_expiring: a stated end is announced once its window opens; a restated end or an estimate is not', async (t) => {
     const ctx = await setup({ poolSize: 4 });
     const listener = await listenEvents();
     t.after(async () => { await listener.close(); await ctx.close(); });
     const p = await ctx.provider();
-    // Sessions signed in 10 days ago (created_at moved back): a stated end one day away is
-    // inside its window (a tenth of 11 days); one 60 days away is not (window 7 days); an
-    // estimated end (the provider's refresh_token_ttl, not stated) is never announced.
-    const store = async (session, refreshExpiresIn) => {
+    // All signed in 10 days ago (created_at moved back). The window is a tenth of the lifetime
+    // the end was stated with (at most 7 days): an end stated 10 days ago and one day away is
+    // inside it; the same end restated just now (a refresh that pushed it on) is not; one 60
+    // days away is not; an estimated end (not stated) is never announced.
+    const store = async (session, refreshExpiresIn, statedDaysAgo) => {
         await ctx.pool.query(`SELECT upstream_token.store_upstream_token($1, $2, 'a', 'r', 3600,
                               refresh_expires_in => $3)`, [session, p.provider, refreshExpiresIn]);
-        await ctx.pool.query(`UPDATE upstream_token.token SET created_at = now() - interval '10 days'
-                              WHERE session = $1 AND provider = $2`, [session, p.provider]);
+        await ctx.pool.query(`UPDATE upstream_token.token SET created_at = now() - interval '10 days',
+                              refresh_expires_stated_at = now() - make_interval(days => $3)
+                              WHERE session = $1 AND provider = $2`, [session, p.provider, statedDaysAgo]);
     };
     const soon = unique('soon');
+    const restated = unique('restated');
     const later = unique('later');
     const estimated = unique('est');
-    await store(soon, 86400);
-    await store(later, 60 * 86400);
-    await store(estimated, null);
+    await store(soon, 86400, 10);
+    await store(restated, 86400, 0);
+    await store(later, 60 * 86400, 10);
+    await store(estimated, null, 10);
     await ctx.pool.query(`UPDATE upstream_token.token SET refresh_expires_at = now() + interval '1 hour'
                           WHERE session = $1 AND provider = $2`, [estimated, p.provider]);
 

@@ -8,7 +8,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS upstream_token;
 
 BEGIN;
-SELECT plan(210);
+SELECT plan(212);
 
 -- A digest of every stored provider and token row, ciphertexts and timestamps included, so
 -- a refused call can be shown to have changed nothing.
@@ -184,6 +184,7 @@ SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', '
 SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', response_fields => ARRAY[NULL::text])$$, '22004', 'register: response_fields holding NULL');
 SELECT * FROM pg_temp.rejects($$SELECT upstream_token.store_upstream_token('i-1', 'inp', 'a', 'r', 60, attributes => '["x"]')$$, '22023', 'store: attributes not an object');
 SELECT * FROM pg_temp.rejects($$SELECT upstream_token.store_upstream_token('i-1', 'inp', 'a', 'r', 60, attributes => '{"n": {"nested": 1}}')$$, '22023', 'store: attributes with a non-string value');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.store_upstream_token('i-1', 'inp', 'a', 'r', 60, attributes => '{"access_token": "secret"}')$$, '22023', 'store: attributes naming a field the provider does not keep');
 SELECT lives_ok($$SELECT upstream_token.register_provider('pre', preset => 'okta_custom', preset_params => '{"domain": "acme.okta.com"}', client_id => 'c', client_secret => 's', revocation_endpoint => 'https://acme.okta.com/other/revoke')$$,
                 'register: a preset with an explicit argument');
 SELECT is((SELECT concat_ws(' ', token_endpoint, revocation_endpoint, issuer, auth_method, preset, refresh_token_idle_ttl::text, keep_alive::text)

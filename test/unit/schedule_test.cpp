@@ -84,5 +84,5 @@ TEST(Schedule, KeepAliveFallsBetweenAFifthAndHalfTheIdleLifetime) {
     }
     EXPECT_EQ(ut::keep_alive_due(kNow, idle, 0.0), kNow + ut::seconds(900));
     // A tiny idle lifetime never makes a refresh loop.
-    EXPECT_EQ(ut::keep_alive_due(kNow, ut::Micros{10}, 0.5), kNow + ut::kMinRefreshSpacing);
+    EXPECT_EQ(ut::keep_alive_due(kNow, ut::Micros{10}, 0.5), kNow + ut::kKeepAliveMinSpacing);
 }
