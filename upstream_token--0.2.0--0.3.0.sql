@@ -21,7 +21,9 @@ ALTER TABLE upstream_token.token
     ADD COLUMN refresh_expires_stated_at timestamptz;
 
 -- register_provider takes a preset (every argument after the name may be left out), and
--- store_upstream_token the login's attributes: new signatures.
+-- store_upstream_token the login's attributes: new signatures. EXECUTE granted directly to
+-- other roles than upstream_token_client goes with the old ones (CHANGELOG says so): granted
+-- again inside this script it would count as the extension's initial privileges.
 DROP FUNCTION upstream_token.register_provider(text, text, text, text, text, text, text, text,
     interval, interval, interval, interval, integer, text, text);
 DROP FUNCTION upstream_token.store_upstream_token(text, text, text, text, integer, text, text,
