@@ -6,11 +6,11 @@
 // provider's own paths (settings token_paths / revoke_paths) and behaves like the provider: its
 // authentication method, answer shapes (error_style, extra_fields, string lifetimes, no
 // expires_in), rotation or none, the parameters it requires. Each subtest is named
-// presets_<preset> (docs/providers.md names them). At the end: no reuse detected and no grant
-// revoked except by the revocations the tests asked for.
+// presets_<preset> (docs/providers.md names them). Then: no reuse detected and no grant
+// revoked; only after that, sign-out through the presets' revocation endpoints.
 const test = require('node:test');
 const assert = require('node:assert');
-const { setup, unique, sqlError, tokenStatus, callLog } = require('./harness.js');
+const { setup, unique, sqlError, tokenStatus, callLog, waitFor } = require('./harness.js');
 
 const GET = 'SELECT upstream_token.get_upstream_token($1, $2) AS t';
 const FORCE = 'SELECT refreshed FROM upstream_token.refresh_upstream_token($1, $2)';
@@ -18,7 +18,8 @@ const FORCE = 'SELECT refreshed FROM upstream_token.refresh_upstream_token($1, $
 // How the test IdP imitates each provider, and what is checked beyond a refresh through the
 // preset's own endpoint. `reauth`: the answer for a dead refresh token must end in UT004.
 // `lifetime`: seconds the stored access token lives after a refresh. `extraParam`: a form
-// parameter the refresh must carry. `revoke`: revoke_upstream_token reaches the preset's path.
+// parameter the refresh must carry. `revoke`: revoke_upstream_token reaches the preset's path
+// (checked after the count of revoked grants, which must be 0 until then).
 const PROFILES = {
     atlassian: { quirks: { error_style: 'forbidden' }, reauth: true },
     auth0: { params: { domain: 'tenant.auth0.example' }, quirks: { error_style: 'forbidden' }, reauth: true, revoke: true },
@@ -105,7 +106,6 @@ test('every preset refreshes through its own endpoints, authentication and answe
     tokenPaths.delete('/token');
     revokePaths.delete('/revoke');
     await ctx.idp.client.admin('POST', '/admin/settings', { token_paths: [...tokenPaths], revoke_paths: [...revokePaths] });
-    let revocationsAsked = 0;
 
     for (const r of registered) {
         await t.test(`presets_${r.preset.name}`, async () => {
@@ -167,22 +167,27 @@ test('every preset refreshes through its own endpoints, authentication and answe
                 assert.strictEqual((await tokenStatus(ctx.pool, dead, provider)).status, 'reauth_required');
                 assert.strictEqual((await callLog(ctx.idp, clientId, before)).length, 1, 'one call, no retry');
             }
-            if (profile.revoke) {
-                revocationsAsked += 1;
-                const before = Date.now();
-                await ctx.pool.query('SELECT upstream_token.revoke_upstream_token($1, $2)', [session, provider]);
-                const revokes = async () => (await ctx.idp.client.admin('GET',
-                    `/admin/calls?since_ms=${before}&client_id=${encodeURIComponent(clientId)}&endpoint=revoke`)).calls;
-                const deadline = Date.now() + 15000;
-                while ((await revokes()).filter((c) => c.status === 200).length === 0) {
-                    assert.ok(Date.now() < deadline, 'the revocation is delivered');
-                    await new Promise((res) => setTimeout(res, 50));
-                }
-                assert.strictEqual((await revokes())[0].path || '/revoke', pathOf(r.row.revocation_endpoint));
-            }
         });
     }
     const stats = await ctx.stats();
     assert.strictEqual(stats.reuse_detected, 0, 'no refresh token was ever presented twice');
-    assert.strictEqual(stats.revoked_grants, revocationsAsked, 'no grant revoked but those the tests revoked');
+    assert.strictEqual(stats.revoked_grants, 0, 'no grant revoked');
+
+    // Then sign-out through each preset's revocation endpoint: revoke_upstream_token reaches
+    // the provider's own path (and revokes that grant, as asked).
+    for (const r of registered.filter((x) => x.profile.revoke)) {
+        await t.test(`presets_${r.preset.name} revocation`, async () => {
+            const login = (await ctx.idp.client.admin('POST', '/admin/grants', { client_id: r.clientId, subject: unique('u') })).grants[0];
+            const session = unique(`rv-${r.preset.name}`);
+            await ctx.pool.query('SELECT upstream_token.store_upstream_token($1, $2, $3, $4, 3600)',
+                [session, r.provider, login.access_token, login.refresh_token]);
+            const before = Date.now();
+            await ctx.pool.query('SELECT upstream_token.revoke_upstream_token($1, $2)', [session, r.provider]);
+            const revokes = async () => (await ctx.idp.client.admin('GET',
+                `/admin/calls?since_ms=${before}&client_id=${encodeURIComponent(r.clientId)}&endpoint=revoke`)).calls;
+            await waitFor(async () => (await revokes()).some((c) => c.status === 200), { what: 'the revocation is delivered' });
+            assert.strictEqual((await revokes())[0].path || '/revoke', pathOf(r.row.revocation_endpoint));
+            assert.strictEqual((await ctx.grant(login.grant_id)).revoked, true, 'the grant is revoked at the provider');
+        });
+    }
 });
