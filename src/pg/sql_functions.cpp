@@ -5,13 +5,9 @@
 
 #include <algorithm>
 
-#include "core/client_assertion.hpp"
-#include "core/crypto.hpp"
-#include "core/discovery.hpp"
 #include "core/error.hpp"
 #include "core/expiry.hpp"
 #include "core/id_token.hpp"
-#include "core/refresh_request.hpp"
 #include "core/presets.hpp"
 #include "core/schedule.hpp"
 #include "core/token_response.hpp"

@@ -228,7 +228,10 @@ Datum register_provider(FunctionCallInfo fcinfo) {
     spec.issuer = opt_text_arg(fcinfo, 5);
     spec.revocation_endpoint = opt_text_arg(fcinfo, 6);
     read_provider_options(fcinfo, 7, spec);
-    (void)opt_interval_arg(fcinfo, 18, "refresh_token_idle_ttl");
+    if (const Interval* idle = opt_interval_arg(fcinfo, 18, "refresh_token_idle_ttl");
+        idle != nullptr && idle->time == 0 && idle->day == 0 && idle->month == 0) {
+        throw Error(ErrorCode::invalid_parameter, "refresh_token_idle_ttl must be positive");
+    }
     spec.refresh_token_idle_ttl = interval_arg(fcinfo, 18);
     const auto refresh_params = opt_jsonb_text_arg(fcinfo, 17);
     const auto keep_alive = opt_bool_arg(fcinfo, 19);

@@ -8,7 +8,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS upstream_token;
 
 BEGIN;
-SELECT plan(212);
+SELECT plan(214);
 
 -- A digest of every stored provider and token row, ciphertexts and timestamps included, so
 -- a refused call can be shown to have changed nothing.
@@ -179,6 +179,7 @@ SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', '
 SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', refresh_params => '["redirect_uri"]')$$, '22023', 'register: refresh_params not an object');
 SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', keep_alive => true)$$, '22023', 'register: keep_alive without an idle lifetime');
 SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', refresh_token_idle_ttl => '-1 day')$$, '22023', 'register: negative refresh_token_idle_ttl');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', refresh_token_idle_ttl => '0')$$, '22023', 'register: zero refresh_token_idle_ttl');
 SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', response_fields => ARRAY['refresh_token'])$$, '22023', 'register: response_fields keeping a token');
 SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', response_fields => ARRAY['a b'])$$, '22023', 'register: response_fields with an odd name');
 SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', response_fields => ARRAY[NULL::text])$$, '22004', 'register: response_fields holding NULL');
