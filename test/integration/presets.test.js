@@ -94,10 +94,19 @@ test('every preset refreshes through its own endpoints, authentication and answe
                     client_id => $4, client_secret => $5)`,
             [provider, preset.name, JSON.stringify({ base_url: ctx.idp.url, ...(profile.params || {}) }), clientId, secret]);
         const row = (await ctx.pool.query(
-            'SELECT token_endpoint, revocation_endpoint, auth_method, preset FROM upstream_token.provider WHERE name = $1',
-            [provider])).rows[0];
+            `SELECT token_endpoint, revocation_endpoint, auth_method, preset, keep_alive,
+                    refresh_token_idle_ttl::text AS idle, refresh_token_ttl::text AS ttl,
+                    default_lifetime::text AS lifetime, response_fields
+               FROM upstream_token.provider WHERE name = $1`, [provider])).rows[0];
+        const view = (await ctx.pool.query(
+            `SELECT refresh_token_idle_ttl::text AS idle, refresh_token_ttl::text AS ttl,
+                    coalesce(default_lifetime, '1 hour')::text AS lifetime
+               FROM upstream_token.provider_presets WHERE name = $1`, [preset.name])).rows[0];
         assert.strictEqual(row.auth_method, preset.auth_method);
         assert.strictEqual(row.preset, preset.name);
+        assert.deepStrictEqual([row.keep_alive, row.idle, row.ttl, row.lifetime, row.response_fields],
+            [preset.keep_alive, view.idle, view.ttl, view.lifetime, preset.response_fields],
+            `${preset.name}: the provider row has the preset's lifetimes, keep_alive and response_fields`);
         assert.ok(row.token_endpoint.startsWith(`${ctx.idp.url}/`), row.token_endpoint);
         tokenPaths.add(pathOf(row.token_endpoint));
         if (row.revocation_endpoint) revokePaths.add(pathOf(row.revocation_endpoint));
