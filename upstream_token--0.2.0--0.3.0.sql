@@ -145,3 +145,62 @@ COMMENT ON VIEW upstream_token.token_status IS
 REVOKE ALL ON FUNCTION upstream_token.keep_alive_at(text, text, bigint, timestamptz, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION upstream_token.keep_alive_at(text, text, bigint, timestamptz, interval)
     TO upstream_token_client;
+
+-- rotate_key returns only once no transaction that began before it can still commit a value
+-- sealed under the old key (found by the chaos soak: a value committed after its last batch).
+CREATE FUNCTION upstream_token.wait_for_running_transactions()
+RETURNS void
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'ut_wait_for_running_transactions';
+
+COMMENT ON FUNCTION upstream_token.wait_for_running_transactions() IS
+    'Waits until every transaction of this database running at the call has ended (rotate_key: a value sealed before the key changed may be committed after its last batch).';
+
+-- A procedure so that it can commit between batches (no SECURITY DEFINER: that forbids COMMIT;
+-- it is the owner's to call, like the function it loops over). No SET clause either (that too
+-- forbids COMMIT), so it runs on its caller's search_path: every operator is written with its
+-- schema, so no operator a database owner plants in `public` can stand in for pg_catalog's.
+CREATE OR REPLACE PROCEDURE upstream_token.rotate_key(batch_size integer DEFAULT 500)
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    left_now  bigint;
+    left_before bigint := NULL;
+    idle integer := 0;
+    waited boolean := false;
+BEGIN
+    LOOP
+        left_now := upstream_token.reencrypt_batch(batch_size);
+        IF left_now OPERATOR(pg_catalog.=) 0::bigint THEN
+            -- A transaction that sealed a value under the old key before the key changed can
+            -- still commit it: wait for every transaction running now, then look again.
+            EXIT WHEN waited;
+            COMMIT;
+            PERFORM upstream_token.wait_for_running_transactions();
+            waited := true;
+            CONTINUE;
+        END IF;
+        waited := false;
+        COMMIT;
+        IF left_before IS NOT NULL AND left_now OPERATOR(pg_catalog.>=) left_before THEN
+            -- Only rows being refreshed or locked are left: give them a moment.
+            idle := idle OPERATOR(pg_catalog.+) 1;
+            IF idle OPERATOR(pg_catalog.>) 600 THEN
+                RAISE EXCEPTION '% values could not be re-encrypted within 30 s', left_now
+                    USING ERRCODE = '55P03',
+                          HINT = 'Rows stay locked by long transactions; run rotate_key again later.';
+            END IF;
+            PERFORM pg_catalog.pg_sleep(0.05::double precision);
+        ELSE
+            idle := 0;
+        END IF;
+        left_before := left_now;
+    END LOOP;
+    RAISE NOTICE 'every stored secret is now sealed under key %', upstream_token.current_key_id();
+END
+$fn$;
+
+COMMENT ON PROCEDURE upstream_token.rotate_key(integer) IS
+    'Re-encrypts every stored secret under the key of upstream_token.key_file, online, committing every batch, and returns once no transaction that began before it can still commit a value under another key; upstream_token.previous_key_file must name the old key until it finishes.';
+
+REVOKE ALL ON FUNCTION upstream_token.wait_for_running_transactions() FROM PUBLIC;

@@ -501,6 +501,14 @@ AS 'MODULE_PATHNAME', 'ut_reencrypt_batch';
 COMMENT ON FUNCTION upstream_token.reencrypt_batch(integer) IS
     'Re-seals up to batch_size rows of each table under the current key (skipping rows being refreshed or locked) and returns how many values still use another key.';
 
+CREATE FUNCTION upstream_token.wait_for_running_transactions()
+RETURNS void
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'ut_wait_for_running_transactions';
+
+COMMENT ON FUNCTION upstream_token.wait_for_running_transactions() IS
+    'Waits until every transaction of this database running at the call has ended (rotate_key: a value sealed before the key changed may be committed after its last batch).';
+
 -- A procedure so that it can commit between batches (no SECURITY DEFINER: that forbids COMMIT;
 -- it is the owner's to call, like the function it loops over). No SET clause either (that too
 -- forbids COMMIT), so it runs on its caller's search_path: every operator is written with its
@@ -512,10 +520,20 @@ DECLARE
     left_now  bigint;
     left_before bigint := NULL;
     idle integer := 0;
+    waited boolean := false;
 BEGIN
     LOOP
         left_now := upstream_token.reencrypt_batch(batch_size);
-        EXIT WHEN left_now OPERATOR(pg_catalog.=) 0::bigint;
+        IF left_now OPERATOR(pg_catalog.=) 0::bigint THEN
+            -- A transaction that sealed a value under the old key before the key changed can
+            -- still commit it: wait for every transaction running now, then look again.
+            EXIT WHEN waited;
+            COMMIT;
+            PERFORM upstream_token.wait_for_running_transactions();
+            waited := true;
+            CONTINUE;
+        END IF;
+        waited := false;
         COMMIT;
         IF left_before IS NOT NULL AND left_now OPERATOR(pg_catalog.>=) left_before THEN
             -- Only rows being refreshed or locked are left: give them a moment.
@@ -536,7 +554,7 @@ END
 $fn$;
 
 COMMENT ON PROCEDURE upstream_token.rotate_key(integer) IS
-    'Re-encrypts every stored secret under the key of upstream_token.key_file, online, committing every batch; upstream_token.previous_key_file must name the old key until it finishes.';
+    'Re-encrypts every stored secret under the key of upstream_token.key_file, online, committing every batch, and returns once no transaction that began before it can still commit a value under another key; upstream_token.previous_key_file must name the old key until it finishes.';
 
 -- Privileges: nothing to PUBLIC; application backends get the client role.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA upstream_token FROM PUBLIC;

@@ -65,12 +65,13 @@ void reencrypt_tokens(const Arg& current_id, std::int64_t batch) {
     }
 }
 
-// Client secrets and queued revocations.
+// Client secrets and queued revocations. A provider row is taken FOR NO KEY UPDATE: a
+// transaction storing a token for it holds the row's key share, which must not hold this off.
 void reencrypt_others(const Arg& current_id, std::int64_t batch) {
     static Statement providers(
         "SELECT name, client_secret FROM upstream_token.provider "
         "WHERE client_secret IS NOT NULL AND substring(client_secret FROM 2 FOR 4) <> $1 "
-        "LIMIT $2 FOR UPDATE SKIP LOCKED");
+        "LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED");
     std::vector<std::pair<std::string, std::optional<std::string>>> secrets;
     for (std::uint64_t i = 0, n = providers.run({current_id, int8_arg(batch)}, false); i < n; ++i) {
         ResultRow r(i);
@@ -135,6 +136,20 @@ Datum reencrypt_batch(FunctionCallInfo fcinfo) {
     PG_RETURN_INT64(left);
 }
 
+// Waits for every transaction running now to end: one that sealed a value before the key
+// changed may commit it after rotate_key's last look (rotate_key looks again afterwards).
+Datum wait_for_running_transactions(FunctionCallInfo) {
+    int n = 0;
+    VirtualTransactionId* running = pg_call([&] {
+        return GetCurrentVirtualXIDs(InvalidTransactionId, false, false, PROC_IS_AUTOVACUUM, &n);
+    });
+    for (int i = 0; i < n; ++i) {
+        const VirtualTransactionId vxid = running[i];
+        pg_call([&] { (void)VirtualXactLock(vxid, true); });
+    }
+    PG_RETURN_VOID();
+}
+
 Datum current_key_id(FunctionCallInfo) {
     char hex[9];
     std::snprintf(hex, sizeof hex, "%08x", current_key().id);
@@ -146,3 +161,4 @@ Datum current_key_id(FunctionCallInfo) {
 
 UT_SQL_ENTRY(ut_reencrypt_batch, upstream_token::pg::reencrypt_batch)
 UT_SQL_ENTRY(ut_current_key_id, upstream_token::pg::current_key_id)
+UT_SQL_ENTRY(ut_wait_for_running_transactions, upstream_token::pg::wait_for_running_transactions)

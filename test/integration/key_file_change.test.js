@@ -164,3 +164,52 @@ test('a caller waiting on a refresh while key_file changes reads the answer seal
         'the engine sealed the answer under the new key while the caller waited (the case under test)');
     assert.strictEqual((await waiter.query(GET, [r.session, p.provider])).rows[0].t, got.t);
 });
+
+// A value sealed under the old key by a transaction that began before the key changed may be
+// committed after rotate_key's last batch looked (the chaos soak, seed 61046395: a reader got
+// UT009 once previous_key_file was reset). rotate_key waits for every transaction running at
+// its end, then looks again: it returns only once nothing under the old key can still appear.
+test('rotate_key waits for a transaction that sealed under the old key, then re-seals its value', async (t) => {
+    const ctx = await setup({ poolSize: 4 });
+    const keyPath = (await ctx.pool.query("SELECT pg_catalog.current_setting('upstream_token.key_file') AS v")).rows[0].v;
+    const st = fs.statSync(keyPath);
+    const nextPath = `${keyPath}.rotated`;
+    const newHex = crypto.randomBytes(32).toString('hex');
+    fs.writeFileSync(nextPath, `${newHex}\n`, { mode: 0o600 });
+    fs.chownSync(nextPath, st.uid, st.gid);
+    const writer = await connect();
+    const rotator = await connect();
+    const admin = await connect();
+    t.after(async () => {
+        await writer.query('ROLLBACK').catch(() => {});
+        await writer.end();
+        await rotator.end();
+        await ctx.close();
+        await setSystemGucs(admin, { 'upstream_token.key_file': null, 'upstream_token.previous_key_file': null });
+        await admin.end();
+        fs.rmSync(nextPath, { force: true });
+    });
+    const id0 = keyId(fs.readFileSync(keyPath, 'utf8'));
+    const id1 = keyId(newHex);
+    const p = await ctx.provider();
+    const session = unique('late');
+
+    await writer.query('BEGIN');
+    await writer.query("SELECT upstream_token.store_upstream_token($1, $2, 'late-access', 'late-refresh', 3600)",
+        [session, p.provider]);  // sealed under the old key, not committed yet
+    await setSystemGucs(ctx.pool, { 'upstream_token.previous_key_file': keyPath, 'upstream_token.key_file': nextPath });
+    const rpid = (await rotator.query('SELECT pg_catalog.pg_backend_pid() AS p')).rows[0].p;
+    let done = false;
+    const rotation = rotator.query('CALL upstream_token.rotate_key()').then(() => { done = true; });
+    await waitFor(async () => (await ctx.pool.query(
+        "SELECT 1 FROM pg_catalog.pg_stat_activity WHERE pid = $1 AND wait_event = 'virtualxid'", [rpid])).rowCount === 1,
+    { what: 'rotate_key to wait for the transaction that began before it' });
+    assert.strictEqual(done, false, 'rotate_key has not returned while that transaction is open');
+    await writer.query('COMMIT');
+    await rotation;
+    const usage = (await ctx.pool.query('SELECT key_id FROM upstream_token.key_usage ORDER BY 1')).rows.map((r) => r.key_id);
+    assert.deepStrictEqual(usage, [id1], `only the new key once rotate_key returned (old ${id0}): ${usage}`);
+    assert.deepStrictEqual(await sealedUnder(ctx.pool, session, p.provider), { a: id1, r: id1 });
+    await setSystemGucs(ctx.pool, { 'upstream_token.previous_key_file': null });
+    assert.strictEqual((await ctx.pool.query(GET, [session, p.provider])).rows[0].t, 'late-access');
+});
