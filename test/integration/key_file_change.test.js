@@ -115,18 +115,24 @@ test('a key file overwritten in place is noticed by open backends, the engine an
     }
 });
 
+// The configured key file's path, and a new key written next to it (owned like it, mode 0600).
+async function newKeyFile(ctx, suffix) {
+    const keyPath = (await ctx.pool.query("SELECT pg_catalog.current_setting('upstream_token.key_file') AS v")).rows[0].v;
+    const st = fs.statSync(keyPath);
+    const nextPath = `${keyPath}.${suffix}`;
+    const newHex = crypto.randomBytes(32).toString('hex');
+    fs.writeFileSync(nextPath, `${newHex}\n`, { mode: 0o600 });
+    fs.chownSync(nextPath, st.uid, st.gid);
+    return { keyPath, nextPath, newHex };
+}
+
 // A statement that began before a reload keeps the settings it started with, while the engine
 // (which reloads between passes) already seals under the new key: a caller waiting on a refresh
 // through a rotation must still read the answer (it gave UT009 in the chaos soak, seed 68183903,
 // and UT008 once the old key file was gone, seed 11).
 test('a caller waiting on a refresh while key_file changes reads the answer sealed under the new key', async (t) => {
     const ctx = await setup({ poolSize: 4 });
-    const keyPath = (await ctx.pool.query("SELECT pg_catalog.current_setting('upstream_token.key_file') AS v")).rows[0].v;
-    const st = fs.statSync(keyPath);
-    const nextPath = `${keyPath}.next`;
-    const newHex = crypto.randomBytes(32).toString('hex');
-    fs.writeFileSync(nextPath, `${newHex}\n`, { mode: 0o600 });
-    fs.chownSync(nextPath, st.uid, st.gid);
+    const { keyPath, nextPath, newHex } = await newKeyFile(ctx, 'next');
     const waiter = await connect();
     const admin = await connect();  // outlives ctx.pool, which ctx.close() ends
     const movedPath = `${keyPath}.moved`;
@@ -171,12 +177,7 @@ test('a caller waiting on a refresh while key_file changes reads the answer seal
 // its end, then looks again: it returns only once nothing under the old key can still appear.
 test('rotate_key waits for a transaction that sealed under the old key, then re-seals its value', async (t) => {
     const ctx = await setup({ poolSize: 4 });
-    const keyPath = (await ctx.pool.query("SELECT pg_catalog.current_setting('upstream_token.key_file') AS v")).rows[0].v;
-    const st = fs.statSync(keyPath);
-    const nextPath = `${keyPath}.rotated`;
-    const newHex = crypto.randomBytes(32).toString('hex');
-    fs.writeFileSync(nextPath, `${newHex}\n`, { mode: 0o600 });
-    fs.chownSync(nextPath, st.uid, st.gid);
+    const { keyPath, nextPath, newHex } = await newKeyFile(ctx, 'rotated');
     const writer = await connect();
     const rotator = await connect();
     const admin = await connect();
