@@ -216,9 +216,13 @@ function endProblem(h, d, tok) {
 }
 
 // Whether a /token call came from the engine killed by `k` (or an earlier one): its connection
-// was established before the engine that followed the kill started.
+// was established by the kill's instant (a killed process opens nothing after it; comparing
+// with the next engine's start read from /proc was off by the clock's drift since boot, which
+// gave a new engine's first request to the killed one). A call with no connection time: sent
+// before the next engine started, at most 50 ms after the kill.
 function sentBy(c, k) {
-    return (c.conn_ms ?? c.t_ms) < (k.nextStart ?? k.K);
+    if (c.conn_ms != null) return c.conn_ms <= k.K;
+    return c.t_ms < Math.min(k.nextStart ?? Infinity, k.K + 50);
 }
 
 // The budget of each kill: the exchanges in flight at its instant: answered but not committed
