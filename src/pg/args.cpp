@@ -90,4 +90,10 @@ const Interval* opt_interval_arg(FunctionCallInfo fcinfo, int n, const char* wha
     return iv;
 }
 
+Micros interval_micros(const Interval* iv) {
+    return Micros{iv->time + (static_cast<std::int64_t>(iv->day) +
+                              static_cast<std::int64_t>(iv->month) * DAYS_PER_MONTH) *
+                                 USECS_PER_DAY};
+}
+
 }  // namespace upstream_token::pg

@@ -3,6 +3,8 @@
 
 #include "pg/prelude.hpp"
 
+#include "core/time.hpp"
+
 #include <optional>
 #include <string>
 #include <vector>
@@ -26,5 +28,8 @@ std::optional<std::string> opt_jsonb_text_arg(FunctionCallInfo fcinfo, int n);
 // it is infinite (17+), negative (unless allowed) or too large to count in microseconds.
 const Interval* opt_interval_arg(FunctionCallInfo fcinfo, int n, const char* what,
                                  bool allow_negative = false);
+// An interval checked by opt_interval_arg in microseconds, months counted as 30 days (as
+// PostgreSQL's own interval arithmetic does).
+Micros interval_micros(const Interval* iv);
 
 }  // namespace upstream_token::pg

@@ -229,7 +229,7 @@ Datum register_provider(FunctionCallInfo fcinfo) {
     spec.revocation_endpoint = opt_text_arg(fcinfo, 6);
     read_provider_options(fcinfo, 7, spec);
     if (const Interval* idle = opt_interval_arg(fcinfo, 18, "refresh_token_idle_ttl");
-        idle != nullptr && idle->time == 0 && idle->day == 0 && idle->month == 0) {
+        idle != nullptr && interval_micros(idle).count() == 0) {
         throw Error(ErrorCode::invalid_parameter, "refresh_token_idle_ttl must be positive");
     }
     spec.refresh_token_idle_ttl = interval_arg(fcinfo, 18);

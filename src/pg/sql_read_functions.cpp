@@ -340,10 +340,7 @@ Datum planned_refresh_at_sql(FunctionCallInfo fcinfo) {
     std::optional<Time> issued_at;
     if (!PG_ARGISNULL(3)) issued_at = from_timestamptz(PG_GETARG_TIMESTAMPTZ(3));
     const Time expires_at = from_timestamptz(PG_GETARG_TIMESTAMPTZ(4));
-    const Interval* iv = opt_interval_arg(fcinfo, 5, "threshold", true);
-    const Micros threshold{iv->time + (static_cast<std::int64_t>(iv->day) +
-                                       static_cast<std::int64_t>(iv->month) * DAYS_PER_MONTH) *
-                                          USECS_PER_DAY};
+    const Micros threshold = interval_micros(opt_interval_arg(fcinfo, 5, "threshold", true));
     const Time due =
         proactive_due(issued_at, expires_at, threshold, spread_unit(provider, session, generation));
     PG_RETURN_TIMESTAMPTZ(to_timestamptz(due));
@@ -355,10 +352,7 @@ Datum keep_alive_at_sql(FunctionCallInfo fcinfo) {
     const std::string session = text_arg_required(fcinfo, 1, "session");
     const std::int64_t generation = PG_GETARG_INT64(2);
     const Time anchor = from_timestamptz(PG_GETARG_TIMESTAMPTZ(3));
-    const Interval* iv = opt_interval_arg(fcinfo, 4, "idle lifetime");
-    const Micros idle{iv->time + (static_cast<std::int64_t>(iv->day) +
-                                  static_cast<std::int64_t>(iv->month) * DAYS_PER_MONTH) *
-                                     USECS_PER_DAY};
+    const Micros idle = interval_micros(opt_interval_arg(fcinfo, 4, "idle lifetime"));
     const Time due = keep_alive_due(anchor, idle, spread_unit(provider, session, generation));
     PG_RETURN_TIMESTAMPTZ(to_timestamptz(due));
 }
