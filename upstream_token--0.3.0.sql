@@ -44,6 +44,8 @@ CREATE TABLE upstream_token.provider (
         CHECK (refresh_token_idle_ttl > interval '0'),
     keep_alive          boolean NOT NULL DEFAULT false,  -- refresh unused sessions before that
     response_fields     text[] NOT NULL DEFAULT '{}',  -- answer fields kept with each token
+    authorization_endpoint        text,  -- begin_login sends the browser here
+    device_authorization_endpoint text,  -- begin_device_login asks for device codes here (RFC 8628)
     CHECK ((auth_method = 'none') = (client_secret IS NULL)),
     CHECK (NOT keep_alive OR refresh_token_idle_ttl IS NOT NULL)
 );
@@ -81,6 +83,13 @@ CREATE TABLE upstream_token.token (
     -- When refresh_expires_at was last stated (an answer carrying it, or a store): the
     -- refresh_expiring event's window is a tenth of the lifetime stated then.
     refresh_expires_stated_at timestamptz,
+    -- How the engine renews it: a refresh token (a user's login), or the grant again for the
+    -- application's own tokens (get_client_token) and exchanged ones (exchange_token), whose
+    -- session is a key derived from what they are cached by.
+    grant_type          text NOT NULL DEFAULT 'refresh_token'
+        CHECK (grant_type IN ('refresh_token', 'client_credentials', 'token_exchange')),
+    audience            text,
+    subject_session     text,           -- token_exchange: the session whose token is exchanged
     PRIMARY KEY (session, provider),
     CHECK (session <> '' AND pg_catalog.octet_length(session) <= 512)
 );
@@ -163,7 +172,8 @@ SELECT t.session, t.provider, t.subject, t.status,
        (t.refresh_token IS NOT NULL) AS has_refresh_token,
        t.generation, t.failure_count, t.next_attempt_at, t.last_error,
        t.created_at, t.updated_at, t.refreshed_at,
-       CASE WHEN t.status = 'active' AND t.refresh_token IS NOT NULL THEN
+       CASE WHEN t.status = 'active'
+                 AND (t.refresh_token IS NOT NULL OR t.grant_type <> 'refresh_token') THEN
            GREATEST(
                LEAST(
                    upstream_token.planned_refresh_at(t.provider, t.session, t.generation, t.issued_at,
@@ -177,12 +187,13 @@ SELECT t.session, t.provider, t.subject, t.status,
                t.next_attempt_at)
        END AS next_refresh_at,
        t.refresh_expiry_source,
-       t.attributes
+       t.attributes,
+       t.grant_type, t.audience, t.subject_session
   FROM upstream_token.token t
   JOIN upstream_token.provider p ON p.name = t.provider;
 
 COMMENT ON VIEW upstream_token.token_status IS
-    'One row per stored token: status, expiry, next planned refresh, backoff and last error; refresh_expiry_source says whether refresh_expires_at was stated (provider, application: a cut-off) or estimated (estimate: the engine still refreshes past it); attributes holds the provider''s response_fields (such as Salesforce''s instance_url) from its latest answer. Contains no secret.';
+    'One row per stored token: status, expiry, next planned refresh, backoff and last error; refresh_expiry_source says whether refresh_expires_at was stated (provider, application: a cut-off) or estimated (estimate: the engine still refreshes past it); attributes holds the provider''s response_fields (such as Salesforce''s instance_url) from its latest answer. grant_type says how the engine renews it: refresh_token for a user''s login; client_credentials (get_client_token) and token_exchange (exchange_token, for subject_session) for tokens cached under a derived session key. Contains no secret.';
 
 CREATE FUNCTION upstream_token.register_provider(
     name                   text,
@@ -205,13 +216,15 @@ CREATE FUNCTION upstream_token.register_provider(
     refresh_params         jsonb DEFAULT NULL,
     refresh_token_idle_ttl interval DEFAULT NULL,
     keep_alive             boolean DEFAULT NULL,
-    response_fields        text[] DEFAULT NULL)
+    response_fields        text[] DEFAULT NULL,
+    authorization_endpoint text DEFAULT NULL,
+    device_authorization_endpoint text DEFAULT NULL)
 RETURNS void
 LANGUAGE c VOLATILE SECURITY DEFINER
 AS 'MODULE_PATHNAME', 'ut_register_provider';
 
-COMMENT ON FUNCTION upstream_token.register_provider(text, text, text, text, text, text, text, text, interval, interval, interval, interval, integer, text, text, text, jsonb, jsonb, interval, boolean, text[]) IS
-    'Creates or updates an OAuth provider. The client secret (for private_key_jwt: the PEM private key) is stored encrypted. A preset (see provider_presets) fills endpoints, client authentication, refresh parameters and refresh-token lifetimes; every argument given overrides it. auth_method defaults to client_secret_basic and default_lifetime to 1 hour without a preset.';
+COMMENT ON FUNCTION upstream_token.register_provider(text, text, text, text, text, text, text, text, interval, interval, interval, interval, integer, text, text, text, jsonb, jsonb, interval, boolean, text[], text, text) IS
+    'Creates or updates an OAuth provider. The client secret (for private_key_jwt: the PEM private key) is stored encrypted. A preset (see provider_presets) fills endpoints, client authentication, refresh parameters and refresh-token lifetimes; every argument given overrides it. auth_method defaults to client_secret_basic and default_lifetime to 1 hour without a preset. authorization_endpoint and device_authorization_endpoint are needed by begin_login and begin_device_login.';
 
 -- The presets register_provider knows, as the library holds them.
 CREATE FUNCTION upstream_token.preset_list(
@@ -335,12 +348,16 @@ BEGIN
      WHERE t.session = delete_upstream_token.session
        AND (delete_upstream_token.provider IS NULL OR t.provider = delete_upstream_token.provider);
     GET DIAGNOSTICS n = ROW_COUNT;
+    -- Tokens exchange_token obtained on the session's behalf go with it.
+    DELETE FROM upstream_token.token t
+     WHERE t.subject_session = delete_upstream_token.session
+       AND (delete_upstream_token.provider IS NULL OR t.provider = delete_upstream_token.provider);
     RETURN n;
 END
 $fn$;
 
 COMMENT ON FUNCTION upstream_token.delete_upstream_token(text, text) IS
-    'Deletes the stored tokens of a session (one provider, or all when provider is NULL); returns the count. Does not contact the provider: a refresh token a refresh in flight brings back is dropped, not revoked.';
+    'Deletes the stored tokens of a session (one provider, or all when provider is NULL); returns the count. Does not contact the provider: a refresh token a refresh in flight brings back is dropped, not revoked. Tokens exchange_token obtained for the session are deleted too.';
 
 CREATE FUNCTION upstream_token.get_upstream_credentials(session text)
 RETURNS TABLE (provider text, access_token text, id_token text, expires_at timestamptz,
@@ -439,6 +456,10 @@ BEGIN
         RAISE EXCEPTION 'provider "%" does not exist', revoke_upstream_token.provider
             USING ERRCODE = '42704';
     END IF;
+    -- Tokens exchange_token obtained on the session's behalf go with it (deleted, not revoked).
+    DELETE FROM upstream_token.token t
+     WHERE t.subject_session = revoke_upstream_token.session
+       AND (revoke_upstream_token.provider IS NULL OR t.provider = revoke_upstream_token.provider);
     FOR r IN
         DELETE FROM upstream_token.token t
          WHERE t.session = revoke_upstream_token.session
@@ -469,7 +490,7 @@ END
 $fn$;
 
 COMMENT ON FUNCTION upstream_token.revoke_upstream_token(text, text) IS
-    'Deletes the session''s tokens (one provider, or all) and, after commit, revokes the refresh token at providers with a revocation endpoint (RFC 7009), retrying until delivered; a refresh token a refresh in flight brings back is revoked too. Returns the number of tokens removed.';
+    'Deletes the session''s tokens (one provider, or all) and, after commit, revokes the refresh token at providers with a revocation endpoint (RFC 7009), retrying until delivered; a refresh token a refresh in flight brings back is revoked too. Tokens exchange_token obtained for the session are deleted. Returns the number of the session''s tokens removed.';
 
 CREATE FUNCTION upstream_token.current_key_id()
 RETURNS text
@@ -556,6 +577,95 @@ $fn$;
 COMMENT ON PROCEDURE upstream_token.rotate_key(integer) IS
     'Re-encrypts every stored secret under the key of upstream_token.key_file, online, committing every batch, and returns once no transaction that began before it can still commit a value under another key; upstream_token.previous_key_file must name the old key until it finishes.';
 
+-- Logins the engine does itself (issue 11). A pending login: an authorization-code login begun
+-- by begin_login (its PKCE verifier and nonce sealed, the state kept only as a digest), or a
+-- device login begun by begin_device_login (its device code sealed). Rows end as completed or
+-- failed and are purged once past expires_at.
+CREATE TABLE upstream_token.login (
+    id                        text PRIMARY KEY,  -- hex SHA-256 of the state (code flow), or random (device)
+    flow                      text NOT NULL CHECK (flow IN ('authorization_code', 'device_code')),
+    session                   text NOT NULL CHECK (session <> '' AND pg_catalog.octet_length(session) <= 512),
+    provider                  text NOT NULL REFERENCES upstream_token.provider (name) ON DELETE CASCADE,
+    redirect_uri              text,
+    scope                     text,
+    code_verifier             bytea,  -- ciphertexts; AAD binds each to (provider, login id, column)
+    nonce                     bytea,
+    device_code               bytea,
+    user_code                 text,
+    verification_uri          text,
+    verification_uri_complete text,
+    poll_interval             integer CHECK (poll_interval > 0),
+    next_poll_at              timestamptz,
+    status                    text NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'redeeming', 'completed', 'failed')),
+    error                     text,   -- why it failed; no secret
+    subject                   text,
+    created_at                timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    expires_at                timestamptz NOT NULL,
+    finished_at               timestamptz
+);
+
+CREATE INDEX login_session_idx ON upstream_token.login (session, provider);
+-- Exchanged tokens by the session they act for (revoke, delete, the maintenance purge).
+CREATE INDEX token_subject_session_idx ON upstream_token.token (subject_session, provider)
+    WHERE grant_type = 'token_exchange';
+CREATE INDEX login_poll_idx ON upstream_token.login (next_poll_at) WHERE status = 'pending';
+CREATE INDEX login_expires_idx ON upstream_token.login (expires_at);
+
+REVOKE ALL ON upstream_token.login FROM PUBLIC;
+
+CREATE FUNCTION upstream_token.begin_login(session text, provider text, redirect_uri text,
+                                           scope text DEFAULT NULL, extra_params jsonb DEFAULT NULL)
+RETURNS text
+LANGUAGE c VOLATILE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'ut_begin_login';
+
+COMMENT ON FUNCTION upstream_token.begin_login(text, text, text, text, jsonb) IS
+    'Begins an authorization-code login (PKCE S256, single-use state, a nonce when scope has openid) and returns the URL to send the browser to. The verifier and nonce are kept sealed for upstream_token.login_timeout; commit before the browser comes back.';
+
+CREATE FUNCTION upstream_token.complete_login(state text, code text, iss text DEFAULT NULL)
+RETURNS TABLE (session text, provider text, subject text, expires_at timestamptz)
+LANGUAGE c VOLATILE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'ut_complete_login';
+
+COMMENT ON FUNCTION upstream_token.complete_login(text, text, text) IS
+    'Completes the login the state belongs to: the engine redeems the code (once, committed whatever the caller does), checks the ID token (nonce, iss, aud, exp) and the RFC 9207 iss parameter, and stores the tokens. An unknown, replayed or expired state raises UT013 and redeems nothing.';
+
+CREATE FUNCTION upstream_token.begin_device_login(session text, provider text, scope text DEFAULT NULL)
+RETURNS TABLE (user_code text, verification_uri text, verification_uri_complete text,
+               expires_at timestamptz)
+LANGUAGE c VOLATILE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'ut_begin_device_login';
+
+COMMENT ON FUNCTION upstream_token.begin_device_login(text, text, text) IS
+    'Begins an RFC 8628 device login: the engine asks the provider for a device code and polls for the user''s approval, stores the tokens and sends login_completed (or login_failed) on upstream_token_events.';
+
+CREATE FUNCTION upstream_token.get_client_token(provider text, scope text DEFAULT NULL,
+                                                audience text DEFAULT NULL)
+RETURNS text
+LANGUAGE c VOLATILE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'ut_get_client_token';
+
+COMMENT ON FUNCTION upstream_token.get_client_token(text, text, text) IS
+    'The application''s own access token from the client credentials grant, cached per (provider, scope, audience) and renewed by the engine before it expires.';
+
+CREATE FUNCTION upstream_token.exchange_token(session text, provider text, audience text,
+                                              scope text DEFAULT NULL)
+RETURNS text
+LANGUAGE c VOLATILE SECURITY DEFINER
+AS 'MODULE_PATHNAME', 'ut_exchange_token';
+
+COMMENT ON FUNCTION upstream_token.exchange_token(text, text, text, text) IS
+    'An access token for audience obtained by RFC 8693 token exchange with the session''s token at provider as subject token; cached per (session, provider, audience, scope) and renewed by the engine before it expires.';
+
+CREATE VIEW upstream_token.login_status AS
+SELECT l.session, l.provider, l.flow, l.status, l.error, l.subject,
+       l.created_at, l.expires_at, l.finished_at
+  FROM upstream_token.login l;
+
+COMMENT ON VIEW upstream_token.login_status IS
+    'Logins begun with begin_login or begin_device_login, until purged past expires_at: pending, completed or failed, with the reason. Contains no secret (the state, verifier, nonce, device code and user code are not shown).';
+
 -- Privileges: nothing to PUBLIC; application backends get the client role.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA upstream_token FROM PUBLIC;
 REVOKE ALL ON ALL PROCEDURES IN SCHEMA upstream_token FROM PUBLIC;
@@ -572,10 +682,15 @@ GRANT EXECUTE ON FUNCTION
     upstream_token.engine_stats(),
     upstream_token.provider_stats(),
     upstream_token.planned_refresh_at(text, text, bigint, timestamptz, timestamptz, interval),
-    upstream_token.keep_alive_at(text, text, bigint, timestamptz, interval)
+    upstream_token.keep_alive_at(text, text, bigint, timestamptz, interval),
+    upstream_token.begin_login(text, text, text, text, jsonb),
+    upstream_token.complete_login(text, text, text),
+    upstream_token.begin_device_login(text, text, text),
+    upstream_token.get_client_token(text, text, text),
+    upstream_token.exchange_token(text, text, text, text)
     TO upstream_token_client;
 GRANT SELECT ON upstream_token.token_status, upstream_token.engine_status,
-                upstream_token.provider_status TO upstream_token_client;
+                upstream_token.provider_status, upstream_token.login_status TO upstream_token_client;
 
 -- Wake the engine when this CREATE EXTENSION commits: it starts serving at once.
 SELECT upstream_token.wake_engine_at_commit();

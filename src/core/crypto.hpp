@@ -40,4 +40,11 @@ std::uint32_t ciphertext_key_id(std::string_view blob);
 std::string decrypt_secret(const std::vector<Key>& keys, std::string_view blob,
                            std::string_view aad);
 
+// Lower-case hex of SHA-256(bytes): digests that name a value without revealing it.
+std::string sha256_hex(std::string_view bytes);
+
+// Lower-case hex of arbitrary bytes, and back (Error(invalid_parameter) for bad hex).
+std::string hex_encode(std::string_view bytes);
+std::string hex_decode(std::string_view hex);
+
 }  // namespace upstream_token

@@ -61,6 +61,11 @@ ProviderMetadata parse_metadata(std::string_view body, std::string_view expected
     m.token_endpoint = *token;
     m.revocation_endpoint = string_member(doc, "revocation_endpoint");
     if (m.revocation_endpoint) validate_endpoint(*m.revocation_endpoint, allow_http);
+    m.authorization_endpoint = string_member(doc, "authorization_endpoint");
+    if (m.authorization_endpoint) validate_endpoint(*m.authorization_endpoint, allow_http);
+    m.device_authorization_endpoint = string_member(doc, "device_authorization_endpoint");
+    if (m.device_authorization_endpoint)
+        validate_endpoint(*m.device_authorization_endpoint, allow_http);
     if (auto it = doc.find("token_endpoint_auth_methods_supported");
         it != doc.end() && it->is_array()) {
         for (const auto& v : *it) {

@@ -15,6 +15,8 @@ struct ProviderMetadata {
     std::string issuer;
     std::string token_endpoint;
     std::optional<std::string> revocation_endpoint;
+    std::optional<std::string> authorization_endpoint;
+    std::optional<std::string> device_authorization_endpoint;  // RFC 8628
     std::vector<std::string> auth_methods;  // token_endpoint_auth_methods_supported, if listed
 };
 

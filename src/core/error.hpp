@@ -25,6 +25,9 @@ enum class ErrorCode {
     queue_full,              // shared-memory request table is full
     uncommitted_change,      // the caller's own open transaction changed the row
     extension_outdated,      // the SQL objects are older than the library (55000)
+    login_state_invalid,     // complete_login: unknown, replayed or expired state
+    login_failed,            // the provider refused the login, or its ID token failed a check
+    login_pending,           // a login of (session, provider) is under way, no token yet
 };
 
 // The one exception type the core throws for expected failures.

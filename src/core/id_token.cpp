@@ -146,6 +146,41 @@ std::optional<std::int64_t> read_auth_time(const json& obj) {
     malformed("claim auth_time is not an integer");
 }
 
+// Reads exp leniently (a login check, not part of the binding): an integer, or a finite float
+// rounded down; anything else reads as absent. Values beyond int64 saturate.
+std::optional<std::int64_t> read_exp(const json& obj) {
+    const auto it = obj.find("exp");
+    if (it == obj.end()) {
+        return std::nullopt;
+    }
+    if (it->is_number_unsigned()) {
+        const auto v = it->get<std::uint64_t>();
+        return v > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(v);
+    }
+    if (it->is_number_integer()) {
+        return it->get<std::int64_t>();
+    }
+    if (it->is_number_float()) {
+        const double v = it->get<double>();
+        if (!std::isfinite(v)) {
+            return std::nullopt;
+        }
+        // 2^62: far beyond any date, and exactly representable, so the cast cannot overflow.
+        constexpr double kLimit = 4611686018427387904.0;
+        return static_cast<std::int64_t>(std::floor(std::clamp(v, -kLimit, kLimit)));
+    }
+    return std::nullopt;
+}
+
+// Reads nonce leniently: a string, or absent (a nonce check then fails, as it should).
+std::optional<std::string> read_nonce(const json& obj) {
+    const auto it = obj.find("nonce");
+    if (it == obj.end() || !it->is_string()) {
+        return std::nullopt;
+    }
+    return it->get<std::string>();
+}
+
 // Reads the binding claims from a decoded payload or from their stored form.
 IdClaims read_claims(const json& obj) {
     if (!obj.is_object()) {
@@ -210,7 +245,10 @@ IdClaims decode_id_token(std::string_view jwt) {
     if (obj.is_discarded()) {
         malformed("payload is not JSON");
     }
-    return read_claims(obj);
+    IdClaims c = read_claims(obj);
+    c.nonce = read_nonce(obj);
+    c.exp = read_exp(obj);
+    return c;
 }
 
 // Stores the binding claims of the login's ID token, for comparison at each refresh.

@@ -17,12 +17,17 @@ struct IdClaims {
     std::vector<std::string> aud;  // a string aud becomes one element
     std::optional<std::string> azp;
     std::optional<std::int64_t> auth_time;
+    // Login checks only (login_id_token_problem); never stored, never part of the binding.
+    std::optional<std::string> nonce;  // a non-string nonce reads as absent
+    std::optional<std::int64_t> exp;   // a non-number exp reads as absent
 };
 
-// Decodes the payload of a compact JWS. Error(invalid_parameter) when malformed.
+// Decodes the payload of a compact JWS, nonce and exp included. Error(invalid_parameter)
+// when malformed.
 IdClaims decode_id_token(std::string_view jwt);
 
-// Serialises the binding claims for storage (a small JSON object; no secrets in it).
+// Serialises the binding claims for storage (a small JSON object; no secrets in it). nonce
+// and exp are not stored; claims_from_json leaves them empty.
 std::string claims_to_json(const IdClaims& c);
 IdClaims claims_from_json(std::string_view json);
 

@@ -202,12 +202,9 @@ std::string base64_encode(std::string_view bytes) {
     return out;
 }
 
-// Assembles the token endpoint POST for one refresh, authenticating the client as configured.
-namespace {
-// A form POST to `endpoint` with the headers and client authentication every request to the
-// provider carries (RFC 6749 2.3.1, RFC 7523 2.2); `body` holds the request's own parameters.
-HttpRequest client_request(const ClientCredentials& client, std::string_view endpoint,
-                           std::string body, Time now) {
+// Adds the configured client authentication to a request body; shared by every grant builder.
+HttpRequest authenticate(const ClientCredentials& client, std::string_view audience,
+                         std::string body, Time now) {
     if (client.client_id.empty()) {
         throw Error(ErrorCode::invalid_parameter, "client_id must not be empty");
     }
@@ -219,6 +216,8 @@ HttpRequest client_request(const ClientCredentials& client, std::string_view end
     req.headers.emplace_back("Content-Type: application/x-www-form-urlencoded");
     req.headers.emplace_back("Accept: application/json");
     req.body = std::move(body);
+    // The separator before the authentication parameters; none when the body is empty.
+    const char* const sep = req.body.empty() ? "" : "&";
     switch (client.method) {
         case AuthMethod::client_secret_basic: {
             // RFC 6749 2.3.1: id and secret are form-encoded before joining with ':'.
@@ -229,27 +228,30 @@ HttpRequest client_request(const ClientCredentials& client, std::string_view end
             break;
         }
         case AuthMethod::client_secret_post:
-            req.body += "&client_id=" + form_encode(client.client_id);
+            req.body += sep;
+            req.body += "client_id=" + form_encode(client.client_id);
             req.body += "&client_secret=" + form_encode(*client.secret);
             break;
         case AuthMethod::none:
-            req.body += "&client_id=" + form_encode(client.client_id);
+            req.body += sep;
+            req.body += "client_id=" + form_encode(client.client_id);
             break;
         case AuthMethod::private_key_jwt:
-            req.body += "&client_id=" + form_encode(client.client_id);
+            req.body += sep;
+            req.body += "client_id=" + form_encode(client.client_id);
             req.body +=
                 "&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-"
                 "bearer";
             req.body +=
                 "&client_assertion=" + make_client_assertion(*client.secret, client.assertion_alg,
                                                              client.assertion_kid, client.client_id,
-                                                             endpoint, now);
+                                                             audience, now);
             break;
     }
     return req;
 }
-}  // namespace
 
+// Builds the refresh_token grant POST the engine sends before an access token expires.
 HttpRequest build_refresh_request(const ClientCredentials& client, std::string_view endpoint,
                                   std::string_view refresh_token,
                                   std::optional<std::string_view> scope, Time now,
@@ -262,16 +264,17 @@ HttpRequest build_refresh_request(const ClientCredentials& client, std::string_v
     for (const auto& [name, value] : extra) {
         body += "&" + form_encode(name) + "=" + form_encode(value);
     }
-    return client_request(client, endpoint, std::move(body), now);
+    return authenticate(client, endpoint, std::move(body), now);
 }
 
+// Builds the RFC 7009 POST that tells the provider a token is no longer wanted.
 HttpRequest build_revocation_request(const ClientCredentials& client, std::string_view endpoint,
                                      std::string_view token, std::string_view token_type_hint,
                                      Time now) {
     if (token.empty()) throw Error(ErrorCode::invalid_parameter, "token must not be empty");
     std::string body = "token=" + form_encode(token);
     if (!token_type_hint.empty()) body += "&token_type_hint=" + form_encode(token_type_hint);
-    return client_request(client, endpoint, std::move(body), now);
+    return authenticate(client, endpoint, std::move(body), now);
 }
 
 // Refuses endpoint URLs that would leak credentials, be ambiguous, or bypass TLS.

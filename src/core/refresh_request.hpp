@@ -36,6 +36,15 @@ struct ClientCredentials {
     std::string assertion_kid;          // private_key_jwt: optional kid header
 };
 
+// A form POST carrying `body` (the request's own parameters, form-encoded, may be empty) plus
+// the client authentication of RFC 6749 2.3.1 / RFC 7523 2.2: an Authorization header
+// (client_secret_basic), or client_id [+ client_secret | + client_assertion] appended to the
+// body. `audience` is the private_key_jwt assertion's aud, normally the endpoint the request is
+// sent to; `now` dates the assertion. Error(invalid_parameter) when client_id is empty or the
+// method needs a secret that is missing. Shared by every request builder.
+HttpRequest authenticate(const ClientCredentials& client, std::string_view audience,
+                         std::string body, Time now);
+
 // The refresh_token grant POST to `endpoint` (the token endpoint). The secret is required
 // unless the method is none; `now` dates a private_key_jwt assertion, whose audience is
 // `endpoint`. `extra` holds the provider's own refresh parameters (a redirect URI...), sent

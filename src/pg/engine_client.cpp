@@ -17,7 +17,7 @@ namespace {
 // without force (that one may be answered without a refresh, e.g. during backoff).
 int join_or_claim(EngineShared* s, RequestKind kind, std::string_view provider,
                   std::string_view session, std::int64_t seen_generation, bool force,
-                  bool* joined) {
+                  std::string_view params, bool* joined) {
     int free_slot = -1;
     for (int i = 0; i < s->nslots; ++i) {
         RequestSlot& slot = s->slots[i];
@@ -47,6 +47,7 @@ int join_or_claim(EngineShared* s, RequestKind kind, std::string_view provider,
         slot.seen_generation = seen_generation;
         copy_bounded(slot.provider, provider);
         copy_bounded(slot.session, session);
+        copy_bounded(slot.params, params);
         slot.ok = false;
         slot.error_code = 0;
         slot.message[0] = slot.detail[0] = '\0';
@@ -126,7 +127,8 @@ bool take_result(EngineShared* s, int index, std::uint64_t request_id, RefreshRe
 namespace {
 // Queues a request (or joins the same one queued by another backend) and waits for it.
 RefreshResult enqueue_and_wait(RequestKind kind, std::string_view provider,
-                               std::string_view session, std::int64_t seen_generation, bool force) {
+                               std::string_view session, std::int64_t seen_generation, bool force,
+                               std::string_view params = {}) {
     EngineShared* s = engine_shared();
     if (s == nullptr) {
         throw Error(ErrorCode::engine_unavailable,
@@ -141,6 +143,11 @@ RefreshResult enqueue_and_wait(RequestKind kind, std::string_view provider,
     }
     if (provider.size() >= kProviderBytes || session.size() >= kSessionBytes) {
         throw Error(ErrorCode::invalid_parameter, "provider or session too long");
+    }
+    if (params.size() >= kParamBytes) {
+        throw Error(ErrorCode::invalid_parameter, "scope, audience or code too long",
+                    "Together they must stay under " + std::to_string(kParamBytes - 64) +
+                        " bytes.");
     }
     int index = -1;
     std::uint64_t request_id = 0;
@@ -157,7 +164,8 @@ RefreshResult enqueue_and_wait(RequestKind kind, std::string_view provider,
         } else if (s->worker_dbid != MyDatabaseId) {
             refusal = "the upstream_token refresh engine serves another database";
         } else {
-            index = join_or_claim(s, kind, provider, session, seen_generation, force, &joined);
+            index = join_or_claim(s, kind, provider, session, seen_generation, force, params,
+                                  &joined);
             if (index >= 0) {
                 s->slots[index].waiters++;
                 request_id = s->slots[index].request_id;
@@ -204,8 +212,19 @@ RefreshResult enqueue_and_wait(RequestKind kind, std::string_view provider,
 }  // namespace
 
 RefreshResult request_refresh(std::string_view provider, std::string_view session,
-                              std::int64_t seen_generation, bool force) {
-    return enqueue_and_wait(RequestKind::refresh, provider, session, seen_generation, force);
+                              std::int64_t seen_generation, bool force, std::string_view params) {
+    return enqueue_and_wait(RequestKind::refresh, provider, session, seen_generation, force,
+                            params);
+}
+
+RefreshResult request_login(std::string_view provider, std::string_view login_key,
+                            std::string_view params) {
+    return enqueue_and_wait(RequestKind::login, provider, login_key, 0, false, params);
+}
+
+RefreshResult request_device_login(std::string_view provider, std::string_view session,
+                                   std::string_view params) {
+    return enqueue_and_wait(RequestKind::device_login, provider, session, 0, false, params);
 }
 
 RefreshResult request_discovery(std::string_view issuer) {

@@ -53,6 +53,9 @@ Claimed Intake::claim() {
         if (slot.state != SlotState::pending || claimed_[i]) continue;
         if (slot.kind == RequestKind::discovery) {
             out.discovery.push_back(DiscoveryRequest{i, slot.request_id, slot.session});
+        } else if (slot.kind == RequestKind::login || slot.kind == RequestKind::device_login) {
+            out.logins.push_back(LoginRequest{i, slot.request_id, slot.kind, slot.provider,
+                                              slot.session, slot.params});
         } else {
             RefreshJob job;
             job.slot = i;
@@ -61,6 +64,7 @@ Claimed Intake::claim() {
             job.session = slot.session;
             job.seen_generation = slot.seen_generation;
             job.force = slot.force;
+            job.grant_params = slot.params;
             out.refresh.push_back(std::move(job));
         }
         // Marked only once its job exists: an allocation failure leaves the slot pending.

@@ -19,9 +19,20 @@ struct DiscoveryRequest {
     std::string issuer;
 };
 
+// A login step asked for by complete_login (redeem a code) or begin_device_login.
+struct LoginRequest {
+    int slot = -1;
+    std::uint64_t request_id = 0;
+    RequestKind kind = RequestKind::login;
+    std::string provider;
+    std::string session;  // the login's key (code) or the application's session (device)
+    std::string params;
+};
+
 struct Claimed {
     std::vector<RefreshJob> refresh;
     std::vector<DiscoveryRequest> discovery;
+    std::vector<LoginRequest> logins;
 };
 
 class Intake {

@@ -12,6 +12,7 @@ extern "C" {
 #include "pg/compat.hpp"
 #include "pg/engine_discovery.hpp"
 #include "pg/engine_intake.hpp"
+#include "pg/engine_login.hpp"
 #include "pg/engine_planner.hpp"
 #include "pg/engine_refresher.hpp"
 #include "pg/engine_revoker.hpp"
@@ -43,7 +44,8 @@ class Engine {
           refresher_(http_, planner_, intake_, stats_),
           saver_(stats_),
           revoker_(http_),
-          discovery_(http_, intake_) {}
+          discovery_(http_, intake_),
+          logins_(http_, intake_) {}
 
     void run();
 
@@ -52,7 +54,10 @@ class Engine {
     void take_answers();
     void take_requests();
     void begin_stop();
-    bool drained() const { return refresher_.in_flight() == 0 && saver_.held() == 0; }
+    bool drained() const {
+        return refresher_.in_flight() == 0 && saver_.held() == 0 && logins_.in_flight() == 0 &&
+               logins_.held() == 0;
+    }
     long wait_ms() const;
 
     EngineShared* s_;
@@ -64,6 +69,7 @@ class Engine {
     Saver saver_;
     Revoker revoker_;
     Discovery discovery_;
+    Logins logins_;
     Maintenance maintenance_;
     Stage ready_stage_{"looking for the extension"};
     Stage http_stage_{"driving HTTP exchanges"};
@@ -88,9 +94,10 @@ std::optional<std::string> extension_version() {
 void Engine::take_answers() {
     http_stage_.run([&] { http_.drive(); });
     for (const HttpResult& r : http_.take_finished()) {
-        if (revoker_.on_result(r) || discovery_.on_result(r)) continue;
+        if (revoker_.on_result(r) || discovery_.on_result(r) || logins_.on_result(r)) continue;
         if (auto job = refresher_.on_result(r)) saver_.add(std::move(*job));
     }
+    logins_.save_held();
     for (RefreshJob& job : saver_.save_due()) refresher_.finish(job);
 }
 
@@ -107,10 +114,12 @@ void Engine::take_requests() {
                 intake_.answer(job.slot, job.request_id, stop);
             for (const DiscoveryRequest& d : claimed.discovery)
                 intake_.answer(d.slot, d.request_id, stop);
+            for (const LoginRequest& l : claimed.logins) intake_.answer(l.slot, l.request_id, stop);
             return;
         }
         refresher_.enqueue(std::move(claimed.refresh));
         for (const DiscoveryRequest& d : claimed.discovery) discovery_.start(d);
+        for (const LoginRequest& l : claimed.logins) logins_.start(l);
     });
 }
 
@@ -150,15 +159,20 @@ void Engine::pass(bool reloaded) {
             requested |= s_->scan_requested;
             s_->scan_requested = false;
         }
-        if (requested) forget_cached_providers();
+        if (requested) {
+            forget_cached_providers();
+            logins_.poll_soon();
+        }
         planner_.scan_if_due(requested, refresher_.busy());
         revoker_.run_if_due(requested || refresher_.take_orphan_queued());
         const bool may_start = !saver_.blocked() && saver_.held() < kMaxHeld;
         start_stage_.run([&] { refresher_.start(may_start); });
+        logins_.poll_if_due(may_start);
         http_stage_.run([&] { http_.drive(); });
         maintenance_.run_if_due();
     }
-    stats_.in_flight(refresher_.in_flight() + revoker_.in_flight() + discovery_.in_flight());
+    stats_.in_flight(refresher_.in_flight() + revoker_.in_flight() + discovery_.in_flight() +
+                     logins_.in_flight());
 }
 
 // An orderly stop (SIGTERM: smart or fast shutdown, restart, pg_terminate_backend): nothing
@@ -170,6 +184,7 @@ void Engine::begin_stop() {
     intake_.set_ready(false);
     refresher_.abandon_unstarted(kStopping);
     discovery_.abandon_all(kStopping);
+    logins_.abandon_all(kStopping);
     revoker_.abandon_all();  // the queue keeps them
 }
 
@@ -186,11 +201,13 @@ long Engine::wait_ms() const {
         earlier(maintenance_.next_due());
         earlier(revoker_.next_due());
         earlier(refresher_.next_retry());
+        earlier(logins_.next_due());
         if (auto due = planner_.schedule().next_due()) {
             earlier(now + std::max(Micros{0}, *due - now_time()));
         }
     }
     earlier(saver_.next_retry());
+    if (stopping_ && logins_.held() > 0) earlier(logins_.next_due());
     if (auto t = http_.next_timeout()) earlier(now + *t);
     const Micros wait = std::max(Micros{0}, until - now);
     return static_cast<long>((wait.count() + 999) / 1000);
@@ -231,8 +248,9 @@ void Engine::run() {
         MemoryContextReset(pass_cxt);
         if (stopping_ && drained()) return;
         if (stopping_ && mono_now() >= stop_deadline_) {
-            const std::string lost = "stopped with " + std::to_string(refresher_.in_flight()) +
-                                     " exchanges in flight and " + std::to_string(saver_.held()) +
+            const std::string lost = "stopped with " +
+                                     std::to_string(refresher_.in_flight() + logins_.in_flight()) +
+                                     " exchanges in flight and " + std::to_string(saver_.held() + logins_.held()) +
                                      " answers not saved (upstream_token.shutdown_timeout)";
             log_recovered("shutdown", lost.c_str());
             return;

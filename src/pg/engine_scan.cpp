@@ -56,7 +56,8 @@ ScanResult scan_due_tokens(Time window_end, std::size_t limit) {
                          "FROM upstream_token.token t JOIN upstream_token.provider p "
                          "ON p.name = t.provider "
                          "WHERE t.status = 'active' AND t.expires_at <= $1 "
-                         "AND t.refresh_token IS NOT NULL ORDER BY t.expires_at LIMIT $2");
+                         "AND (t.refresh_token IS NOT NULL OR t.grant_type <> 'refresh_token') "
+                         "ORDER BY t.expires_at LIMIT $2");
     const auto n =
         due.run({timestamptz_arg(bound), int8_arg(static_cast<std::int64_t>(limit))}, true);
     ScanResult out;
@@ -103,7 +104,8 @@ ScanResult scan_due_tokens(Time window_end, std::size_t limit) {
     if (!out.truncated) {
         static Statement next(
             "SELECT pg_catalog.min(expires_at) FROM upstream_token.token "
-            "WHERE status = 'active' AND expires_at > $1 AND refresh_token IS NOT NULL");
+            "WHERE status = 'active' AND expires_at > $1 "
+            "AND (refresh_token IS NOT NULL OR grant_type <> 'refresh_token')");
         next.run({timestamptz_arg(bound)}, true, 1);
         if (auto first = ResultRow().timestamptz(1)) out.next_window = *first - max_threshold;
     }
@@ -168,6 +170,16 @@ std::uint64_t expire_and_purge(std::optional<Time> since, Time now) {
     // bounds the exchange and the time its answer may wait to be saved.
     static Statement forget("DELETE FROM upstream_token.token_tombstone WHERE revoked_at < $1");
     forget.run({timestamptz_arg(now - kTombstoneLifetime)}, false);
+    // An exchanged token outlives neither the session it acts for nor that session's login
+    // (a purge or a drop removes the subject row without going through revoke/delete).
+    static Statement orphans(
+        "DELETE FROM upstream_token.token t WHERE t.grant_type = 'token_exchange' AND NOT EXISTS "
+        "(SELECT 1 FROM upstream_token.token s WHERE s.session = t.subject_session "
+        "AND s.provider = t.provider)");
+    orphans.run({}, false);
+    // Logins past their lifetime: pending ones can no longer complete, finished ones were seen.
+    static Statement logins("DELETE FROM upstream_token.login WHERE expires_at <= $1");
+    logins.run({timestamptz_arg(now)}, false);
     txn.commit();
     return purged;
 }

@@ -13,6 +13,7 @@ namespace upstream_token::pg {
 constexpr int kProviderBytes = 64;
 constexpr int kSessionBytes = 513;
 constexpr int kMessageBytes = 256;
+constexpr int kParamBytes = 2048;
 
 enum class SlotState : std::uint32_t { free = 0, pending, working, done };
 
@@ -20,6 +21,8 @@ enum class SlotState : std::uint32_t { free = 0, pending, working, done };
 enum class RequestKind : std::uint32_t {
     refresh = 0,    // refresh (provider, session)
     discovery = 1,  // fetch the metadata of the issuer held in `session`
+    login = 2,      // redeem the code of the login whose key is in `session`
+    device_login = 3,  // ask the provider for a device code for (provider, session)
 };
 
 struct RequestSlot {
@@ -32,6 +35,9 @@ struct RequestSlot {
     std::int64_t seen_generation;  // the row generation the requester saw
     char provider[kProviderBytes];
     char session[kSessionBytes];  // the session; for discovery the issuer URL
+    // What the engine needs beyond the names, as JSON: a grant's scope and audience (the row
+    // may not exist yet), a login's sealed code. Never a secret in clear.
+    char params[kParamBytes];
     // Result, valid in state done.
     bool ok;
     int error_code;  // upstream_token::ErrorCode when !ok

@@ -21,6 +21,7 @@ int guc_max_requests = 1024;
 int guc_max_concurrent = 32;
 int guc_purge_after_s = 7 * 24 * 3600;
 int guc_shutdown_timeout_ms = 30000;
+int guc_login_timeout_s = 600;
 // Set when a reload was applied inside a statement or pass (apply_pending_reload).
 bool reload_applied = false;
 int guc_standby_wait_timeout_ms = 5000;
@@ -38,6 +39,11 @@ void define_engine_gucs() {
 }  // namespace
 
 void define_gucs() {
+    DefineCustomIntVariable("upstream_token.login_timeout",
+                            "How long a login begun with begin_login may take to complete.",
+                            "The state, PKCE verifier and nonce are purged after it.",
+                            &guc_login_timeout_s, 600, 10, 24 * 3600, PGC_SIGHUP, GUC_UNIT_S,
+                            nullptr, nullptr, nullptr);
     DefineCustomStringVariable(
         "upstream_token.key_file",
         "File holding the 256-bit secret encryption key (64 hex characters).",
@@ -149,6 +155,10 @@ int max_concurrent_refreshes() {
 int standby_wait_timeout_ms() {
     return guc_standby_wait_timeout_ms;
 }
+Micros login_timeout() {
+    return seconds(guc_login_timeout_s);
+}
+
 Micros purge_after() {
     return seconds(guc_purge_after_s);
 }

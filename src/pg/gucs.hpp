@@ -30,6 +30,8 @@ const char* ca_file();
 int max_requests();
 int max_concurrent_refreshes();
 Micros purge_after();
+// Lifetime of a login begun with begin_login.
+Micros login_timeout();
 Micros shutdown_timeout();
 // upstream_token.standby_wait_timeout in milliseconds (0: no limit).
 int standby_wait_timeout_ms();

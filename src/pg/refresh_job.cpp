@@ -8,6 +8,7 @@
 #include "core/lock_key.hpp"
 #include "core/presets.hpp"
 #include "core/redact.hpp"
+#include "core/grant_request.hpp"
 #include "core/refresh_request.hpp"
 #include "pg/guard.hpp"
 #include "pg/gucs.hpp"
@@ -47,10 +48,12 @@ void mark_refresh_expired(const RefreshJob& job, const std::string& refresh_ct) 
 }
 
 // Answers the job without a network call.
-BeginStep answer(RefreshJob& job, bool ok, ErrorCode code, std::string message) {
+BeginStep answer(RefreshJob& job, bool ok, ErrorCode code, std::string message,
+                 std::string detail = {}) {
     job.result.ok = ok;
     job.result.code = code;
     job.result.message = std::move(message);
+    if (!detail.empty()) job.result.detail = std::move(detail);
     return BeginStep::answered;
 }
 
@@ -111,6 +114,70 @@ std::optional<std::string> binding_problem(const RefreshJob& job, const std::str
     return std::nullopt;
 }
 
+// The job's provider (cached), whose settings the job takes on.
+const ProviderRow* job_provider(RefreshJob& job) {
+    const ProviderRow* provider = cached_provider(job.provider);
+    if (provider == nullptr) throw Error(ErrorCode::provider_not_found, "the provider was dropped");
+    job.threshold = provider->refresh_threshold.value_or(refresh_threshold());
+    job.default_lifetime = provider->default_lifetime;
+    job.refresh_token_ttl = provider->refresh_token_ttl;
+    job.keep_alive_idle = provider->keep_alive_idle;
+    job.response_fields = provider->response_fields;
+    return provider;
+}
+
+// The access token of the session a token exchange acts for, if it is active and unexpired.
+std::optional<std::string> subject_token(const RefreshJob& job, Snapshot snapshot) {
+    static Statement read(
+        "SELECT access_token, expires_at, status FROM upstream_token.token "
+        "WHERE session = $1 AND provider = $2");
+    const std::string& subject = job.grant->subject_session;
+    if (read.run({text_arg(subject), text_arg(job.provider)}, true, 1, snapshot) == 0) {
+        return std::nullopt;
+    }
+    ResultRow r;
+    if (r.text(3).value_or("") != "active" || r.timestamptz(2).value_or(Time{}) <= now_time()) {
+        return std::nullopt;
+    }
+    auto access = open_sealed(job.provider, subject, "access_token", r.bytea(1));
+    if (!access || access->empty()) return std::nullopt;
+    return access;
+}
+
+// The request that renews a grant's token: the client credentials grant again, or a new
+// exchange of the session's current access token.
+BeginStep begin_grant(RefreshJob& job, HttpRequestSpec& spec, Snapshot snapshot) {
+    job.sent_secrets.clear();
+    const ProviderRow* provider = job_provider(job);
+    const ClientCredentials client = client_credentials(*provider);
+    const GrantParams& g = *job.grant;
+    std::optional<std::string_view> scope, audience;
+    if (g.scope) {
+        scope = *g.scope;
+    } else if (provider->scope) {
+        scope = *provider->scope;
+    }
+    if (g.audience) audience = *g.audience;
+    HttpRequest request;
+    if (g.grant == Grant::client_credentials) {
+        request = build_client_credentials_request(client, provider->token_endpoint, scope,
+                                                   audience, now_time());
+    } else {
+        const auto subject = subject_token(job, snapshot);
+        if (!subject) {
+            return answer(job, false, ErrorCode::session_not_found,
+                          "the session has no valid access token to exchange",
+                          "get_upstream_token(session, provider) renews it");
+        }
+        request = build_token_exchange_request(client, provider->token_endpoint, *subject,
+                                               audience, g.scope, now_time());
+        job.sent_secrets.push_back(*subject);
+    }
+    spec = provider_request(*provider, provider->token_endpoint, std::move(request));
+    if (client.secret) job.sent_secrets.push_back(*client.secret);
+    return BeginStep::send;
+}
+
 }  // namespace
 
 BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec) {
@@ -127,16 +194,32 @@ BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec) {
     static Statement read(
         "SELECT refresh_token, generation, status, next_attempt_at, failure_count, "
         "id_claims::pg_catalog.text, subject, client_id, last_error, refresh_expires_at, "
-        "refresh_expiry_source FROM upstream_token.token WHERE session = $1 AND provider = $2");
+        "refresh_expiry_source, grant_type, scope, audience, subject_session "
+        "FROM upstream_token.token WHERE session = $1 AND provider = $2");
     // Read with a snapshot taken after the lock: the transaction's own predates it and would
     // miss the commit of a refresher that held the lock until just now (I1).
     Snapshot after_lock = pg_call([] { return GetLatestSnapshot(); });
     if (read.run({text_arg(job.session), text_arg(job.provider)}, true, 1, after_lock) == 0) {
-        return answer(job, false, ErrorCode::session_not_found,
-                      "the token was deleted before it could be refreshed");
+        if (job.grant_params.empty()) {
+            return answer(job, false, ErrorCode::session_not_found,
+                          "the token was deleted before it could be refreshed");
+        }
+        job.grant = grant_params_from_json(job.grant_params);  // its first token
+        job.new_row = true;
+        return begin_grant(job, spec, after_lock);
     }
     ResultRow r;
     const auto generation = r.int8(2).value_or(0);
+    if (const auto grant_type = r.text(12); grant_type && *grant_type != "refresh_token") {
+        GrantParams g;
+        g.grant = *grant_type == grant_name(Grant::client_credentials) ? Grant::client_credentials
+                                                                       : Grant::token_exchange;
+        g.scope = r.text(13);
+        g.audience = r.text(14);
+        g.subject_session = r.text(15).value_or("");
+        job.grant = std::move(g);
+        job.read_generation = generation;
+    }
     const std::string status = r.text(3).value_or("");
     const auto next_attempt = r.timestamptz(4);
     job.failure_count = r.int4(5).value_or(0);
@@ -175,6 +258,7 @@ BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec) {
                       misconfigured ? ErrorCode::provider_misconfigured : ErrorCode::refresh_failed,
                       "the provider failed recently; the next attempt is scheduled later");
     }
+    if (job.grant) return begin_grant(job, spec, after_lock);
     if (!refresh_ct) {
         return answer(job, false, ErrorCode::no_refresh_token, "no refresh token is stored");
     }
@@ -182,13 +266,7 @@ BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec) {
     job.binding = stored_binding(r, 6, 7, 8);
     const std::string refresh_plain =
         open_sealed(job.provider, job.session, "refresh_token", refresh_ct).value_or("");
-    const ProviderRow* provider = cached_provider(job.provider);
-    if (provider == nullptr) throw Error(ErrorCode::provider_not_found, "the provider was dropped");
-    job.threshold = provider->refresh_threshold.value_or(refresh_threshold());
-    job.default_lifetime = provider->default_lifetime;
-    job.refresh_token_ttl = provider->refresh_token_ttl;
-    job.keep_alive_idle = provider->keep_alive_idle;
-    job.response_fields = provider->response_fields;
+    const ProviderRow* provider = job_provider(job);
     const ClientCredentials client = client_credentials(*provider);
 
     std::optional<std::string_view> scope;
@@ -237,6 +315,56 @@ std::optional<std::string> kept_fields(const RefreshJob& job, const TokenRespons
     return json_from_string_map(kept);
 }
 
+// The client id a grant's new row records (the provider's, as the engine authenticates).
+std::string job_client_id(const RefreshJob& job) {
+    const ProviderRow* provider = cached_provider(job.provider);
+    return provider != nullptr ? provider->client_id : std::string("?");
+}
+
+// Saves a grant's token (client credentials, exchange): inserted when it is the first, else
+// replacing the version that was read. Its refresh token, if the answer has one, is not kept:
+// the grant itself renews it. No event: the application's own tokens have no session.
+bool save_grant_tokens(RefreshJob& job, const TokenResponse& t, const std::string& access_ct,
+                       Time expires_at, Time issued_at) {
+    const GrantParams& g = *job.grant;
+    const std::string client_id = job_client_id(job);
+    static Statement insert(
+        "INSERT INTO upstream_token.token (session, provider, client_id, access_token, "
+        "token_type, scope, expires_at, issued_at, refreshed_at, grant_type, audience, "
+        "subject_session, attributes, last_error) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, pg_catalog.now(), $9, $10, $11, "
+        "$12::pg_catalog.jsonb, $13) ON CONFLICT (session, provider) DO NOTHING "
+        "RETURNING generation");
+    static Statement update(
+        "UPDATE upstream_token.token SET access_token = $3, token_type = $4, expires_at = $5, "
+        "issued_at = $6, generation = generation + 1, status = 'active', failure_count = 0, "
+        "next_attempt_at = NULL, last_error = $8, refreshed_at = pg_catalog.now(), "
+        "updated_at = pg_catalog.now(), attributes = coalesce($9::pg_catalog.jsonb, attributes) "
+        "WHERE session = $1 AND provider = $2 AND generation = $7 RETURNING generation");
+    const auto last_error = success_note(std::nullopt, t.warnings);
+    const auto n =
+        job.new_row
+            ? insert.run({text_arg(job.session), text_arg(job.provider), text_arg(client_id),
+                          bytea_arg(access_ct), text_arg(t.token_type), text_arg(g.scope),
+                          timestamptz_arg(expires_at), timestamptz_arg(issued_at),
+                          text_arg(grant_name(g.grant)), text_arg(g.audience),
+                          text_arg(g.grant == Grant::token_exchange
+                                       ? std::optional<std::string_view>(g.subject_session)
+                                       : std::nullopt),
+                          text_arg(kept_fields(job, t)), text_arg(last_error)},
+                         false)
+            : update.run({text_arg(job.session), text_arg(job.provider), bytea_arg(access_ct),
+                          text_arg(t.token_type), timestamptz_arg(expires_at),
+                          timestamptz_arg(issued_at), int8_arg(job.read_generation),
+                          text_arg(last_error), text_arg(kept_fields(job, t))},
+                         false);
+    if (n == 0) return false;
+    job.new_generation = ResultRow().int8(1).value_or(0);
+    job.new_expires_at = expires_at;
+    job.new_issued_at = issued_at;
+    return true;
+}
+
 // Saves new tokens with the optimistic UPDATE (I2); false when another writer moved the row.
 bool save_tokens(RefreshJob& job, const TokenResponse& t) {
     // The provider counted expires_in from some instant after the request was sent: the send
@@ -255,6 +383,7 @@ bool save_tokens(RefreshJob& job, const TokenResponse& t) {
     }
     const std::string access_ct = seal(job.provider, job.session, "access_token", t.access_token);
     std::optional<std::string> refresh_ct, id_ct;
+    if (job.grant) return save_grant_tokens(job, t, access_ct, expires_at, now);
     if (t.refresh_token)
         refresh_ct = seal(job.provider, job.session, "refresh_token", *t.refresh_token);
     if (t.id_token) id_ct = seal(job.provider, job.session, "id_token", *t.id_token);
@@ -348,6 +477,35 @@ bool same_refresh_token_stored(RefreshJob& job) {
     return true;
 }
 
+// Records a grant's failed exchange with its backoff; the first one inserts a row holding no
+// token, so callers see the backoff instead of asking the provider again at once.
+void save_grant_failure(RefreshJob& job, Time next, const std::string& last) {
+    const GrantParams& g = *job.grant;
+    static Statement insert(
+        "INSERT INTO upstream_token.token (session, provider, client_id, expires_at, scope, "
+        "grant_type, audience, subject_session, failure_count, next_attempt_at, last_error) "
+        "VALUES ($1, $2, $3, pg_catalog.now(), $4, $5, $6, $7, 1, $8, $9) "
+        "ON CONFLICT (session, provider) DO NOTHING");
+    static Statement update(
+        "UPDATE upstream_token.token SET failure_count = failure_count + 1, next_attempt_at = $4, "
+        "last_error = $5, updated_at = pg_catalog.now() "
+        "WHERE session = $1 AND provider = $2 AND generation = $3");
+    const auto n =
+        job.new_row
+            ? insert.run({text_arg(job.session), text_arg(job.provider),
+                          text_arg(job_client_id(job)), text_arg(g.scope),
+                          text_arg(grant_name(g.grant)), text_arg(g.audience),
+                          text_arg(g.grant == Grant::token_exchange
+                                       ? std::optional<std::string_view>(g.subject_session)
+                                       : std::nullopt),
+                          timestamptz_arg(next), text_arg(last)},
+                         false)
+            : update.run({text_arg(job.session), text_arg(job.provider),
+                          int8_arg(job.read_generation), timestamptz_arg(next), text_arg(last)},
+                         false);
+    if (n > 0) job.retry_planned = next;
+}
+
 // Records a failed exchange on the row (same optimistic condition), with backoff.
 void save_failure(RefreshJob& job, const ExchangeOutcome& o, double unit_random) {
     const int failures = job.failure_count + 1;
@@ -357,7 +515,13 @@ void save_failure(RefreshJob& job, const ExchangeOutcome& o, double unit_random)
     std::string last = std::string(class_name(o.failure)) + ": " + o.error;
     if (!o.message.empty()) last += " (" + o.message + ")";
     if (last.size() > kLastErrorMax) last.resize(kLastErrorMax);
-    const bool reauth = o.failure == FailureClass::reauth_required;
+    // A grant's token is not a sign-in: invalid_grant (a subject token the provider no longer
+    // takes, say) is reported to the caller but leaves the row renewable.
+    const bool reauth = o.failure == FailureClass::reauth_required && !job.grant;
+    if (job.grant) {
+        save_grant_failure(job, now_time() + delay, last);
+        return;
+    }
     static Statement update(
         "UPDATE upstream_token.token SET "
         "status = CASE WHEN $3 THEN 'reauth_required' ELSE status END, "
@@ -401,6 +565,10 @@ void persist_in_transaction(RefreshJob& job, double unit_random) {
         return;
     }
     bool saved = save_tokens(job, *o.tokens);
+    if (job.grant) {  // a lost race: the token that won is served
+        job.result.ok = true;
+        return;
+    }
     if (!saved && o.tokens->refresh_token && same_refresh_token_stored(job)) {
         saved = save_tokens(job, *o.tokens);
     }

@@ -11,6 +11,7 @@
 
 #include "core/error.hpp"
 #include "core/expiry.hpp"
+#include "core/grant_params.hpp"
 #include "core/http_multi.hpp"
 #include "core/id_token.hpp"
 #include "core/time.hpp"
@@ -35,6 +36,7 @@ struct RefreshJob {
     std::int64_t seen_generation = 0;
     bool force = false;
     bool proactive = false;  // started by the engine's own plan, nobody waits
+    std::string grant_params;  // JSON GrantParams for a grant's token the caller found missing
 
     // State gathered by begin().
     bool lock_held = false;
@@ -49,6 +51,10 @@ struct RefreshJob {
     Micros threshold{};                     // the provider's, or the GUC
     std::optional<Micros> keep_alive_idle;  // the provider keeps unused sessions alive
     std::vector<std::string> response_fields;  // answer fields the provider keeps
+    // A grant's token (client credentials, exchange) renews by the grant, not a refresh token.
+    std::optional<GrantParams> grant;
+    bool new_row = false;              // the grant's row does not exist yet: the save inserts it
+    std::int64_t read_generation = 0;  // the row version the grant's save replaces
 
     // After the exchange.
     std::optional<ExchangeOutcome> outcome;

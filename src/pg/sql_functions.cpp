@@ -7,6 +7,7 @@
 
 #include "core/error.hpp"
 #include "core/expiry.hpp"
+#include "core/grant_params.hpp"
 #include "core/id_token.hpp"
 #include "core/presets.hpp"
 #include "core/schedule.hpp"
@@ -69,6 +70,7 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
     require_current_schema();
     const std::string session = nonempty_text_arg(fcinfo, 0, "session");
     check_session(session);
+    check_application_session(session);
     const std::string provider_name = nonempty_text_arg(fcinfo, 1, "provider");
     const auto access = nonempty(opt_text_arg(fcinfo, 2));
     const auto refresh = nonempty(opt_text_arg(fcinfo, 3));
@@ -124,30 +126,21 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
     if (refresh) refresh_ct = seal(provider_name, session, "refresh_token", *refresh);
     if (id_token) id_ct = seal(provider_name, session, "id_token", *id_token);
 
-    static Statement upsert(
-        "INSERT INTO upstream_token.token AS t (session, provider, subject, client_id, id_claims, "
-        "access_token, refresh_token, id_token, scope, expires_at, refresh_expires_at, issued_at, "
-        "refresh_expiry_source, attributes, refresh_expires_stated_at) "
-        "VALUES ($1, $2, $3, $4, $5::pg_catalog.jsonb, $6, $7, $8, $9, $10, $11, $12, $13, "
-        "$14::pg_catalog.jsonb, pg_catalog.now()) "
-        "ON CONFLICT (session, provider) DO UPDATE SET subject = EXCLUDED.subject, "
-        "client_id = EXCLUDED.client_id, id_claims = EXCLUDED.id_claims, "
-        "access_token = EXCLUDED.access_token, refresh_token = EXCLUDED.refresh_token, "
-        "id_token = EXCLUDED.id_token, token_type = 'Bearer', scope = EXCLUDED.scope, "
-        "expires_at = EXCLUDED.expires_at, refresh_expires_at = EXCLUDED.refresh_expires_at, "
-        "issued_at = EXCLUDED.issued_at, refresh_expiry_source = EXCLUDED.refresh_expiry_source, "
-        "attributes = EXCLUDED.attributes, "
-        "refresh_expires_stated_at = EXCLUDED.refresh_expires_stated_at, "
-        "generation = t.generation + 1, status = 'active', "
-        "failure_count = 0, "
-        "next_attempt_at = NULL, last_error = NULL, updated_at = pg_catalog.now()");
-    upsert.run(
-        {text_arg(session), text_arg(provider_name), text_arg(subject),
-         text_arg(provider->client_id), text_arg(claims_json), bytea_arg(access_ct),
-         bytea_arg(refresh_ct), bytea_arg(id_ct), text_arg(scope), timestamptz_arg(expires_at),
-         timestamptz_arg(refresh_expires_at), timestamptz_arg(std::nullopt),
-         text_arg(refresh_expiry_source), text_arg(attributes)},
-        false);
+    LoginRow row;
+    row.session = session;
+    row.provider = provider_name;
+    row.subject = subject;
+    row.client_id = provider->client_id;
+    row.claims_json = claims_json;
+    row.access_ct = access_ct;
+    row.refresh_ct = refresh_ct;
+    row.id_ct = id_ct;
+    row.scope = scope;
+    row.expires_at = expires_at;
+    row.refresh_expires_at = refresh_expires_at;
+    row.refresh_expiry_source = refresh_expiry_source;
+    row.attributes = attributes;
+    upsert_login(row);
     if (refresh) {
         Time plan_by = expires_at - provider->refresh_threshold.value_or(refresh_threshold());
         if (provider->keep_alive_idle) {  // the earliest a keep-alive refresh is planned

@@ -58,6 +58,8 @@ struct ProviderSpec {
     Arg refresh_token_idle_ttl{INTERVALOID, Datum(0), true};
     bool keep_alive = false;
     std::vector<std::string> response_fields;
+    std::optional<std::string> authorization_endpoint;         // begin_login
+    std::optional<std::string> device_authorization_endpoint;  // begin_device_login
 };
 
 // Reads the options both registration functions share, from argument `first` on:
@@ -94,8 +96,10 @@ Datum text_array(const std::vector<std::string_view>& items) {
 void save_provider(ProviderSpec& spec) {
     check_provider_name(spec.name);
     validate_endpoint(spec.token_endpoint, allow_insecure_http());
-    if (spec.revocation_endpoint)
-        validate_endpoint(*spec.revocation_endpoint, allow_insecure_http());
+    for (const auto* endpoint : {&spec.revocation_endpoint, &spec.authorization_endpoint,
+                                 &spec.device_authorization_endpoint}) {
+        if (*endpoint) validate_endpoint(**endpoint, allow_insecure_http());
+    }
     if (spec.client_id.empty())
         throw Error(ErrorCode::invalid_parameter, "client_id must not be empty");
     for (const auto& [param, value] : spec.refresh_params) {
@@ -139,9 +143,9 @@ void save_provider(ProviderSpec& spec) {
         "client_secret, auth_method, issuer, revocation_endpoint, scope, refresh_threshold, "
         "refresh_token_ttl, default_lifetime, request_timeout, max_concurrent, assertion_alg, "
         "assertion_kid, preset, refresh_params, refresh_token_idle_ttl, keep_alive, "
-        "response_fields) "
+        "response_fields, authorization_endpoint, device_authorization_endpoint) "
         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, interval '1 hour'), $12, "
-        "$13, $14, $15, $16, $17::pg_catalog.jsonb, $18, $19, $20) "
+        "$13, $14, $15, $16, $17::pg_catalog.jsonb, $18, $19, $20, $21, $22) "
         "ON CONFLICT (name) DO UPDATE SET token_endpoint = EXCLUDED.token_endpoint, "
         "client_id = EXCLUDED.client_id, client_secret = EXCLUDED.client_secret, "
         "auth_method = EXCLUDED.auth_method, issuer = EXCLUDED.issuer, "
@@ -154,6 +158,8 @@ void save_provider(ProviderSpec& spec) {
         "preset = EXCLUDED.preset, refresh_params = EXCLUDED.refresh_params, "
         "refresh_token_idle_ttl = EXCLUDED.refresh_token_idle_ttl, "
         "keep_alive = EXCLUDED.keep_alive, response_fields = EXCLUDED.response_fields, "
+        "authorization_endpoint = EXCLUDED.authorization_endpoint, "
+        "device_authorization_endpoint = EXCLUDED.device_authorization_endpoint, "
         "updated_at = pg_catalog.now()");
     scan_on_commit();  // thresholds may have changed: the engine re-plans after commit
     upsert.run(
@@ -177,7 +183,9 @@ void save_provider(ProviderSpec& spec) {
          spec.refresh_token_idle_ttl,
          bool_arg(spec.keep_alive),
          datum_arg(TEXTARRAYOID,
-                   text_array({spec.response_fields.begin(), spec.response_fields.end()}), false)},
+                   text_array({spec.response_fields.begin(), spec.response_fields.end()}), false),
+         text_arg(spec.authorization_endpoint),
+         text_arg(spec.device_authorization_endpoint)},
         false);
 }
 
@@ -254,6 +262,8 @@ Datum register_provider(FunctionCallInfo fcinfo) {
     if (keep_alive) spec.keep_alive = *keep_alive;
     if (auto fields = opt_text_array_arg(fcinfo, 20, "response_fields"))
         spec.response_fields = *fields;
+    spec.authorization_endpoint = opt_text_arg(fcinfo, 21);
+    spec.device_authorization_endpoint = opt_text_arg(fcinfo, 22);
     save_provider(spec);
     PG_RETURN_VOID();
 }
@@ -287,6 +297,8 @@ Datum register_provider_from_issuer(FunctionCallInfo fcinfo) {
     spec.token_endpoint = meta.token_endpoint;
     spec.revocation_endpoint = meta.revocation_endpoint;
     spec.issuer = meta.issuer;
+    spec.authorization_endpoint = meta.authorization_endpoint;
+    spec.device_authorization_endpoint = meta.device_authorization_endpoint;
     if (method) {
         spec.method = parse_auth_method(*method);
         require_supported(meta.auth_methods, spec.method);

@@ -13,6 +13,7 @@
 #include "pg/args.hpp"
 #include "pg/engine_client.hpp"
 #include "pg/engine_shmem.hpp"
+#include "pg/obtain.hpp"
 #include "pg/guard.hpp"
 #include "pg/gucs.hpp"
 #include "pg/row_sink.hpp"
@@ -23,115 +24,6 @@
 
 namespace upstream_token::pg {
 namespace {
-
-// A token handed to the caller.
-struct Obtained {
-    std::string access;
-    std::optional<std::string> id_token;
-    Time expires_at{};
-};
-
-// Raises a WARNING (never an error) naming why a still-valid token is served unrefreshed.
-void warn_serving_unrefreshed(const std::string& why) {
-    const char* msg = why.c_str();
-    pg_call([&] {
-        ereport(WARNING, (errmsg("upstream_token: serving the current access token, which is "
-                                 "still valid, without a refresh"),
-                          errdetail_internal("%s", msg)));
-    });
-}
-
-// The error for a missing row: unknown provider, or no token for this session.
-[[noreturn]] void throw_not_found(const std::string& provider) {
-    if (!provider_exists(provider)) {
-        throw Error(ErrorCode::provider_not_found, "provider \"" + provider + "\" does not exist");
-    }
-    throw Error(ErrorCode::session_not_found,
-                "no upstream token is stored for this session and provider \"" + provider + "\"",
-                {}, "Store one with upstream_token.store_upstream_token() after the login.");
-}
-
-// The threshold that applies to this token (the provider's or the GUC, capped by its lifetime).
-Micros token_threshold(const TokenView& v) {
-    return effective_threshold(v.provider_threshold.value_or(refresh_threshold()), v.issued_at,
-                               v.expires_at);
-}
-
-// Decrypts what a row view holds and classifies it against the threshold.
-Freshness open_view(const std::string& session, const std::string& provider, const TokenView& v,
-                    Obtained* out, Time now) {
-    if (v.status == "invalid_binding") {
-        throw Error(ErrorCode::invalid_binding,
-                    "the provider returned an ID token for a different user or client",
-                    "The stored tokens are kept but not served (OpenID Connect Core 12.2).",
-                    "Sign the user in again.");
-    }
-    out->access = open_sealed(provider, session, "access_token", v.access_ct).value_or("");
-    out->id_token = open_sealed(provider, session, "id_token", v.id_ct);
-    out->expires_at = v.expires_at;
-    return classify(now, v.expires_at, token_threshold(v), out->access.empty());
-}
-
-// Serves a still-valid token with a WARNING, or raises the error when it has expired (I6).
-void serve_or_throw(bool valid, ErrorCode code, const std::string& message,
-                    const std::string& detail = {}) {
-    if (!valid) throw Error(code, message, detail);
-    warn_serving_unrefreshed(detail.empty() ? message : message + ": " + detail);
-}
-
-// A valid access token for (session, provider): the stored one when fresh, else what the
-// engine refreshed. Needs an SPI connection.
-Obtained obtain(const std::string& session, const std::string& provider, bool with_id_token) {
-    const auto view = read_token_view(session, provider, false, with_id_token);
-    if (!view) throw_not_found(provider);
-    Obtained current;
-    const Time now = now_time();
-    const Freshness f = open_view(session, provider, *view, &current, now);
-    if (f == Freshness::fresh) return current;
-    const bool valid = f == Freshness::refresh_due;
-    if (view->status == "reauth_required" || view->status == "expired") {
-        serve_or_throw(valid, ErrorCode::reauth_required,
-                       view->status == "expired"
-                           ? "the refresh token has expired; sign-in is required"
-                           : "the provider rejected the refresh token; sign-in is required");
-        return current;
-    }
-    if (!view->has_refresh_token) {
-        if (!valid) {
-            throw Error(ErrorCode::no_refresh_token,
-                        "the access token has expired and no refresh token is stored");
-        }
-        return current;
-    }
-    // Inside the window the engine refreshes on its own; a caller waits only once that is
-    // overdue, so readers of a healthy engine never pay the provider's latency.
-    if (!caller_must_wait(f, now, view->expires_at, token_threshold(*view))) return current;
-    if (pg_call([&] { return TransactionIdIsCurrentTransactionId(view->xmin); })) {
-        serve_or_throw(valid, ErrorCode::uncommitted_change,
-                       "the token was changed by this transaction, which is not committed",
-                       "The refresh engine cannot see uncommitted rows; commit first.");
-        return current;
-    }
-    RefreshResult r;
-    try {
-        r = request_refresh(provider, session, view->generation, false);
-    } catch (const Error& e) {
-        if (!valid) throw;
-        r.code = e.code();
-        r.message = e.what();
-    }
-    if (!r.ok) {
-        serve_or_throw(valid, r.code, r.message, r.detail);
-        return current;
-    }
-    const auto after = read_token_view(session, provider, true, with_id_token);
-    if (!after) throw_not_found(provider);
-    Obtained refreshed;
-    if (open_view(session, provider, *after, &refreshed, now_time()) == Freshness::expired) {
-        throw Error(ErrorCode::refresh_failed, "the refreshed access token is already expired");
-    }
-    return refreshed;
-}
 
 Datum get_upstream_token(FunctionCallInfo fcinfo) {
     const std::string session = nonempty_text_arg(fcinfo, 0, "session");

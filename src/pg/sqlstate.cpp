@@ -35,6 +35,12 @@ int sqlstate_of(ErrorCode code) noexcept {
             return MAKE_SQLSTATE('U', 'T', '0', '1', '1');
         case ErrorCode::uncommitted_change:
             return MAKE_SQLSTATE('U', 'T', '0', '1', '2');
+        case ErrorCode::login_state_invalid:
+            return MAKE_SQLSTATE('U', 'T', '0', '1', '3');
+        case ErrorCode::login_failed:
+            return MAKE_SQLSTATE('U', 'T', '0', '1', '4');
+        case ErrorCode::login_pending:
+            return MAKE_SQLSTATE('U', 'T', '0', '1', '5');
         case ErrorCode::extension_outdated:
             return ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
         case ErrorCode::internal:

@@ -41,7 +41,9 @@ std::optional<ProviderRow> find_provider(std::string_view name) {
         "'refresh_token_idle_ttl')::pg_catalog.interval) * 1000000::pg_catalog.numeric)"
         "::pg_catalog.int8 END, "
         "coalesce(pg_catalog.to_jsonb(p) OPERATOR(pg_catalog.->) 'response_fields', "
-        "'[]')::pg_catalog.text "
+        "'[]')::pg_catalog.text, "
+        "pg_catalog.to_jsonb(p) OPERATOR(pg_catalog.->>) 'authorization_endpoint', "
+        "pg_catalog.to_jsonb(p) OPERATOR(pg_catalog.->>) 'device_authorization_endpoint' "
         "FROM upstream_token.provider p WHERE name = $1");
     if (q.run({text_arg(name)}, true, 1) == 0) return std::nullopt;
     ResultRow r;
@@ -63,6 +65,8 @@ std::optional<ProviderRow> find_provider(std::string_view name) {
     p.refresh_params = string_map_from_json(r.text(15).value_or("{}"), "refresh_params");
     p.keep_alive_idle = micros_col(r, 16);
     p.response_fields = string_list_from_json(r.text(17).value_or("[]"), "response_fields");
+    p.authorization_endpoint = r.text(18);
+    p.device_authorization_endpoint = r.text(19);
     return p;
 }
 
@@ -150,6 +154,33 @@ std::optional<TokenView> read_token_view(std::string_view session, std::string_v
     if (const ProviderRow* p = cached_provider(provider))
         v.provider_threshold = p->refresh_threshold;
     return v;
+}
+
+void upsert_login(const LoginRow& row) {
+    static Statement upsert(
+        "INSERT INTO upstream_token.token AS t (session, provider, subject, client_id, id_claims, "
+        "access_token, refresh_token, id_token, scope, expires_at, refresh_expires_at, issued_at, "
+        "refresh_expiry_source, attributes, refresh_expires_stated_at) "
+        "VALUES ($1, $2, $3, $4, $5::pg_catalog.jsonb, $6, $7, $8, $9, $10, $11, $12, $13, "
+        "$14::pg_catalog.jsonb, pg_catalog.now()) "
+        "ON CONFLICT (session, provider) DO UPDATE SET subject = EXCLUDED.subject, "
+        "client_id = EXCLUDED.client_id, id_claims = EXCLUDED.id_claims, "
+        "access_token = EXCLUDED.access_token, refresh_token = EXCLUDED.refresh_token, "
+        "id_token = EXCLUDED.id_token, token_type = 'Bearer', scope = EXCLUDED.scope, "
+        "expires_at = EXCLUDED.expires_at, refresh_expires_at = EXCLUDED.refresh_expires_at, "
+        "issued_at = EXCLUDED.issued_at, refresh_expiry_source = EXCLUDED.refresh_expiry_source, "
+        "attributes = EXCLUDED.attributes, "
+        "refresh_expires_stated_at = EXCLUDED.refresh_expires_stated_at, "
+        "generation = t.generation + 1, status = 'active', "
+        "failure_count = 0, "
+        "next_attempt_at = NULL, last_error = NULL, updated_at = pg_catalog.now()");
+    upsert.run({text_arg(row.session), text_arg(row.provider), text_arg(row.subject),
+                text_arg(row.client_id), text_arg(row.claims_json), bytea_arg(row.access_ct),
+                bytea_arg(row.refresh_ct), bytea_arg(row.id_ct), text_arg(row.scope),
+                timestamptz_arg(row.expires_at), timestamptz_arg(row.refresh_expires_at),
+                timestamptz_arg(row.issued_at), text_arg(row.refresh_expiry_source),
+                text_arg(row.attributes)},
+               false);
 }
 
 std::vector<std::string> session_providers(std::string_view session) {

@@ -34,6 +34,8 @@ struct ProviderRow {
     std::map<std::string, std::string> refresh_params;  // sent on every refresh
     std::optional<Micros> keep_alive_idle;     // refresh_token_idle_ttl when keep_alive is on
     std::vector<std::string> response_fields;  // answer fields kept with each token
+    std::optional<std::string> authorization_endpoint;
+    std::optional<std::string> device_authorization_endpoint;
 };
 
 // The provider named `name`, or nullopt.
@@ -71,6 +73,26 @@ struct TokenView {
 // `latest` is set (to see what the engine just committed, even in REPEATABLE READ).
 std::optional<TokenView> read_token_view(std::string_view session, std::string_view provider,
                                          bool latest, bool with_id_token = false);
+
+// A login's tokens as they are stored (ciphertexts sealed for (provider, session)).
+struct LoginRow {
+    std::string session;
+    std::string provider;
+    std::optional<std::string> subject;
+    std::string client_id;
+    std::optional<std::string> claims_json;  // the login ID token's binding claims
+    std::optional<std::string> access_ct, refresh_ct, id_ct;
+    std::optional<std::string> scope;
+    Time expires_at{};
+    std::optional<Time> refresh_expires_at;
+    std::optional<std::string> refresh_expiry_source;
+    std::optional<Time> issued_at;  // when the engine obtained it; NULL when the app stored it
+    std::optional<std::string> attributes;
+};
+
+// Inserts a login's tokens or replaces the session's row (a new login: status active, a new
+// generation, failures cleared).
+void upsert_login(const LoginRow& row);
 
 // The providers a session has tokens for, in name order.
 std::vector<std::string> session_providers(std::string_view session);
