@@ -399,3 +399,18 @@ $fn$;
 
 COMMENT ON FUNCTION upstream_token.revoke_upstream_token(text, text) IS
     'Deletes the session''s tokens (one provider, or all) and, after commit, revokes the refresh token at providers with a revocation endpoint (RFC 7009), retrying until delivered; a refresh token a refresh in flight brings back is revoked too. Tokens exchange_token obtained for the session are deleted. Returns the number of the session''s tokens removed.';
+
+-- Pending logins' sealed values are counted (and re-sealed by rotate_key) too.
+CREATE OR REPLACE VIEW upstream_token.key_usage AS
+SELECT pg_catalog.encode(pg_catalog.substr(c.sealed, 2, 4), 'hex') AS key_id,
+       pg_catalog.count(*) AS ciphertexts
+  FROM (SELECT access_token FROM upstream_token.token
+        UNION ALL SELECT refresh_token FROM upstream_token.token
+        UNION ALL SELECT id_token FROM upstream_token.token
+        UNION ALL SELECT client_secret FROM upstream_token.provider
+        UNION ALL SELECT token FROM upstream_token.revocation
+        UNION ALL SELECT code_verifier FROM upstream_token.login
+        UNION ALL SELECT nonce FROM upstream_token.login
+        UNION ALL SELECT device_code FROM upstream_token.login) AS c (sealed)
+ WHERE c.sealed IS NOT NULL
+ GROUP BY 1;

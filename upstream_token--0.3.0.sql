@@ -138,6 +138,43 @@ CREATE TABLE upstream_token.discovery (
     fetched_at timestamptz NOT NULL
 );
 
+-- Logins the engine does itself (issue 11). A pending login: an authorization-code login begun
+-- by begin_login (its PKCE verifier and nonce sealed, the state kept only as a digest), or a
+-- device login begun by begin_device_login (its device code sealed). Rows end as completed or
+-- failed and are purged once past expires_at.
+CREATE TABLE upstream_token.login (
+    id                        text PRIMARY KEY,  -- hex SHA-256 of the state (code flow), or random (device)
+    flow                      text NOT NULL CHECK (flow IN ('authorization_code', 'device_code')),
+    session                   text NOT NULL CHECK (session <> '' AND pg_catalog.octet_length(session) <= 512),
+    provider                  text NOT NULL REFERENCES upstream_token.provider (name) ON DELETE CASCADE,
+    redirect_uri              text,
+    scope                     text,
+    code_verifier             bytea,  -- ciphertexts; AAD binds each to (provider, login id, column)
+    nonce                     bytea,
+    device_code               bytea,
+    user_code                 text,
+    verification_uri          text,
+    verification_uri_complete text,
+    poll_interval             integer CHECK (poll_interval > 0),
+    next_poll_at              timestamptz,
+    status                    text NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'redeeming', 'completed', 'failed')),
+    error                     text,   -- why it failed; no secret
+    subject                   text,
+    created_at                timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    expires_at                timestamptz NOT NULL,
+    finished_at               timestamptz
+);
+
+CREATE INDEX login_session_idx ON upstream_token.login (session, provider);
+-- Exchanged tokens by the session they act for (revoke, delete, the maintenance purge).
+CREATE INDEX token_subject_session_idx ON upstream_token.token (subject_session, provider)
+    WHERE grant_type = 'token_exchange';
+CREATE INDEX login_poll_idx ON upstream_token.login (next_poll_at) WHERE status = 'pending';
+CREATE INDEX login_expires_idx ON upstream_token.login (expires_at);
+
+REVOKE ALL ON upstream_token.login FROM PUBLIC;
+
 -- Keep user data in pg_dump output.
 SELECT pg_catalog.pg_extension_config_dump('upstream_token.provider', '');
 SELECT pg_catalog.pg_extension_config_dump('upstream_token.token', '');
@@ -507,7 +544,10 @@ SELECT pg_catalog.encode(pg_catalog.substr(c.sealed, 2, 4), 'hex') AS key_id,
         UNION ALL SELECT refresh_token FROM upstream_token.token
         UNION ALL SELECT id_token FROM upstream_token.token
         UNION ALL SELECT client_secret FROM upstream_token.provider
-        UNION ALL SELECT token FROM upstream_token.revocation) AS c (sealed)
+        UNION ALL SELECT token FROM upstream_token.revocation
+        UNION ALL SELECT code_verifier FROM upstream_token.login
+        UNION ALL SELECT nonce FROM upstream_token.login
+        UNION ALL SELECT device_code FROM upstream_token.login) AS c (sealed)
  WHERE c.sealed IS NOT NULL
  GROUP BY 1;
 
@@ -576,43 +616,6 @@ $fn$;
 
 COMMENT ON PROCEDURE upstream_token.rotate_key(integer) IS
     'Re-encrypts every stored secret under the key of upstream_token.key_file, online, committing every batch, and returns once no transaction that began before it can still commit a value under another key; upstream_token.previous_key_file must name the old key until it finishes.';
-
--- Logins the engine does itself (issue 11). A pending login: an authorization-code login begun
--- by begin_login (its PKCE verifier and nonce sealed, the state kept only as a digest), or a
--- device login begun by begin_device_login (its device code sealed). Rows end as completed or
--- failed and are purged once past expires_at.
-CREATE TABLE upstream_token.login (
-    id                        text PRIMARY KEY,  -- hex SHA-256 of the state (code flow), or random (device)
-    flow                      text NOT NULL CHECK (flow IN ('authorization_code', 'device_code')),
-    session                   text NOT NULL CHECK (session <> '' AND pg_catalog.octet_length(session) <= 512),
-    provider                  text NOT NULL REFERENCES upstream_token.provider (name) ON DELETE CASCADE,
-    redirect_uri              text,
-    scope                     text,
-    code_verifier             bytea,  -- ciphertexts; AAD binds each to (provider, login id, column)
-    nonce                     bytea,
-    device_code               bytea,
-    user_code                 text,
-    verification_uri          text,
-    verification_uri_complete text,
-    poll_interval             integer CHECK (poll_interval > 0),
-    next_poll_at              timestamptz,
-    status                    text NOT NULL DEFAULT 'pending'
-        CHECK (status IN ('pending', 'redeeming', 'completed', 'failed')),
-    error                     text,   -- why it failed; no secret
-    subject                   text,
-    created_at                timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    expires_at                timestamptz NOT NULL,
-    finished_at               timestamptz
-);
-
-CREATE INDEX login_session_idx ON upstream_token.login (session, provider);
--- Exchanged tokens by the session they act for (revoke, delete, the maintenance purge).
-CREATE INDEX token_subject_session_idx ON upstream_token.token (subject_session, provider)
-    WHERE grant_type = 'token_exchange';
-CREATE INDEX login_poll_idx ON upstream_token.login (next_poll_at) WHERE status = 'pending';
-CREATE INDEX login_expires_idx ON upstream_token.login (expires_at);
-
-REVOKE ALL ON upstream_token.login FROM PUBLIC;
 
 CREATE FUNCTION upstream_token.begin_login(session text, provider text, redirect_uri text,
                                            scope text DEFAULT NULL, extra_params jsonb DEFAULT NULL)

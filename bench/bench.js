@@ -95,6 +95,29 @@ async function pgbench(script, seconds, tag) {
     return { tps: Number(m[1]), latencies };
 }
 
+// Warms both scripts, then runs rounds of (plain, ours, ours, plain): a drift in the machine's
+// other load hits both sides alike. Per round sum(ours) / sum(plain) cancels a linear drift;
+// the ratio is the median of the rounds.
+async function abba(scripts, tag) {
+    await pgbench(scripts.plain, 2, `${tag}-warm-plain`);
+    await pgbench(scripts.ours, 2, `${tag}-warm-ours`);
+    const tps = { ours: [], plain: [] };
+    const lat = { ours: [], plain: [] };
+    const order = [];
+    for (let r = 0; r < S.hotRounds; r += 1) order.push('plain', 'ours', 'ours', 'plain');
+    for (const [i, kind] of order.entries()) {
+        const res = await pgbench(scripts[kind], S.hotSeconds, `${tag}-${kind}-${i}`);
+        tps[kind].push(res.tps);
+        lat[kind].push(...res.latencies);
+        log(`   run ${i + 1}/${order.length} ${kind}: ${fmt(res.tps, 0)} tps`);
+    }
+    const roundRatios = [];
+    for (let r = 0; r < S.hotRounds; r += 1) {
+        roundRatios.push((tps.ours[2 * r] + tps.ours[2 * r + 1]) / (tps.plain[2 * r] + tps.plain[2 * r + 1]));
+    }
+    return { tps, lat, order, roundRatios, ratio: lib.median(roundRatios) };
+}
+
 // B1: pgbench of get_upstream_token on fresh tokens against a plain primary-key SELECT.
 async function b1(db) {
     log('== B1 hot path: get_upstream_token on fresh tokens vs a plain primary-key SELECT (pgbench -c 8 -j 2 -M prepared)');
@@ -114,27 +137,9 @@ async function b1(db) {
     };
     fs.writeFileSync(scripts.ours, `\\set s random(1, ${n})\nSELECT upstream_token.get_upstream_token('s' || :s, 'p');\n`);
     fs.writeFileSync(scripts.plain, `\\set s random(1, ${n})\nSELECT v FROM plain WHERE k = 's' || :s;\n`);
-    await pgbench(scripts.plain, 2, 'warm-plain');
-    await pgbench(scripts.ours, 2, 'warm-ours');
     const before = await lib.engine(db);
-    // A B B A per round: a drift in the machine's other load hits both sides alike.
-    const tps = { ours: [], plain: [] };
-    const lat = { ours: [], plain: [] };
-    const order = [];
-    for (let r = 0; r < S.hotRounds; r += 1) order.push('plain', 'ours', 'ours', 'plain');
-    for (const [i, kind] of order.entries()) {
-        const res = await pgbench(scripts[kind], S.hotSeconds, `${kind}-${i}`);
-        tps[kind].push(res.tps);
-        lat[kind].push(...res.latencies);
-        log(`   run ${i + 1}/${order.length} ${kind}: ${fmt(res.tps, 0)} tps`);
-    }
+    const { tps, lat, order, roundRatios, ratio } = await abba(scripts, 'b1');
     const d = lib.engineDelta(before, await lib.engine(db));
-    // Per round (plain, ours, ours, plain): sum(ours) / sum(plain) cancels a linear drift.
-    const roundRatios = [];
-    for (let r = 0; r < S.hotRounds; r += 1) {
-        roundRatios.push((tps.ours[2 * r] + tps.ours[2 * r + 1]) / (tps.plain[2 * r] + tps.plain[2 * r + 1]));
-    }
-    const ratio = lib.median(roundRatios);
     const ours = lib.median(tps.ours);
     const plain = lib.median(tps.plain);
     results.details.B1 = {
@@ -151,6 +156,41 @@ async function b1(db) {
         goal: '≥ 0.80', ok: ratio >= 0.8,
     });
     target('B1', 'hot path makes no refresh request and no provider call', {
+        ours: `${d.requests} requests, ${d.network_calls} calls`, goal: '0', ok: d.requests === 0 && d.network_calls === 0,
+    });
+}
+
+// B1c: the hot path of get_client_token (the application's own client-credentials token,
+// cached per scope) against the same plain primary-key SELECT, under B1's rules.
+async function b1c(db, idpc) {
+    log('== B1c hot path: get_client_token on cached tokens vs a plain primary-key SELECT (pgbench -c 8 -j 2 -M prepared)');
+    const scopes = 100;
+    await idpc.admin('POST', '/admin/clients', { client_id: 'hot-cc', client_secret: 'hot-cc-secret',
+        access_ttl: 86400 });
+    await db.query(`SELECT upstream_token.register_provider('pc', $1, 'hot-cc', 'hot-cc-secret')`, [`${IDP_URL}/token`]);
+    // One token per scope, obtained now (a day left): the hot path only reads them.
+    await db.query(`SELECT count(upstream_token.get_client_token('pc', 'api' || i)) FROM generate_series(1, $1) i`,
+        [scopes]);
+    await db.query('VACUUM ANALYZE upstream_token.token');
+    const scripts = { ours: path.join(WORK, 'b1c-ours.sql'), plain: path.join(WORK, 'b1-plain.sql') };
+    fs.writeFileSync(scripts.ours, `\\set s random(1, ${scopes})\nSELECT upstream_token.get_client_token('pc', 'api' || :s);\n`);
+    const before = await lib.engine(db);
+    const m = await abba(scripts, 'b1c');
+    const d = lib.engineDelta(before, await lib.engine(db));
+    const ours = lib.median(m.tps.ours);
+    const plain = lib.median(m.tps.plain);
+    results.details.B1c = {
+        scopes, seconds_per_run: S.hotSeconds, order: m.order.join(' '), tps: m.tps,
+        median_tps: { ours, plain }, round_ratios: m.roundRatios, ratio_of_medians: ours / plain,
+        latency_ms: { ours: lib.summary(m.lat.ours), plain: lib.summary(m.lat.plain) },
+        engine_requests: d.requests, provider_calls: d.network_calls,
+    };
+    target('B1c', 'hot-path TPS, get_client_token / plain PK SELECT (median of rounds)', {
+        ours: `${fmt(ours, 0)} tps`, baseline: `${fmt(plain, 0)} tps`,
+        ratio: `${fmt(m.ratio)} (rounds ${m.roundRatios.map((x) => fmt(x)).join(', ')})`,
+        goal: '≥ 0.80', ok: m.ratio >= 0.8,
+    });
+    target('B1c', 'client-token hot path makes no request and no provider call', {
         ours: `${d.requests} requests, ${d.network_calls} calls`, goal: '0', ok: d.requests === 0 && d.network_calls === 0,
     });
 }
@@ -764,11 +804,11 @@ async function main() {
     try {
         await lib.waitFor(async () => (await lib.engine(db)).ready, { what: 'the engine to be ready', timeoutMs: 30000 });
         await idpc.admin('POST', '/admin/stats/reset', {});
-        await b1(db);
-        await b2b3(db, idpc);
-        await b4(db, idpc);
-        await b5(db, idpc);
-        await b6(db, idpc);
+        // UT_BENCH_ONLY=b1,b1c runs a subset (B1c needs B1's plain table).
+        const only = process.env.UT_BENCH_ONLY ? new Set(process.env.UT_BENCH_ONLY.split(',')) : null;
+        const scenarios = [['b1', () => b1(db)], ['b1c', () => b1c(db, idpc)], ['b2b3', () => b2b3(db, idpc)],
+            ['b4', () => b4(db, idpc)], ['b5', () => b5(db, idpc)], ['b6', () => b6(db, idpc)]];
+        for (const [name, run] of scenarios) if (!only || only.has(name)) await run();
     } catch (e) {
         failure = e.message;
         console.error(`bench: ${e.stack || e}`);

@@ -84,9 +84,9 @@ void serve_or_throw(bool valid, ErrorCode code, const std::string& message,
 
 // A grant's first token: the engine obtains and stores it, the caller reads what was stored.
 Obtained first_grant_token(const std::string& session, const std::string& provider,
-                           const std::string& grant_params) {
+                           const GrantParams& grant) {
     if (!provider_exists(provider)) throw_not_found(provider);
-    const RefreshResult r = request_refresh(provider, session, 0, false, grant_params);
+    const RefreshResult r = request_refresh(provider, session, 0, false, grant_params_json(grant));
     if (!r.ok) throw Error(r.code, r.message, r.detail);
     const auto view = read_token_view(session, provider, true);
     if (!view) throw Error(ErrorCode::refresh_failed, "the engine stored no token");
@@ -102,9 +102,9 @@ Obtained first_grant_token(const std::string& session, const std::string& provid
 }  // namespace
 
 Obtained obtain(const std::string& session, const std::string& provider, bool with_id_token,
-                const std::string* grant_params) {
+                const GrantParams* grant) {
     const auto view = read_token_view(session, provider, false, with_id_token);
-    if (!view && grant_params != nullptr) return first_grant_token(session, provider, *grant_params);
+    if (!view && grant != nullptr) return first_grant_token(session, provider, *grant);
     if (!view) throw_not_found(provider, session);
     Obtained current;
     const Time now = now_time();
@@ -118,7 +118,7 @@ Obtained obtain(const std::string& session, const std::string& provider, bool wi
                            : "the provider rejected the refresh token; sign-in is required");
         return current;
     }
-    if (!view->has_refresh_token && grant_params == nullptr) {
+    if (!view->has_refresh_token && grant == nullptr) {
         if (!valid) {
             throw Error(ErrorCode::no_refresh_token,
                         "the access token has expired and no refresh token is stored");
@@ -137,7 +137,7 @@ Obtained obtain(const std::string& session, const std::string& provider, bool wi
     RefreshResult r;
     try {
         r = request_refresh(provider, session, view->generation, false,
-                            grant_params != nullptr ? *grant_params : std::string());
+                            grant != nullptr ? grant_params_json(*grant) : std::string());
     } catch (const Error& e) {
         if (!valid) throw;
         r.code = e.code();

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 
+#include "core/grant_params.hpp"
 #include "core/time.hpp"
 
 namespace upstream_token::pg {
@@ -17,11 +18,10 @@ struct Obtained {
 };
 
 // A valid access token for (session, provider): the stored one when fresh, else what the
-// engine renewed. `grant_params` (JSON) marks a grant's token (client credentials, exchange):
-// renewed by its grant, and obtained for the first time when no row exists. Needs an SPI
-// connection.
+// engine renewed. `grant` marks a grant's token (client credentials, exchange): renewed by its
+// grant, and obtained for the first time when no row exists. Needs an SPI connection.
 Obtained obtain(const std::string& session, const std::string& provider, bool with_id_token,
-                const std::string* grant_params = nullptr);
+                const GrantParams* grant = nullptr);
 
 // The error for a missing row: unknown provider, a login under way, or no token.
 [[noreturn]] void throw_not_found(const std::string& provider,

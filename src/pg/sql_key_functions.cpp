@@ -8,6 +8,7 @@
 #include "core/error.hpp"
 #include "pg/guard.hpp"
 #include "pg/keys.hpp"
+#include "pg/login_store.hpp"
 #include "pg/schema_version.hpp"
 #include "pg/secrets.hpp"
 #include "pg/spi.hpp"
@@ -105,6 +106,36 @@ void reencrypt_others(const Arg& current_id, std::int64_t batch) {
     }
 }
 
+// Pending logins: their PKCE verifier, nonce and device code (sealed for the login's key).
+void reencrypt_logins(const Arg& current_id, std::int64_t batch) {
+    static Statement pick(
+        "SELECT id, provider, code_verifier, nonce, device_code FROM upstream_token.login "
+        "WHERE substring(code_verifier FROM 2 FOR 4) <> $1 OR substring(nonce FROM 2 FOR 4) <> $1 "
+        "   OR substring(device_code FROM 2 FOR 4) <> $1 "
+        "LIMIT $2 FOR UPDATE SKIP LOCKED");
+    struct Row {
+        std::string id, provider;
+        std::optional<std::string> verifier, nonce, device_code;
+    };
+    std::vector<Row> rows;
+    for (std::uint64_t i = 0, n = pick.run({current_id, int8_arg(batch)}, false); i < n; ++i) {
+        ResultRow r(i);
+        rows.push_back(Row{r.text(1).value_or(""), r.text(2).value_or(""), r.bytea(3), r.bytea(4),
+                           r.bytea(5)});
+    }
+    static Statement update(
+        "UPDATE upstream_token.login SET code_verifier = $2, nonce = $3, device_code = $4 "
+        "WHERE id = $1");
+    for (const Row& row : rows) {
+        const std::string aad = login_aad_session(row.id);
+        update.run({text_arg(row.id),
+                    bytea_arg(reseal(row.provider, aad, "code_verifier", row.verifier)),
+                    bytea_arg(reseal(row.provider, aad, "nonce", row.nonce)),
+                    bytea_arg(reseal(row.provider, aad, "device_code", row.device_code))},
+                   false);
+    }
+}
+
 // Values still sealed under another key than the current one.
 std::int64_t remaining(const Arg& current_id) {
     static Statement count(
@@ -116,7 +147,11 @@ std::int64_t remaining(const Arg& current_id) {
         "     + (SELECT pg_catalog.count(*) FROM upstream_token.provider "
         "         WHERE client_secret IS NOT NULL AND substring(client_secret FROM 2 FOR 4) <> $1) "
         "     + (SELECT pg_catalog.count(*) FROM upstream_token.revocation "
-        "         WHERE substring(token FROM 2 FOR 4) <> $1)");
+        "         WHERE substring(token FROM 2 FOR 4) <> $1) "
+        "     + (SELECT pg_catalog.count(*) FROM upstream_token.login "
+        "         WHERE substring(code_verifier FROM 2 FOR 4) <> $1 "
+        "            OR substring(nonce FROM 2 FOR 4) <> $1 "
+        "            OR substring(device_code FROM 2 FOR 4) <> $1)");
     count.run({current_id}, true, 1);
     return ResultRow().int8(1).value_or(0);
 }
@@ -131,6 +166,7 @@ Datum reencrypt_batch(FunctionCallInfo fcinfo) {
         const Arg current_id = bytea_arg(key_id_bytes(current_key().id));
         reencrypt_tokens(current_id, batch);
         reencrypt_others(current_id, batch);
+        reencrypt_logins(current_id, batch);
         left = remaining(current_id);
     }
     PG_RETURN_INT64(left);

@@ -201,11 +201,10 @@ Datum begin_device_login(FunctionCallInfo fcinfo) {
 // A grant's token through the read path: cached, renewed by the engine.
 Datum grant_token(const std::string& provider, const GrantParams& g) {
     const std::string key = grant_session_key(g);
-    const std::string params = grant_params_json(g);
     std::string access;
     {
         SpiConnection spi;
-        access = obtain(key, provider, false, &params).access;
+        access = obtain(key, provider, false, &g).access;
     }
     return string_to_text_datum(access);
 }

@@ -9,6 +9,8 @@ const path = require('node:path');
 const { spawn, execFileSync } = require('node:child_process');
 
 const SERVER = path.join(__dirname, 'server.js');
+const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 const MAKE_CERTS = path.join(__dirname, 'make-certs.sh');
 
 // application/x-www-form-urlencoded encoding of one value (what RFC 6749 2.3.1 asks for).
@@ -61,6 +63,23 @@ class IdpClient {
     // POST a form to /token (shorthand used by most tests).
     token(form, opts = {}) {
         return this.request('POST', '/token', { ...opts, form });
+    }
+
+    // grant_type=client_credentials at /token; `form` adds scope, audience, ... (and client_id /
+    // client_secret for client_secret_post); opts as for request() (basic: [id, secret]).
+    clientCredentials(form = {}, opts = {}) {
+        return this.token({ grant_type: 'client_credentials', ...form }, opts);
+    }
+
+    // RFC 8693 token exchange at /token: `form` is {subject_token, audience?, scope?, ...};
+    // grant_type and subject_token_type (access token) are filled in unless given.
+    exchangeToken(form, opts = {}) {
+        return this.token({ grant_type: TOKEN_EXCHANGE_GRANT, subject_token_type: ACCESS_TOKEN_TYPE, ...form }, opts);
+    }
+
+    // What the IdP knows of access tokens (POST /admin/lookup): one view or null per token, in order.
+    async lookupAccessTokens(tokens) {
+        return (await this.admin('POST', '/admin/lookup', { access_tokens: tokens })).access_tokens;
     }
 
     // Admin API call; resolves the parsed JSON, rejects with err.status / err.body on non-2xx.
@@ -163,4 +182,4 @@ function stopChild(child, client) {
     });
 }
 
-module.exports = { IdpClient, startIdp, basicAuth, formEncode };
+module.exports = { IdpClient, startIdp, basicAuth, formEncode, TOKEN_EXCHANGE_GRANT, ACCESS_TOKEN_TYPE };

@@ -1370,3 +1370,204 @@ describe('POST /admin/reset forgets the new settings and quirks', () => {
         }
     });
 });
+
+describe('client_credentials and token exchange (RFC 8693)', () => {
+    const TX = 'urn:ietf:params:oauth:grant-type:token-exchange';
+    const AT = 'urn:ietf:params:oauth:token-type:access_token';
+
+    // An exchange by `client` of `subjectToken`, authenticated the way the client is configured.
+    function exchange(client, subjectToken, extra = {}) {
+        const form = { subject_token: subjectToken, ...extra };
+        return c.exchangeToken(form, credentials(client, form));
+    }
+
+    // The /token call log entries of one client since an instant.
+    async function callsOf(client, since) {
+        return (await c.admin('GET', `/admin/calls?since_ms=${since}&client_id=${encodeURIComponent(client.client_id)}`)).calls;
+    }
+
+    test('discovery lists both grants; other grant types stay unsupported', async () => {
+        const meta = (await c.request('GET', '/.well-known/openid-configuration')).json;
+        assert.ok(meta.grant_types_supported.includes('client_credentials'));
+        assert.ok(meta.grant_types_supported.includes(TX));
+        const client = await newClient();
+        assertError(await c.token({ grant_type: 'password', username: 'a', password: 'b' }, { basic: [client.client_id, client.client_secret] }),
+            400, 'unsupported_grant_type');
+    });
+
+    test('client_credentials: an access token of the client itself, scope and audience logged, no refresh token', async () => {
+        const client = await newClient({ access_ttl: 900 });
+        const basic = [client.client_id, client.client_secret];
+        await c.admin('POST', '/admin/stats/reset');
+        const since = Date.now();
+        const r = await c.clientCredentials({ scope: 'api:read', audience: 'https://api.example' }, { basic });
+        assert.equal(r.status, 200);
+        assert.deepEqual(Object.keys(r.json).sort(), ['access_token', 'expires_in', 'scope', 'token_type']);
+        assert.deepEqual([r.json.token_type, r.json.expires_in, r.json.scope], ['Bearer', 900, 'api:read']);
+        const info = (await clientPost(client, '/introspect', { token: r.json.access_token })).json;
+        assert.deepEqual([info.active, info.client_id, info.sub, info.scope, info.aud, info.token_kind, info.grant_id],
+            [true, client.client_id, client.client_id, 'api:read', 'https://api.example', 'client_credentials', null]);
+        const [view] = await c.lookupAccessTokens([r.json.access_token]);
+        assert.deepEqual([view.kind, view.subject, view.audience, view.grant_id, view.active, view.exchanged_from],
+            ['client_credentials', client.client_id, 'https://api.example', null, true, null]);
+        // Without scope or audience: a token without either.
+        const bare = await c.clientCredentials({}, { basic });
+        assert.equal(bare.status, 200);
+        assert.equal(bare.json.scope, undefined);
+        assert.equal((await c.lookupAccessTokens([bare.json.access_token]))[0].audience, null);
+        const calls = await callsOf(client, since);
+        assert.deepEqual(calls.map((x) => [x.grant_type, x.status, x.scope, x.audience, x.grant_id, x.extra_params]),
+            [['client_credentials', 200, 'api:read', 'https://api.example', null, []], ['client_credentials', 200, null, null, null, []]]);
+        assert.equal(calls[0].issued_token_id, view.token_id);
+        const stats = await c.admin('GET', '/admin/stats');
+        assert.deepEqual(stats.by_grant_type, { refresh_token: 0, client_credentials: 2, token_exchange: 0 });
+        assert.equal(stats.token_success, 2);
+        // Client authentication as for the other grants; a public client may not use this grant.
+        assertError(await c.clientCredentials({ scope: 'api:read' }, { basic: [client.client_id, 'wrong'] }), 401, 'invalid_client');
+        const post = await newClient({ auth_method: 'client_secret_post' });
+        assert.equal((await c.clientCredentials({ client_id: post.client_id, client_secret: post.client_secret })).status, 200);
+        const pub = await newClient({ auth_method: 'none' });
+        assertError(await c.clientCredentials({ client_id: pub.client_id }), 400, 'unauthorized_client');
+    });
+
+    test('client_credentials answers follow the client\'s answer quirks', async () => {
+        const client = await newClient({ token_type_case: 'bearer', expires_in_string: true, extra_fields: { ok: true } });
+        const r = await c.clientCredentials({ scope: 'api:read' }, { basic: [client.client_id, client.client_secret] });
+        assert.deepEqual([r.json.token_type, r.json.expires_in, r.json.ok], ['bearer', '3600', true]);
+    });
+
+    test('token exchange: a new access token of the same subject, for the audience and scope asked', async () => {
+        const app = await newClient();                          // the client the user logged in to
+        const api = await newClient({ access_ttl: 600 });      // the service that exchanges the token
+        const g = await mint(app, { subject: 'tx-user' });
+        await c.admin('POST', '/admin/stats/reset');
+        const since = Date.now();
+        const r = await exchange(api, g.access_token, { audience: 'https://downstream.example', scope: 'api:read' });
+        assert.equal(r.status, 200);
+        assert.deepEqual(Object.keys(r.json).sort(), ['access_token', 'expires_in', 'issued_token_type', 'scope', 'token_type']);
+        assert.deepEqual([r.json.issued_token_type, r.json.token_type, r.json.expires_in, r.json.scope], [AT, 'Bearer', 600, 'api:read']);
+        assert.notEqual(r.json.access_token, g.access_token);
+        assert.equal(r.headers['cache-control'], 'no-store');
+
+        // The call log says which grant and subject the subject token was of, and what was asked.
+        const [call] = await callsOf(api, since);
+        assert.deepEqual(
+            [call.grant_type, call.status, call.grant_id, call.subject_grant_id, call.subject, call.subject_client_id,
+                call.subject_token_kind, call.subject_token_type, call.audience, call.scope, call.extra_params],
+            [TX, 200, g.grant_id, g.grant_id, 'tx-user', app.client_id, 'access_token', AT, 'https://downstream.example', 'api:read', []]);
+        assert.equal(JSON.stringify(call).includes(g.access_token), false, 'no token values in the log');
+
+        // The new token: its audience, subject, client and origin, by lookup and by introspection.
+        const [view] = await c.lookupAccessTokens([r.json.access_token]);
+        assert.deepEqual(
+            [view.kind, view.client_id, view.subject, view.audience, view.scope, view.grant_id, view.active, view.token_id],
+            ['token_exchange', api.client_id, 'tx-user', 'https://downstream.example', 'api:read', g.grant_id, true, call.issued_token_id]);
+        assert.deepEqual(view.exchanged_from, { token_id: null, kind: 'grant', client_id: app.client_id, grant_id: g.grant_id, subject: 'tx-user' });
+        const info = (await clientPost(api, '/introspect', { token: r.json.access_token })).json;
+        assert.deepEqual([info.active, info.sub, info.aud, info.client_id, info.scope, info.token_kind],
+            [true, 'tx-user', 'https://downstream.example', api.client_id, 'api:read', 'token_exchange']);
+        // The subject token still works, the grant saw no refresh call, and the counters moved.
+        assert.equal((await clientPost(app, '/introspect', { token: g.access_token })).json.active, true);
+        assert.equal((await c.admin('GET', `/admin/grants/${g.grant_id}`)).refresh_calls, 0);
+        assert.equal((await c.admin('GET', '/admin/stats')).by_grant_type.token_exchange, 1);
+        // Revoking the user's grant ends the exchanged token too.
+        await c.admin('POST', `/admin/grants/${g.grant_id}/revoke`);
+        assert.equal((await clientPost(api, '/introspect', { token: r.json.access_token })).json.active, false);
+        assertError(await exchange(api, r.json.access_token), 400, 'invalid_grant');
+    });
+
+    test('token exchange: scope defaults to the subject token\'s; exchange_access_ttl; an exchanged token can be exchanged', async () => {
+        const app = await newClient();
+        const api = await newClient({ auth_method: 'client_secret_post', exchange_access_ttl: 120 });
+        const g = await mint(app, { subject: 'tx-2', scope: 'openid offline_access api:read' });
+        const r = await exchange(api, g.access_token);
+        assert.equal(r.status, 200);
+        assert.deepEqual([r.json.scope, r.json.expires_in], ['openid offline_access api:read', 120]);
+        const again = await exchange(api, r.json.access_token, { audience: 'b', requested_token_type: AT });
+        assert.equal(again.status, 200);
+        const [first, second] = await c.lookupAccessTokens([r.json.access_token, again.json.access_token]);
+        assert.deepEqual(second.exchanged_from, { token_id: first.token_id, kind: 'token_exchange', client_id: api.client_id,
+            grant_id: g.grant_id, subject: 'tx-2' });
+        // A client_credentials token can be a subject token too: its subject is the client.
+        const cc = await newClient();
+        const ccTok = await c.clientCredentials({ scope: 'api:read' }, { basic: [cc.client_id, cc.client_secret] });
+        const fromCc = await exchange(api, ccTok.json.access_token, { audience: 'x' });
+        assert.equal(fromCc.status, 200);
+        assert.equal((await c.lookupAccessTokens([fromCc.json.access_token]))[0].subject, cc.client_id);
+    });
+
+    test('token exchange errors: bad subject tokens are invalid_grant, bad parameters invalid_request', async () => {
+        const app = await newClient({ access_ttl: 1 });
+        const api = await newClient();
+        const g = await mint(app, { subject: 'tx-3' });
+        const since = Date.now();
+        assertError(await exchange(api, 'not-a-token'), 400, 'invalid_grant');
+        assertError(await exchange(api, g.refresh_token), 400, 'invalid_grant');
+        assertError(await exchange(api, g.access_token, { subject_token_type: 'urn:ietf:params:oauth:token-type:refresh_token' }), 400, 'invalid_request');
+        const noType = { grant_type: TX, subject_token: g.access_token };
+        assertError(await c.token(noType, { basic: [api.client_id, api.client_secret] }), 400, 'invalid_request');
+        assertError(await c.exchangeToken({}, { basic: [api.client_id, api.client_secret] }), 400, 'invalid_request');
+        assertError(await exchange(api, g.access_token, { requested_token_type: 'urn:ietf:params:oauth:token-type:id_token' }), 400, 'invalid_request');
+        assertError(await c.exchangeToken({ subject_token: g.access_token }, { basic: [api.client_id, 'wrong'] }), 401, 'invalid_client');
+        const calls = await callsOf(api, since);
+        assert.deepEqual(calls.slice(0, 2).map((x) => [x.subject_token_kind, x.subject_grant_id, x.error]),
+            [[null, null, 'invalid_grant'], ['refresh_token', null, 'invalid_grant']]);
+        // A revoked access token, and an expired one.
+        const r = await exchange(api, g.access_token);
+        assert.equal(r.status, 200);
+        assert.equal((await clientPost(app, '/revoke', { token: g.access_token })).status, 200);
+        assertError(await exchange(api, g.access_token), 400, 'invalid_grant');
+        const g2 = await mint(app, { subject: 'tx-4' });
+        await new Promise((res) => setTimeout(res, 1100));
+        assertError(await exchange(api, g2.access_token), 400, 'invalid_grant');
+    });
+
+    test('require_audience and audiences apply to both grants', async () => {
+        const app = await newClient();
+        const api = await newClient({ require_audience: true, audiences: ['https://a.example', 'https://b.example'] });
+        const basic = [api.client_id, api.client_secret];
+        const g = await mint(app);
+        let r = await exchange(api, g.access_token);
+        assertError(r, 400, 'invalid_request');
+        assert.equal(r.json.error_description, 'audience required');
+        assertError(await exchange(api, g.access_token, { audience: 'https://c.example' }), 400, 'invalid_target');
+        assert.equal((await exchange(api, g.access_token, { audience: 'https://b.example' })).status, 200);
+        r = await c.clientCredentials({ scope: 'api:read' }, { basic });
+        assert.equal(r.json.error_description, 'audience required');
+        assertError(await c.clientCredentials({ audience: 'https://c.example' }, { basic }), 400, 'invalid_target');
+        assert.equal((await c.clientCredentials({ audience: 'https://a.example' }, { basic })).status, 200);
+        // Only audiences, without require_audience: no audience is fine.
+        const loose = await newClient({ audiences: ['https://a.example'] });
+        assert.equal((await exchange(loose, g.access_token)).status, 200);
+    });
+
+    test('faults match a token exchange by its subject token\'s grant and subject', async () => {
+        const app = await newClient();
+        const api = await newClient();
+        const g = await mint(app, { subject: 'tx-fault' });
+        const { fault_id } = await c.admin('POST', '/admin/faults',
+            { match: { subject: 'tx-fault' }, action: { oauth_error: 'invalid_target', error_description: 'no' }, count: 1 });
+        const since = Date.now();
+        assertError(await exchange(api, g.access_token, { audience: 'x' }), 400, 'invalid_target');
+        await c.admin('POST', '/admin/faults', { match: { grant_id: g.grant_id }, action: { omit: ['expires_in'], patch_fields: { scope: 42 } }, count: 1 });
+        const odd = await exchange(api, g.access_token, { audience: 'x' });
+        assert.deepEqual([odd.status, odd.json.expires_in, odd.json.scope], [200, undefined, 42]);
+        const calls = await callsOf(api, since);
+        assert.equal(calls[0].fault_id, fault_id);
+        assert.equal(calls[0].subject_grant_id, g.grant_id);
+    });
+
+    test('admin validation of the new settings and lookup', async () => {
+        for (const bad of [{ require_audience: 'yes' }, { audiences: 'a' }, { audiences: [''] }, { exchange_access_ttl: -1 }]) {
+            await assert.rejects(c.admin('POST', '/admin/clients', { client_id: 'v', client_secret: 's', ...bad }), { status: 400 }, JSON.stringify(bad));
+        }
+        await assert.rejects(c.admin('POST', '/admin/lookup', { access_tokens: 'x' }), { status: 400 });
+        await assert.rejects(c.admin('POST', '/admin/lookup', {}), { status: 400 });
+        const client = await newClient();
+        const g = await mint(client, { subject: 'look' });
+        const res = await c.admin('POST', '/admin/lookup', { refresh_tokens: [g.refresh_token], access_tokens: [g.access_token, 'nope'] });
+        assert.equal(res.tokens[0].grant_id, g.grant_id);
+        assert.deepEqual([res.access_tokens[0].kind, res.access_tokens[0].subject, res.access_tokens[0].grant_id, res.access_tokens[1]],
+            ['grant', 'look', g.grant_id, null]);
+    });
+});

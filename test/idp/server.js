@@ -1,10 +1,11 @@
 'use strict';
 // Test OAuth 2.0 / OpenID Connect provider for upstream_token's tests.
 //
-// Serves the refresh_token grant (rotation, reuse detection), RFC 7009 revocation, RFC 7662
-// introspection and discovery on loopback, plus an unauthenticated /admin JSON API that
-// creates clients, mints grants, injects faults and reports counters. Everything lives in
-// memory. Nothing is logged per request and no token or secret is ever printed.
+// Serves the refresh_token grant (rotation, reuse detection), client_credentials, RFC 8693
+// token exchange, RFC 7009 revocation, RFC 7662 introspection and discovery on loopback, plus
+// an unauthenticated /admin JSON API that creates clients, mints grants, injects faults and
+// reports counters. Everything lives in memory. Nothing is logged per request and no token or
+// secret is ever printed.
 //
 // Usage: node server.js --port N --cert F --key F [--issuer URL] [--http]
 
@@ -22,6 +23,11 @@ const ASSERTION_SKEW_S = 30;           // iat may be this far in the future
 const ASSERTION_REJECTIONS = ['malformed', 'bad_type', 'unknown_client', 'wrong_method', 'bad_alg',
     'bad_signature', 'bad_iss', 'bad_sub', 'client_id_mismatch', 'bad_aud', 'expired', 'bad_iat',
     'too_long', 'not_yet_valid', 'missing_jti', 'replayed'];
+const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+// Short names of the grant types /token serves (stats.by_grant_type).
+const GRANT_NAMES = { refresh_token: 'refresh_token', client_credentials: 'client_credentials',
+    [TOKEN_EXCHANGE_GRANT]: 'token_exchange' };
 const QUIRK_DEFAULTS = {
     no_expires_in: false,
     no_rotation: false,
@@ -36,6 +42,9 @@ const QUIRK_DEFAULTS = {
     extra_fields: null,
     expires_in_string: false,
     require_params: null,
+    require_audience: false,
+    audiences: null,
+    exchange_access_ttl: null,
 };
 // How a client's invalid_grant answers are written (error_style); see styledInvalidGrant().
 const ERROR_STYLES = ['oauth', 'github', 'slack', 'hubspot', 'forbidden', 'entra'];
@@ -43,6 +52,12 @@ const GITHUB_ERROR_URI = 'https://docs.github.com/apps/managing-oauth-apps/troub
 // /token form parameters that are not "extra" in the call log's extra_params.
 const STANDARD_TOKEN_PARAMS = new Set(['grant_type', 'refresh_token', 'scope', 'client_id', 'client_secret',
     'client_assertion', 'client_assertion_type']);
+// Parameters of the client_credentials and token-exchange grants that are not "extra" either.
+const GRANT_PARAMS = {
+    client_credentials: new Set(['audience', 'resource']),
+    [TOKEN_EXCHANGE_GRANT]: new Set(['subject_token', 'subject_token_type', 'audience', 'resource',
+        'requested_token_type', 'actor_token', 'actor_token_type']),
+};
 const NO_EXTRA_PARAMS = Object.freeze([]);  // shared by every call log entry without extra parameters
 const SETTINGS_KEYS = ['issuer', 'discovery', 'token_paths', 'revoke_paths'];
 const MAX_ENDPOINT_PATHS = 32;  // entries of token_paths / revoke_paths
@@ -278,6 +293,7 @@ class Provider {
         this.seenJti = new Map();  // "client_id\0jti" -> exp in ms, for assertion replay detection
         this.nextGrant = 1;
         this.nextFault = 1;
+        this.nextToken = 1;  // ids of client_credentials and exchanged access tokens (t1, t2, ...)
         this.resetStats();
     }
 
@@ -287,6 +303,7 @@ class Provider {
             token_requests: 0, token_success: 0, by_status: {}, by_error: {},
             reuse_detected: 0, idle_expired: 0, revoked_grants: 0, max_in_flight: this.inFlight,
             revocations: 0, introspections: 0, dropped: 0, faults_applied: 0,
+            by_grant_type: { refresh_token: 0, client_credentials: 0, token_exchange: 0 },
             revoke: { requests: 0, by_status: {}, by_error: {}, dropped: 0 },
             assertions: Object.fromEntries(['verified', ...ASSERTION_REJECTIONS].map((k) => [k, 0])),
         };
@@ -464,21 +481,31 @@ class Provider {
         return rec;
     }
 
-    // A new access token (opaque, or the ~8 KB JWT-shaped one for big_access_token).
-    issueAccessToken(grant, client, now) {
-        const exp_ms = now + client.access_ttl * 1000;
-        const token = client.big_access_token ? this.bigAccessToken(grant, client, now, exp_ms) : randomToken();
-        this.accessTokens.set(accessKey(token), { grant, client_id: client.client_id, iat: now, exp_ms, revoked: false });
-        return token;
+    // A new access token (opaque, or the ~8 KB JWT-shaped one for big_access_token). A token of a
+    // grant has no `own`; a client_credentials or exchanged token has
+    // own = {kind, subject, scope, audience, ttl, exchanged_from} and gets a token_id.
+    issueAccessToken(grant, client, now, own = null) {
+        const exp_ms = now + (own && own.ttl !== null && own.ttl !== undefined ? own.ttl : client.access_ttl) * 1000;
+        const subject = own ? own.subject : grant.subject;
+        const scope = own ? own.scope : grant.scope;
+        const token = client.big_access_token ? this.bigAccessToken(subject, scope, client, now, exp_ms) : randomToken();
+        const rec = { grant, client_id: client.client_id, iat: now, exp_ms, revoked: false };
+        if (own) {
+            Object.assign(rec, { kind: own.kind, token_id: `t${this.nextToken++}`, subject, scope,
+                audience: own.audience, exchanged_from: own.exchanged_from || null });
+        }
+        this.accessTokens.set(accessKey(token), rec);
+        return own ? { token, rec } : token;
     }
 
     // A unique JWT-shaped access token of about big_access_token bytes (8192 when `true`).
-    bigAccessToken(grant, client, now, exp_ms) {
+    bigAccessToken(subject, scope, client, now, exp_ms) {
         const size = client.big_access_token === true ? BIG_TOKEN_BYTES : client.big_access_token;
         const claims = {
-            iss: this.issuer, sub: grant.subject, aud: client.client_id, client_id: client.client_id,
-            scope: grant.scope, iat: Math.floor(now / 1000), exp: Math.floor(exp_ms / 1000), jti: randomToken(16),
+            iss: this.issuer, sub: subject, aud: client.client_id, client_id: client.client_id,
+            scope, iat: Math.floor(now / 1000), exp: Math.floor(exp_ms / 1000), jti: randomToken(16),
         };
+        if (scope === null) delete claims.scope;
         const fixed = b64json({ alg: 'HS256', typ: 'at+jwt' }).length + 2 + 43;
         const payloadChars = Math.max(0, Math.floor(((size - fixed) * 3) / 4));
         claims.pad = 'x'.repeat(Math.max(0, payloadChars - JSON.stringify(claims).length - 10));
@@ -523,13 +550,19 @@ class Provider {
             if (err instanceof HttpError) this.finishCall(call, err.status, err.body.error);
             throw err;
         });
-        const rec = this.refreshTokens.get(form.get('refresh_token'));
-        const grant = rec ? rec.grant : null;
+        const grantType = form.get('grant_type') ?? null;
+        const exchange = grantType === TOKEN_EXCHANGE_GRANT;
+        const rec = exchange ? undefined : this.refreshTokens.get(form.get('refresh_token'));
+        // A token exchange's grant (for the log and faults) is its subject token's.
+        const subjectAt = exchange && form.has('subject_token') ? this.accessTokens.get(accessKey(form.get('subject_token'))) : undefined;
+        const grant = rec ? rec.grant : subjectAt ? subjectAt.grant : null;
         call.client_id = this.claimedClientId(req, form);
+        call.grant_type = grantType;
         call.grant_id = grant ? grant.grant_id : null;
         call.presented_seq = rec ? rec.seq : null;
         call.extra_params = extraParams(form);
-        if (grant) grant.refresh_calls++;
+        if (grantType === 'client_credentials' || exchange) describeGrantRequest(call, form, exchange, subjectAt, this.refreshTokens);
+        if (rec) grant.refresh_calls++;
         const fault = this.takeFault(call.client_id, grant);
         const action = fault ? fault.action : {};
         if (fault) call.fault_id = fault.fault_id;
@@ -542,7 +575,7 @@ class Provider {
         let result;
         try {
             client = this.authenticate(req, form, path, call);
-            result = this.refreshGrant(client, form, action);
+            result = this.runGrant(client, form, action);
         } catch (err) {
             if (!(err instanceof HttpError)) throw err;
             if (err.assertionReason) call.assertion = err.assertionReason;
@@ -550,15 +583,17 @@ class Provider {
             if (err.idle) call.idle_expired = true;
             // invalid_grant is only thrown once the client is authenticated; its error_style
             // decides how the answer is written (fault answers never get here).
-            result = client && client.error_style !== 'oauth' && err.body.error === 'invalid_grant'
+            result = client && client.error_style !== 'oauth' && err.body.error === 'invalid_grant' && grantType === 'refresh_token'
                 ? styledInvalidGrant(client.error_style)
                 : { status: err.status, body: err.body, headers: err.headers };
         }
         if (result.issued) call.issued_seq = result.issued.seq;
+        if (result.tokenId) call.issued_token_id = result.tokenId;
         if (action.respond_delay_ms) await sleep(action.respond_delay_ms);
         if (action.drop === 'after') return this.drop(req, res, call, 'after');
         if (result.ok) {
             this.stats.token_success++;
+            this.stats.by_grant_type[GRANT_NAMES[grantType]]++;
             if (action.oversized_body_bytes) result.body = padJson(result.body, action.oversized_body_bytes);
             result.body = applyFieldOverrides(result.body, action);
         }
@@ -584,11 +619,70 @@ class Provider {
         return null;
     }
 
-    // The refresh_token grant (RFC 6749 section 6) with single-use rotation and family revocation on reuse.
-    refreshGrant(client, form, action) {
+    // Runs the grant the request names: refresh_token, client_credentials or token exchange.
+    runGrant(client, form, action) {
         const grantType = form.get('grant_type');
         if (grantType === undefined) throw oauthError(400, 'invalid_request', 'grant_type missing');
-        if (grantType !== 'refresh_token') throw oauthError(400, 'unsupported_grant_type');
+        if (grantType === 'refresh_token') return this.refreshGrant(client, form, action);
+        if (grantType === 'client_credentials') return this.clientCredentialsGrant(client, form, action);
+        if (grantType === TOKEN_EXCHANGE_GRANT) return this.tokenExchangeGrant(client, form, action);
+        throw oauthError(400, 'unsupported_grant_type');
+    }
+
+    // The client_credentials grant (RFC 6749 section 4.4): an access token of the client itself
+    // (subject = client_id) with the scope and audience asked for; no refresh token.
+    clientCredentialsGrant(client, form, action) {
+        if (client.auth_method === 'none') throw oauthError(400, 'unauthorized_client', 'a public client cannot use client_credentials');
+        const audience = checkAudience(client, form);
+        const scope = form.get('scope') || null;
+        const now = Date.now();
+        const { token, rec } = this.issueAccessToken(null, client, now,
+            { kind: 'client_credentials', subject: client.client_id, scope, audience, ttl: null });
+        return this.plainTokenAnswer(client, token, rec, {}, action, now);
+    }
+
+    // Token exchange (RFC 8693): a currently valid access token of this provider (any client's,
+    // any kind) for a new access token of the same subject (and grant), for the audience and
+    // scope asked for (the scope defaults to the subject token's); no refresh token.
+    tokenExchangeGrant(client, form, action) {
+        const subjectToken = form.get('subject_token');
+        if (!subjectToken) throw oauthError(400, 'invalid_request', 'subject_token missing');
+        const type = form.get('subject_token_type');
+        if (!type) throw oauthError(400, 'invalid_request', 'subject_token_type missing');
+        if (type !== ACCESS_TOKEN_TYPE) throw oauthError(400, 'invalid_request', 'unsupported subject_token_type');
+        const requested = form.get('requested_token_type');
+        if (requested !== undefined && requested !== ACCESS_TOKEN_TYPE) {
+            throw oauthError(400, 'invalid_request', 'unsupported requested_token_type');
+        }
+        const now = Date.now();
+        const at = this.accessTokens.get(accessKey(subjectToken));
+        if (!accessTokenLive(at, now)) throw oauthError(400, 'invalid_grant', 'subject_token is not an active access token');
+        const audience = checkAudience(client, form);
+        const scope = form.get('scope') || tokenScope(at);
+        const { token, rec } = this.issueAccessToken(at.grant, client, now, {
+            kind: 'token_exchange', subject: tokenSubject(at), scope, audience, ttl: client.exchange_access_ttl,
+            exchanged_from: { token_id: at.token_id ?? null, kind: at.kind ?? 'grant', client_id: at.client_id,
+                grant_id: at.grant ? at.grant.grant_id : null, subject: tokenSubject(at) },
+        });
+        return this.plainTokenAnswer(client, token, rec, { issued_token_type: ACCESS_TOKEN_TYPE }, action, now);
+    }
+
+    // The success answer of a grant without refresh token (client_credentials, token exchange),
+    // with the client's answer quirks and the fault's omit / patch_fields applied.
+    plainTokenAnswer(client, token, rec, extra, action, now) {
+        const body = { access_token: token, ...extra, token_type: client.token_type_case || 'Bearer',
+            expires_in: Math.round((rec.exp_ms - now) / 1000) };
+        if (client.no_expires_in) delete body.expires_in;
+        if (rec.scope) body.scope = rec.scope;
+        if (client.expires_in_string && typeof body.expires_in === 'number') body.expires_in = String(body.expires_in);
+        if (client.extra_fields !== null) Object.assign(body, client.extra_fields);
+        for (const field of action.omit || []) delete body[field];
+        if (action.patch_fields) Object.assign(body, action.patch_fields);
+        return { status: 200, ok: true, body, headers: {}, issued: null, tokenId: rec.token_id };
+    }
+
+    // The refresh_token grant (RFC 6749 section 6) with single-use rotation and family revocation on reuse.
+    refreshGrant(client, form, action) {
         const token = form.get('refresh_token');
         if (!token) throw oauthError(400, 'invalid_request', 'refresh_token missing');
         const required = client.require_params;
@@ -826,8 +920,17 @@ class Provider {
             return live ? this.tokenInfo('refresh_token', rt.grant, rt.iat, rt.expires_ms || null) : { active: false };
         }
         const at = this.accessTokens.get(accessKey(token));
-        const live = at && !at.revoked && !at.grant.revoked && now < at.exp_ms;
-        return live ? this.tokenInfo('access_token', at.grant, at.iat, at.exp_ms) : { active: false };
+        if (!accessTokenLive(at, now)) return { active: false };
+        if (!at.kind) return this.tokenInfo('access_token', at.grant, at.iat, at.exp_ms);
+        // A client_credentials or exchanged token: its own client, subject, scope and audience.
+        const info = {
+            active: true, token_type: 'access_token', client_id: at.client_id, sub: at.subject,
+            iss: this.issuer, iat: Math.floor(at.iat / 1000), exp: Math.floor(at.exp_ms / 1000),
+            grant_id: at.grant ? at.grant.grant_id : null, token_kind: at.kind, token_id: at.token_id,
+        };
+        if (at.scope) info.scope = at.scope;
+        if (at.audience !== null) info.aud = at.audience;
+        return info;
     }
 
     // Common fields of an active introspection answer.
@@ -855,7 +958,7 @@ class Provider {
             token_endpoint_auth_signing_alg_values_supported: ASSERTION_ALGS,
             revocation_endpoint_auth_signing_alg_values_supported: ASSERTION_ALGS,
             introspection_endpoint_auth_signing_alg_values_supported: ASSERTION_ALGS,
-            grant_types_supported: ['authorization_code', 'refresh_token'],
+            grant_types_supported: ['authorization_code', 'refresh_token', 'client_credentials', TOKEN_EXCHANGE_GRANT],
             response_types_supported: ['code'],
             subject_types_supported: ['public'],
             id_token_signing_alg_values_supported: ['HS256'],
@@ -942,6 +1045,11 @@ class Provider {
                 throw badAdmin('require_params must map parameter names to string values');
             }
         }
+        if (typeof c.require_audience !== 'boolean') throw badAdmin('require_audience must be a boolean');
+        if (c.audiences !== null && !(Array.isArray(c.audiences) && c.audiences.every((a) => typeof a === 'string' && a))) {
+            throw badAdmin('audiences must be null or an array of non-empty strings');
+        }
+        optInt(c, 'exchange_access_ttl');
         this.clients.set(c.client_id, c);
         const { client_secret, publicKey, jwk_or_pem, ...visible } = c;
         return { client: visible };
@@ -978,14 +1086,20 @@ class Provider {
         return { grants: out };
     }
 
-    // POST /admin/lookup {refresh_tokens}: which grant issued each token, and its state there
-    // (an auditor's question: "is what the database holds the provider's current token?").
+    // POST /admin/lookup {refresh_tokens?, access_tokens?}: which grant issued each refresh token,
+    // and its state there (an auditor's question: "is what the database holds the provider's
+    // current token?"); what each access token is (accessTokenView).
     adminLookup(body) {
-        checkKeys(body, ['refresh_tokens'], 'lookup');
-        if (!Array.isArray(body.refresh_tokens) || !body.refresh_tokens.every((t) => typeof t === 'string')) {
+        checkKeys(body, ['refresh_tokens', 'access_tokens'], 'lookup');
+        const strings = (v) => Array.isArray(v) && v.every((t) => typeof t === 'string');
+        if (body.access_tokens !== undefined && !strings(body.access_tokens)) throw badAdmin('access_tokens must be an array of strings');
+        if (body.access_tokens !== undefined && body.refresh_tokens === undefined) {
+            return { access_tokens: body.access_tokens.map((t) => this.accessTokenView(t)) };
+        }
+        if (!strings(body.refresh_tokens)) {
             throw badAdmin('refresh_tokens must be an array of strings');
         }
-        return {
+        const out = {
             tokens: body.refresh_tokens.map((t) => {
                 const rec = this.refreshTokens.get(t);
                 if (!rec) return null;
@@ -994,6 +1108,22 @@ class Provider {
                     current: rec.grant.current === rec, revoked: rec.grant.revoked,
                 };
             }),
+        };
+        if (body.access_tokens !== undefined) out.access_tokens = body.access_tokens.map((t) => this.accessTokenView(t));
+        return out;
+    }
+
+    // What this provider knows of an access token (POST /admin/lookup access_tokens), or null
+    // when unknown (never issued, or expired and swept): who it is for, which grant, and for an
+    // exchanged token, which token it was exchanged for.
+    accessTokenView(token) {
+        const at = this.accessTokens.get(accessKey(token));
+        if (!at) return null;
+        return {
+            kind: at.kind ?? 'grant', token_id: at.token_id ?? null, client_id: at.client_id,
+            subject: tokenSubject(at), scope: tokenScope(at), audience: at.audience ?? null,
+            grant_id: at.grant ? at.grant.grant_id : null, active: accessTokenLive(at, Date.now()),
+            revoked: at.revoked, exp_ms: at.exp_ms, exchanged_from: at.exchanged_from ?? null,
         };
     }
 
@@ -1136,8 +1266,9 @@ function checkEndpointPaths(paths, key, own) {
 // The names of a /token request's form parameters beyond the standard ones (never values).
 function extraParams(form) {
     let out = NO_EXTRA_PARAMS;
+    const own = GRANT_PARAMS[form.get('grant_type')];
     for (const name of form.keys()) {
-        if (STANDARD_TOKEN_PARAMS.has(name)) continue;
+        if (STANDARD_TOKEN_PARAMS.has(name) || (own && own.has(name))) continue;
         if (out === NO_EXTRA_PARAMS) out = [];
         out.push(name);
     }
@@ -1149,6 +1280,50 @@ function extraParams(form) {
 function idleExpired(grant, client, now) {
     const ttl = client ? client.refresh_token_idle_ttl : null;
     return ttl !== null && now >= grant.active_ms + ttl * 1000;
+}
+
+// True when an access token record is usable: not expired, not revoked, its grant (if any) not revoked.
+function accessTokenLive(at, now) {
+    return Boolean(at) && !at.revoked && !(at.grant && at.grant.revoked) && now < at.exp_ms;
+}
+
+// The subject and scope of an access token record (a grant's token has them from its grant).
+function tokenSubject(at) {
+    return at.kind ? at.subject : at.grant.subject;
+}
+function tokenScope(at) {
+    return at.kind ? at.scope : at.grant.scope;
+}
+
+// The audience of a client_credentials or token-exchange request (null when none), checked
+// against the client's require_audience and audiences settings.
+function checkAudience(client, form) {
+    const audience = form.get('audience') || null;
+    if (audience === null) {
+        if (client.require_audience) throw oauthError(400, 'invalid_request', 'audience required');
+        return null;
+    }
+    if (client.audiences !== null && !client.audiences.includes(audience)) {
+        throw oauthError(400, 'invalid_target', 'audience not allowed for this client');
+    }
+    return audience;
+}
+
+// Call log fields of a client_credentials or token-exchange request, from the form as sent
+// (whatever the outcome): scope and audience, and for an exchange the subject token's type and
+// whose token it is (never a token value).
+function describeGrantRequest(call, form, exchange, subjectAt, refreshTokens) {
+    call.scope = form.get('scope') ?? null;
+    call.audience = form.get('audience') ?? null;
+    if (!exchange) return;
+    call.subject_token_type = form.get('subject_token_type') ?? null;
+    call.requested_token_type = form.get('requested_token_type') ?? null;
+    const token = form.get('subject_token');
+    call.subject_token_kind = subjectAt ? 'access_token' : token && refreshTokens.has(token) ? 'refresh_token' : null;
+    call.subject_grant_id = subjectAt && subjectAt.grant ? subjectAt.grant.grant_id : null;
+    call.subject = subjectAt ? tokenSubject(subjectAt) : null;
+    call.subject_client_id = subjectAt ? subjectAt.client_id : null;
+    call.subject_token_id = subjectAt ? subjectAt.token_id ?? null : null;
 }
 
 // The invalid_grant answer of a client with a non-default error_style, as real providers write
