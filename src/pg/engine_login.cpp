@@ -257,8 +257,10 @@ void Logins::save_held() noexcept {
         }
         try {
             WorkerTxn txn;
-            const JobResult result = save_login_answer(it->exchange.answer);
+            bool queued = false;
+            const JobResult result = save_login_answer(it->exchange.answer, &queued);
             txn.commit();
+            revocation_queued_ = revocation_queued_ || queued;
             answer(it->exchange, result);
             it = held_.erase(it);
             continue;

@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "core/http_multi.hpp"
 #include "core/time.hpp"
@@ -37,6 +38,8 @@ class Logins {
     std::size_t in_flight() const { return exchanges_.size(); }
     std::size_t held() const { return held_.size(); }
     std::optional<MonoTime> next_due() const;
+    // True once after a save queued the revocation of a login's rejected tokens.
+    bool take_revocation_queued() { return std::exchange(revocation_queued_, false); }
 
   private:
     enum class Step { redeem_code, device_begin, device_poll };
@@ -69,6 +72,7 @@ class Logins {
     std::map<std::uint64_t, Exchange> exchanges_;  // by HTTP request id
     std::deque<Held> held_;
     MonoTime next_poll_{};
+    bool revocation_queued_ = false;
 };
 
 }  // namespace upstream_token::pg

@@ -164,7 +164,8 @@ void Engine::pass(bool reloaded) {
             logins_.poll_soon();
         }
         planner_.scan_if_due(requested, refresher_.busy());
-        revoker_.run_if_due(requested || refresher_.take_orphan_queued());
+        const bool queued = refresher_.take_orphan_queued();
+        revoker_.run_if_due(requested || logins_.take_revocation_queued() || queued);
         const bool may_start = !saver_.blocked() && saver_.held() < kMaxHeld;
         start_stage_.run([&] { refresher_.start(may_start); });
         logins_.poll_if_due(may_start);

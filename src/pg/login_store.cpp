@@ -45,8 +45,9 @@ bool mark_failed(const std::string& key, const std::string& why) {
 }
 
 // Queues the revocation of tokens whose ID token failed the login checks (providers with a
-// revocation endpoint; the tokens are sealed for the session they would have served).
-void revoke_rejected(const LoginAnswer& a, const TokenResponse& t) {
+// revocation endpoint; the tokens are sealed for the session they would have served); true
+// when one was queued.
+bool revoke_rejected(const LoginAnswer& a, const TokenResponse& t) {
     const bool refresh = t.refresh_token.has_value();
     const char* column = refresh ? "refresh_token" : "access_token";
     const std::string sealed = seal(a.provider, a.session, column,
@@ -55,8 +56,9 @@ void revoke_rejected(const LoginAnswer& a, const TokenResponse& t) {
         "INSERT INTO upstream_token.revocation (provider, session, token, token_column) "
         "SELECT p.name, $2, $3, $4 FROM upstream_token.provider p "
         "WHERE p.name = $1 AND p.revocation_endpoint IS NOT NULL");
-    queue.run({text_arg(a.provider), text_arg(a.session), bytea_arg(sealed), text_arg(column)},
-              false);
+    return queue.run({text_arg(a.provider), text_arg(a.session), bytea_arg(sealed),
+                      text_arg(column)},
+                     false) > 0;
 }
 }  // namespace
 
@@ -82,8 +84,12 @@ ClaimedCode claim_code_login(const std::string& provider, const std::string& key
     c.redirect_uri = r.text(2).value_or("");
     const auto verifier_ct = r.bytea(3);
     const auto nonce_ct = r.bytea(4);
-    if (r.text(5).value_or("") != "pending") {
-        throw Error(ErrorCode::login_state_invalid, "the login state was already used");
+    if (const std::string status = r.text(5).value_or(""); status != "pending") {
+        // A retried callback (the first caller timed out) learns how its login ended.
+        throw Error(ErrorCode::login_state_invalid, "the login state was already used",
+                    status == "completed" ? "Its login completed: the tokens are stored."
+                    : status == "failed"  ? "Its login failed (upstream_token.login_status.error)."
+                                          : "Its code is being redeemed.");
     }
     if (r.boolean(6).value_or(true)) {
         throw Error(ErrorCode::login_state_invalid, "the login state has expired",
@@ -104,7 +110,8 @@ ClaimedCode claim_code_login(const std::string& provider, const std::string& key
     return c;
 }
 
-JobResult save_login_answer(const LoginAnswer& a) {
+JobResult save_login_answer(const LoginAnswer& a, bool* revocation_queued) {
+    *revocation_queued = false;
     JobResult result;
     result.network = true;
     const ExchangeOutcome& o = a.outcome;
@@ -136,7 +143,7 @@ JobResult save_login_answer(const LoginAnswer& a) {
         problem = "no id_token although openid was asked for";
     }
     if (problem) {
-        revoke_rejected(a, t);
+        *revocation_queued = revoke_rejected(a, t);
         mark_failed(a.key, "id_token: " + *problem);
         result.code = ErrorCode::login_failed;
         result.message = "the login's ID token failed a check: " + *problem;

@@ -49,8 +49,8 @@ struct LoginAnswer {
 // Saves the answer of a code redemption or a successful device poll: the tokens (when the ID
 // token passes the checks), the login's end and its event, in one commit-to-be. An ID token
 // that fails the checks keeps the login from completing: its tokens are queued for revocation
-// instead. The result says how the login ended.
-JobResult save_login_answer(const LoginAnswer& a);
+// instead (`revocation_queued` is then set). The result says how the login ended.
+JobResult save_login_answer(const LoginAnswer& a, bool* revocation_queued);
 
 // Keeps a device login the provider just opened; returns its key.
 std::string insert_device_login(const std::string& provider, const std::string& session,

@@ -257,3 +257,45 @@ test('logins driven by the engine against oidc-provider', async (t) => {
         assert.deepStrictEqual(unexpected, [], 'no grant error');
     });
 });
+
+test('a login whose ID token fails the checks stores nothing and is revoked', async (t) => {
+    const ctx = await setup({ poolSize: 5 });
+    t.after(() => ctx.close());
+    const srv = await startOidcServer({ certDir: CERT_DIR, accessTtl: 60 });
+    t.after(() => srv.stop());
+    // The provider as registered names another issuer than the one that signs its ID tokens.
+    const provider = unique('wrongiss').replace(/[^A-Za-z0-9_.:-]/g, '_').slice(0, 60);
+    await ctx.pool.query(
+        `SELECT upstream_token.register_provider(name => $1, token_endpoint => $2, client_id => $3,
+                client_secret => $4, issuer => 'https://issuer.invalid', revocation_endpoint => $5,
+                authorization_endpoint => $6)`,
+        [provider, srv.endpoints.token, srv.clientId, srv.clientSecret, srv.endpoints.revocation,
+            srv.endpoints.authorization]);
+    t.after(() => ctx.pool.query('SELECT upstream_token.drop_provider($1, true, true)', [provider]).catch(() => {}));
+    const events = await listenEvents();
+    t.after(() => events.close());
+
+    const session = unique('web');
+    const url = (await ctx.pool.query('SELECT upstream_token.begin_login($1, $2, $3, $4, $5) AS url',
+        [session, provider, srv.redirectUri, 'openid offline_access', '{"prompt":"consent"}'])).rows[0].url;
+    const redirect = await srv.authorize(url, { account: 'mallory' });
+    const grants = srv.stats.authorizationCodeGrants;
+    // Without iss (RFC 9207 would refuse before the redemption): the ID token's iss is checked.
+    const e = await sqlError(ctx.pool.query('SELECT * FROM upstream_token.complete_login($1, $2)',
+        [redirect.state, redirect.code]), 'a login with a foreign ID token');
+    assert.strictEqual(e.code, 'UT014');
+    assert.match(e.message, /iss differs/);
+    assert.strictEqual(srv.stats.authorizationCodeGrants, grants + 1, 'the code was redeemed once');
+    const stored = await ctx.pool.query('SELECT count(*)::int AS n FROM upstream_token.token WHERE session = $1', [session]);
+    assert.strictEqual(stored.rows[0].n, 0, 'no token stored for the session');
+    const st = (await ctx.pool.query('SELECT status, error FROM upstream_token.login_status WHERE session = $1',
+        [session])).rows[0];
+    assert.deepStrictEqual(st, { status: 'failed', error: 'id_token: iss differs' });
+    await waitFor(() => events.events.some((ev) => ev.session === session && ev.event === 'login_failed'),
+        { what: 'login_failed event' });
+    // The received refresh token is revoked at the provider (the engine delivers the queue).
+    await waitFor(() => srv.stats.revokedGrants.length === 1, { timeoutMs: 20000, what: 'the grant revoked' });
+    const queue = await ctx.pool.query('SELECT count(*)::int AS n FROM upstream_token.revocation WHERE provider = $1',
+        [provider]);
+    assert.strictEqual(queue.rows[0].n, 0, 'the revocation was delivered');
+});
