@@ -145,9 +145,9 @@ RefreshResult enqueue_and_wait(RequestKind kind, std::string_view provider,
         throw Error(ErrorCode::invalid_parameter, "provider or session too long");
     }
     if (params.size() >= kParamBytes) {
-        throw Error(ErrorCode::invalid_parameter, "scope, audience or code too long",
-                    "Together they must stay under " + std::to_string(kParamBytes - 64) +
-                        " bytes.");
+        throw Error(
+            ErrorCode::invalid_parameter, "scope, audience or code too long",
+            "Together they must stay under " + std::to_string(kParamBytes - 64) + " bytes.");
     }
     int index = -1;
     std::uint64_t request_id = 0;
@@ -164,8 +164,8 @@ RefreshResult enqueue_and_wait(RequestKind kind, std::string_view provider,
         } else if (s->worker_dbid != MyDatabaseId) {
             refusal = "the upstream_token refresh engine serves another database";
         } else {
-            index = join_or_claim(s, kind, provider, session, seen_generation, force, params,
-                                  &joined);
+            index =
+                join_or_claim(s, kind, provider, session, seen_generation, force, params, &joined);
             if (index >= 0) {
                 s->slots[index].waiters++;
                 request_id = s->slots[index].request_id;

@@ -22,8 +22,8 @@ namespace upstream_token::pg {
 namespace {
 constexpr Micros kSaveRetryFirst{100000};  // a held answer is retried 0.1 s doubling to 5 s
 constexpr Micros kSaveRetryMax{5000000};
-constexpr Micros kPollScan{1000000};   // device logins are looked at least every second
-constexpr std::size_t kPollBatch = 100;  // polls started per pass
+constexpr Micros kPollScan{1000000};       // device logins are looked at least every second
+constexpr std::size_t kPollBatch = 100;    // polls started per pass
 constexpr std::int64_t kSlowDownStep = 5;  // RFC 8628 3.5: slow_down adds 5 seconds
 
 // A string member of the request's parameters, if present.
@@ -49,8 +49,8 @@ void Logins::answer(const Exchange& e, const JobResult& result) noexcept {
     if (e.slot >= 0) intake_.answer(e.slot, e.request_id, result);
 }
 
-void Logins::answer_error(int slot, std::uint64_t request_id, ErrorCode code,
-                          std::string message, std::string detail) noexcept {
+void Logins::answer_error(int slot, std::uint64_t request_id, ErrorCode code, std::string message,
+                          std::string detail) noexcept {
     JobResult bad;
     bad.code = code;
     bad.message = std::move(message);
@@ -109,10 +109,10 @@ void Logins::start_code(const LoginRequest& request) {
     e.answer.nonce = claimed.nonce;
     e.sent_secrets = {code, claimed.verifier};
     if (client.secret) e.sent_secrets.push_back(*client.secret);
-    const HttpRequestSpec spec = provider_request(
-        provider, provider.token_endpoint,
-        build_code_request(client, provider.token_endpoint, code, claimed.redirect_uri,
-                           claimed.verifier, now_time()));
+    const HttpRequestSpec spec =
+        provider_request(provider, provider.token_endpoint,
+                         build_code_request(client, provider.token_endpoint, code,
+                                            claimed.redirect_uri, claimed.verifier, now_time()));
     send(std::move(e), spec);
 }
 
@@ -159,10 +159,9 @@ bool Logins::on_result(const HttpResult& r) noexcept {
             on_device_begin(e, r);
             return true;
         }
-        ExchangeOutcome o = r.transport_ok
-                                ? interpret_token_response(r.status, r.body, r.retry_after,
-                                                           now_time())
-                                : transport_failure(r.transport_error);
+        ExchangeOutcome o =
+            r.transport_ok ? interpret_token_response(r.status, r.body, r.retry_after, now_time())
+                           : transport_failure(r.transport_error);
         o.error = redact_secrets(std::move(o.error), e.sent_secrets);
         o.message = redact_secrets(std::move(o.message), e.sent_secrets);
         e.answer.outcome = std::move(o);
@@ -189,10 +188,9 @@ bool Logins::on_result(const HttpResult& r) noexcept {
 // The provider's device code answer: kept (sealed) and the caller told which login it is.
 void Logins::on_device_begin(Exchange& e, const HttpResult& r) {
     if (!r.transport_ok || r.status < 200 || r.status > 299) {
-        const ExchangeOutcome o = r.transport_ok ? interpret_token_response(r.status, r.body,
-                                                                             r.retry_after,
-                                                                             now_time())
-                                                 : transport_failure(r.transport_error);
+        const ExchangeOutcome o =
+            r.transport_ok ? interpret_token_response(r.status, r.body, r.retry_after, now_time())
+                           : transport_failure(r.transport_error);
         const ErrorCode code = o.failure == FailureClass::client_misconfigured
                                    ? ErrorCode::provider_misconfigured
                                    : ErrorCode::refresh_failed;
@@ -227,7 +225,7 @@ void Logins::on_device_poll(Exchange& e, const HttpResult& r) {
     }
     WorkerTxn txn;
     switch (o.failure == FailureClass::transient ? DevicePoll::pending
-                                                  : classify_device_error(o.error)) {
+                                                 : classify_device_error(o.error)) {
         case DevicePoll::pending:
             device_poll_later(e.answer.key, e.interval_s);
             break;
@@ -313,10 +311,10 @@ void Logins::poll_if_due(bool may_start) noexcept {
             e.interval_s = p.interval_s;
             e.sent_secrets = {p.device_code};
             if (client.secret) e.sent_secrets.push_back(*client.secret);
-            const HttpRequestSpec spec = provider_request(
-                provider, provider.token_endpoint,
-                build_device_token_request(client, provider.token_endpoint, p.device_code,
-                                           now_time()));
+            const HttpRequestSpec spec =
+                provider_request(provider, provider.token_endpoint,
+                                 build_device_token_request(client, provider.token_endpoint,
+                                                            p.device_code, now_time()));
             send(std::move(e), spec);
         }
     } catch (const std::exception& e) {

@@ -249,10 +249,10 @@ void Engine::run() {
         MemoryContextReset(pass_cxt);
         if (stopping_ && drained()) return;
         if (stopping_ && mono_now() >= stop_deadline_) {
-            const std::string lost = "stopped with " +
-                                     std::to_string(refresher_.in_flight() + logins_.in_flight()) +
-                                     " exchanges in flight and " + std::to_string(saver_.held() + logins_.held()) +
-                                     " answers not saved (upstream_token.shutdown_timeout)";
+            const std::string lost =
+                "stopped with " + std::to_string(refresher_.in_flight() + logins_.in_flight()) +
+                " exchanges in flight and " + std::to_string(saver_.held() + logins_.held()) +
+                " answers not saved (upstream_token.shutdown_timeout)";
             log_recovered("shutdown", lost.c_str());
             return;
         }

@@ -50,15 +50,15 @@ bool mark_failed(const std::string& key, const std::string& why) {
 bool revoke_rejected(const LoginAnswer& a, const TokenResponse& t) {
     const bool refresh = t.refresh_token.has_value();
     const char* column = refresh ? "refresh_token" : "access_token";
-    const std::string sealed = seal(a.provider, a.session, column,
-                                    refresh ? *t.refresh_token : t.access_token);
+    const std::string sealed =
+        seal(a.provider, a.session, column, refresh ? *t.refresh_token : t.access_token);
     static Statement queue(
         "INSERT INTO upstream_token.revocation (provider, session, token, token_column) "
         "SELECT p.name, $2, $3, $4 FROM upstream_token.provider p "
         "WHERE p.name = $1 AND p.revocation_endpoint IS NOT NULL");
-    return queue.run({text_arg(a.provider), text_arg(a.session), bytea_arg(sealed),
-                      text_arg(column)},
-                     false) > 0;
+    return queue.run(
+               {text_arg(a.provider), text_arg(a.session), bytea_arg(sealed), text_arg(column)},
+               false) > 0;
 }
 }  // namespace
 
@@ -104,8 +104,7 @@ ClaimedCode claim_code_login(const std::string& provider, const std::string& key
     const std::string aad = login_aad_session(key);
     c.verifier = open_sealed(provider, aad, "code_verifier", verifier_ct).value_or("");
     c.nonce = open_sealed(provider, aad, "nonce", nonce_ct);
-    static Statement redeem(
-        "UPDATE upstream_token.login SET status = 'redeeming' WHERE id = $1");
+    static Statement redeem("UPDATE upstream_token.login SET status = 'redeeming' WHERE id = $1");
     redeem.run({text_arg(key)}, false);
     return c;
 }
@@ -162,9 +161,8 @@ JobResult save_login_answer(const LoginAnswer& a, bool* revocation_queued) {
     row.access_ct = seal(a.provider, a.session, "access_token", t.access_token);
     if (t.refresh_token) {
         row.refresh_ct = seal(a.provider, a.session, "refresh_token", *t.refresh_token);
-        const RefreshExpiry e = login_refresh_expiry(issued, t.refresh_expires_in,
-                                                     provider->refresh_token_ttl,
-                                                     refresh_token_ttl());
+        const RefreshExpiry e = login_refresh_expiry(
+            issued, t.refresh_expires_in, provider->refresh_token_ttl, refresh_token_ttl());
         row.refresh_expires_at = e.at;
         row.refresh_expiry_source = refresh_expiry_source_name(e.source);
     }
@@ -203,8 +201,7 @@ std::string insert_device_login(const std::string& provider, const std::string& 
     insert.run({text_arg(key), text_arg(session), text_arg(provider), text_arg(scope),
                 bytea_arg(device_ct), text_arg(d.user_code), text_arg(d.verification_uri),
                 text_arg(d.verification_uri_complete),
-                int4_arg(static_cast<std::int32_t>(d.interval)),
-                int8_arg(d.expires_in)},
+                int4_arg(static_cast<std::int32_t>(d.interval)), int8_arg(d.expires_in)},
                false);
     return key;
 }
@@ -227,8 +224,7 @@ std::vector<DuePoll> due_device_polls(Time now, std::size_t limit,
         p.provider = r.text(3).value_or("");
         p.interval_s = r.int4(5).value_or(5);
         p.expired = r.boolean(6).value_or(true);
-        p.device_code = open_sealed(p.provider, login_aad_session(p.key), "device_code",
-                                    r.bytea(4))
+        p.device_code = open_sealed(p.provider, login_aad_session(p.key), "device_code", r.bytea(4))
                             .value_or("");
         out.push_back(std::move(p));
     }

@@ -169,8 +169,8 @@ BeginStep begin_grant(RefreshJob& job, HttpRequestSpec& spec, Snapshot snapshot)
                           "the session has no valid access token to exchange",
                           "get_upstream_token(session, provider) renews it");
         }
-        request = build_token_exchange_request(client, provider->token_endpoint, *subject,
-                                               audience, g.scope, now_time());
+        request = build_token_exchange_request(client, provider->token_endpoint, *subject, audience,
+                                               g.scope, now_time());
         job.sent_secrets.push_back(*subject);
     }
     spec = provider_request(*provider, provider->token_endpoint, std::move(request));
@@ -492,14 +492,14 @@ void save_grant_failure(RefreshJob& job, Time next, const std::string& last) {
         "WHERE session = $1 AND provider = $2 AND generation = $3");
     const auto n =
         job.new_row
-            ? insert.run({text_arg(job.session), text_arg(job.provider),
-                          text_arg(job_client_id(job)), text_arg(g.scope),
-                          text_arg(grant_name(g.grant)), text_arg(g.audience),
-                          text_arg(g.grant == Grant::token_exchange
-                                       ? std::optional<std::string_view>(g.subject_session)
-                                       : std::nullopt),
-                          timestamptz_arg(next), text_arg(last)},
-                         false)
+            ? insert.run(
+                  {text_arg(job.session), text_arg(job.provider), text_arg(job_client_id(job)),
+                   text_arg(g.scope), text_arg(grant_name(g.grant)), text_arg(g.audience),
+                   text_arg(g.grant == Grant::token_exchange
+                                ? std::optional<std::string_view>(g.subject_session)
+                                : std::nullopt),
+                   timestamptz_arg(next), text_arg(last)},
+                  false)
             : update.run({text_arg(job.session), text_arg(job.provider),
                           int8_arg(job.read_generation), timestamptz_arg(next), text_arg(last)},
                          false);

@@ -128,11 +128,11 @@ void reencrypt_logins(const Arg& current_id, std::int64_t batch) {
         "WHERE id = $1");
     for (const Row& row : rows) {
         const std::string aad = login_aad_session(row.id);
-        update.run({text_arg(row.id),
-                    bytea_arg(reseal(row.provider, aad, "code_verifier", row.verifier)),
-                    bytea_arg(reseal(row.provider, aad, "nonce", row.nonce)),
-                    bytea_arg(reseal(row.provider, aad, "device_code", row.device_code))},
-                   false);
+        update.run(
+            {text_arg(row.id), bytea_arg(reseal(row.provider, aad, "code_verifier", row.verifier)),
+             bytea_arg(reseal(row.provider, aad, "nonce", row.nonce)),
+             bytea_arg(reseal(row.provider, aad, "device_code", row.device_code))},
+            false);
     }
 }
 

@@ -101,11 +101,11 @@ Datum begin_login(FunctionCallInfo fcinfo) {
             "INSERT INTO upstream_token.login (id, flow, session, provider, redirect_uri, scope, "
             "code_verifier, nonce, expires_at) VALUES ($1, 'authorization_code', $2, $3, $4, $5, "
             "$6, $7, $8)");
-        insert.run({text_arg(key), text_arg(session), text_arg(provider_name),
-                    text_arg(redirect_uri), text_arg(scope),
-                    bytea_arg(seal(provider_name, aad, "code_verifier", verifier)),
-                    bytea_arg(nonce_ct), timestamptz_arg(now_time() + login_timeout())},
-                   false);
+        insert.run(
+            {text_arg(key), text_arg(session), text_arg(provider_name), text_arg(redirect_uri),
+             text_arg(scope), bytea_arg(seal(provider_name, aad, "code_verifier", verifier)),
+             bytea_arg(nonce_ct), timestamptz_arg(now_time() + login_timeout())},
+            false);
     }
     return string_to_text_datum(url);
 }
@@ -124,8 +124,7 @@ Datum complete_login(FunctionCallInfo fcinfo) {
     {
         SpiConnection spi;
         static Statement find("SELECT provider FROM upstream_token.login WHERE id = $1");
-        if (find.run({text_arg(key)}, true, 1, pg_call([] { return GetLatestSnapshot(); })) ==
-            0) {
+        if (find.run({text_arg(key)}, true, 1, pg_call([] { return GetLatestSnapshot(); })) == 0) {
             throw Error(ErrorCode::login_state_invalid, "the login state is unknown",
                         "It was never issued by begin_login, or its login was purged.");
         }
@@ -139,8 +138,7 @@ Datum complete_login(FunctionCallInfo fcinfo) {
             "SELECT l.session, l.provider, l.subject, t.expires_at FROM upstream_token.login l "
             "LEFT JOIN upstream_token.token t ON t.session = l.session AND t.provider = "
             "l.provider WHERE l.id = $1 AND l.status = 'completed'");
-        if (read.run({text_arg(key)}, true, 1, pg_call([] { return GetLatestSnapshot(); })) ==
-            0) {
+        if (read.run({text_arg(key)}, true, 1, pg_call([] { return GetLatestSnapshot(); })) == 0) {
             throw Error(ErrorCode::login_state_invalid, "the login did not complete");
         }
         ResultRow row;
@@ -149,10 +147,10 @@ Datum complete_login(FunctionCallInfo fcinfo) {
     }
     RowSink sink(fcinfo);
     const auto subject = opt_text(done.subject);
-    sink.put({string_to_text_datum(done.session), string_to_text_datum(done.provider),
-              subject.first,
-              done.expires_at ? TimestampTzGetDatum(to_timestamptz(*done.expires_at)) : Datum(0)},
-             {false, false, subject.second, !done.expires_at});
+    sink.put(
+        {string_to_text_datum(done.session), string_to_text_datum(done.provider), subject.first,
+         done.expires_at ? TimestampTzGetDatum(to_timestamptz(*done.expires_at)) : Datum(0)},
+        {false, false, subject.second, !done.expires_at});
     return Datum(0);
 }
 
@@ -180,8 +178,8 @@ Datum begin_device_login(FunctionCallInfo fcinfo) {
         static Statement read(
             "SELECT user_code, verification_uri, verification_uri_complete, expires_at "
             "FROM upstream_token.login WHERE id = $1");
-        if (read.run({text_arg(r.message)}, true, 1,
-                     pg_call([] { return GetLatestSnapshot(); })) == 0) {
+        if (read.run({text_arg(r.message)}, true, 1, pg_call([] { return GetLatestSnapshot(); })) ==
+            0) {
             throw Error(ErrorCode::login_failed, "the device login vanished before it was read");
         }
         ResultRow row;
