@@ -19,7 +19,7 @@ SELECT want AS missing_member
     'table upstream_token.token_tombstone',
     'view upstream_token.token_status',
     'view upstream_token.engine_status',
-    'function upstream_token.register_provider(text,text,text,text,text,text,text,text,interval,interval,interval,interval,integer,text,text,text,jsonb,jsonb,interval,boolean,text[])',
+    'function upstream_token.register_provider(text,text,text,text,text,text,text,text,interval,interval,interval,interval,integer,text,text,text,jsonb,jsonb,interval,boolean,text[],text,text)',
     'function upstream_token.preset_list()',
     'function upstream_token.keep_alive_at(text,text,bigint,timestamp with time zone,interval)',
     'view upstream_token.provider_presets',
@@ -31,7 +31,14 @@ SELECT want AS missing_member
     'function upstream_token.refresh_upstream_token(text,text)',
     'function upstream_token.lock_token(text,text)',
     'function upstream_token.try_lock_token(text,text)',
-    'function upstream_token.engine_stats()']) AS want
+    'function upstream_token.engine_stats()',
+    'table upstream_token.login',
+    'view upstream_token.login_status',
+    'function upstream_token.begin_login(text,text,text,text,jsonb)',
+    'function upstream_token.complete_login(text,text,text)',
+    'function upstream_token.begin_device_login(text,text,text)',
+    'function upstream_token.get_client_token(text,text,text)',
+    'function upstream_token.exchange_token(text,text,text,text)']) AS want
  WHERE want NOT IN (
     SELECT pg_describe_object(d.classid, d.objid, d.objsubid)
       FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid

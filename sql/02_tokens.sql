@@ -1,8 +1,10 @@
 -- Proves: store_upstream_token inserts and replaces (generation bumped, status and failure
 -- state reset), takes the subject from an ID token's sub and refuses a conflicting one;
 -- get_upstream_token returns a fresh token exactly as stored; delete_upstream_token removes
--- one provider's or all of a session's tokens and returns the count; token_status shows
--- sane values and no secret; lock_token takes the engine's token lock for the transaction.
+-- one provider's or all of a session's tokens and returns the count, and with them (not
+-- counted) the tokens exchange_token obtained on the session's behalf, as revoke_upstream_token
+-- does; token_status shows sane values and no secret; lock_token takes the engine's token
+-- lock for the transaction.
 \set VERBOSITY terse
 
 \i sql/try.psql
@@ -168,6 +170,35 @@ SELECT upstream_token.delete_upstream_token('sess-d', NULL) AS explicit_null_pro
 SELECT count(*) AS sess_e_left FROM upstream_token.token_status WHERE session = 'sess-e';
 SELECT pg_temp.try($$SELECT upstream_token.delete_upstream_token(NULL)$$);
 SELECT pg_temp.try($$SELECT upstream_token.get_upstream_token('sess-d', 'github')$$);
+
+-- Tokens exchange_token obtained on a session's behalf (grant_type token_exchange, cached under
+-- a derived key beginning with 0x01, subject_session naming the session) go with the session:
+-- delete_upstream_token and revoke_upstream_token delete them (one provider's, or all), do
+-- not count them, and queue no revocation for them; a client_credentials token (no subject
+-- session) and another session's exchanged token stay. Written directly, as the engine would,
+-- in a transaction rolled back (the engine never sees them).
+BEGIN;
+SELECT upstream_token.store_upstream_token('sess-x1', 'github', 'gh-access-x1', 'gh-refresh-x1', 3600);
+SELECT upstream_token.store_upstream_token('sess-x1', 'google', 'gg-access-x1', 'gg-refresh-x1', 3600);
+INSERT INTO upstream_token.token (session, provider, client_id, expires_at, grant_type, audience, subject_session)
+VALUES (E'\x01x1-gh', 'github', 'gh-client', now() + interval '1 hour', 'token_exchange', 'https://api.example', 'sess-x1'),
+       (E'\x01x1-gg', 'google', 'gg-client', now() + interval '1 hour', 'token_exchange', 'https://api.example', 'sess-x1'),
+       (E'\x01x2-gh', 'github', 'gh-client', now() + interval '1 hour', 'token_exchange', 'https://api.example', 'sess-x2'),
+       (E'\x01cc-gh', 'github', 'gh-client', now() + interval '1 hour', 'client_credentials', 'https://api.example', NULL);
+SELECT provider, grant_type, audience, subject_session, has_refresh_token
+  FROM upstream_token.token_status WHERE grant_type <> 'refresh_token' ORDER BY provider, grant_type, subject_session;
+SELECT upstream_token.delete_upstream_token('sess-x1', 'github') AS deleted_one;
+SELECT provider, grant_type, subject_session FROM upstream_token.token_status
+ WHERE session LIKE 'sess-x%' OR grant_type <> 'refresh_token' ORDER BY provider, grant_type, subject_session;
+SELECT upstream_token.revoke_upstream_token('sess-x1') AS revoked_all;
+SELECT provider, grant_type, subject_session FROM upstream_token.token_status
+ WHERE session LIKE 'sess-x%' OR grant_type <> 'refresh_token' ORDER BY provider, grant_type, subject_session;
+SELECT count(*) AS revocations_of_derived_keys FROM upstream_token.revocation WHERE session LIKE E'\x01%';
+-- A session with exchanged tokens only: none of its own to count, the exchanged one deleted.
+SELECT upstream_token.delete_upstream_token('sess-x2') AS deleted_own;
+SELECT provider, grant_type, subject_session FROM upstream_token.token_status
+ WHERE grant_type <> 'refresh_token' ORDER BY provider, grant_type, subject_session;
+ROLLBACK;
 
 -- 7. The token lock: lock_token holds, until the transaction ends, an advisory lock whose tag
 -- no built-in function makes (objsubid 21844, 'UT'; pg_advisory_lock uses 1 and 2), keyed by the

@@ -105,19 +105,21 @@ SELECT p.proname, coalesce(string_agg(a.grantee::regrole::text, ', ' ORDER BY a.
  WHERE p.pronamespace = 'upstream_token'::regnamespace AND a.privilege_type = 'EXECUTE'
    AND p.proname IN ('register_provider', 'drop_provider', 'store_upstream_token',
                      'get_upstream_token', 'delete_upstream_token', 'get_upstream_credentials',
-                     'refresh_upstream_token', 'lock_token', 'try_lock_token', 'engine_stats')
+                     'refresh_upstream_token', 'lock_token', 'try_lock_token', 'engine_stats',
+                     'begin_login', 'complete_login', 'begin_device_login', 'get_client_token',
+                     'exchange_token')
  GROUP BY p.proname ORDER BY p.proname;
 -- No table in the schema is open to the client role; only views are.
 SELECT count(*) AS client_table_privileges
   FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
  WHERE c.relnamespace = 'upstream_token'::regnamespace AND c.relkind IN ('r', 'p', 'S')
    AND a.grantee IN ('upstream_token_client'::regrole, 0);
--- What others may do with the documented tables and views: the client role SELECTs the two
--- views, nothing else; PUBLIC nothing.
+-- What others may do with the documented tables and views: the client role SELECTs the
+-- three views, nothing else (not the login table's sealed verifiers); PUBLIC nothing.
 SELECT c.relname, a.grantee::regrole AS grantee, a.privilege_type
   FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
  WHERE c.relnamespace = 'upstream_token'::regnamespace
-   AND c.relname IN ('token_status', 'engine_status', 'token', 'provider')
+   AND c.relname IN ('token_status', 'engine_status', 'login_status', 'token', 'provider', 'login')
    AND a.grantee <> c.relowner
  ORDER BY 1, 2, 3;
 

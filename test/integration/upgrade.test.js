@@ -23,7 +23,10 @@
 //    the engine does not serve (engine_status.ready false) and an expired token raises UT006
 //    whose hint names the update.
 //  * Then ALTER EXTENSION upstream_token UPDATE (upstream_token--0.1.0--0.2.0.sql) while clients
-//    keep reading. Afterwards every token is served under the new key, a forced refresh works,
+//    keep reading. Afterwards every row written before it is an application's login (token
+//    grant_type 'refresh_token', no audience, no subject session; the providers without login
+//    endpoints, so begin_login refuses them with 22023), every token is served under the new
+//    key and stays a refresh_token grant through the engine's saves, a forced refresh works,
 //    the engine refreshes the short-lived token on its own, the queued revocation is delivered
 //    exactly once when the endpoint is back, no refresh token was replayed, no secret reached
 //    the log, and the catalog is identical to a fresh 0.2.0 install in another database of the
@@ -285,10 +288,34 @@ for (const FROM of FROMS) test(`${FROM} in use (rows the library wrote, queued r
     assert.strictEqual(await version(), TO);
     await waitFor(async () => (await engine()).ready, { timeoutMs: 30000, what: 'the engine to serve the updated database' });
 
+    // The rows written before the update are applications' logins: grant_type 'refresh_token'
+    // (the new column's default), no audience, no subject session, in the table and in
+    // token_status; the providers have no login endpoints yet.
+    const grantTypes = async () => (await ctx.pool.query(
+        `SELECT t.session, t.grant_type, t.audience, t.subject_session, s.grant_type AS shown
+           FROM upstream_token.token t JOIN upstream_token.token_status s USING (session, provider)
+          ORDER BY t.session`)).rows;
+    const notLogins = (rows) => rows.filter((r) => r.grant_type !== 'refresh_token' || r.shown !== 'refresh_token'
+        || r.audience !== null || r.subject_session !== null);
+    const rowsAfterUpdate = await grantTypes();
+    assert.strictEqual(rowsAfterUpdate.length, 7, 'the seven logins are still there');
+    assert.deepStrictEqual(notLogins(rowsAfterUpdate), [], 'every existing token row is a refresh_token grant');
+    assert.deepStrictEqual((await ctx.pool.query(
+        `SELECT count(*)::int AS n FROM upstream_token.provider
+          WHERE authorization_endpoint IS NOT NULL OR device_authorization_endpoint IS NOT NULL`)).rows[0].n, 0,
+    'no provider has a login endpoint after the update');
+    const noEndpoint = await sqlError(ctx.pool.query('SELECT upstream_token.begin_login($1, $2, $3)',
+        [unique('sess'), pLong.provider, 'https://app.example/cb']), 'begin_login on an upgraded provider');
+    assert.strictEqual(noEndpoint.code, '22023', `begin_login: ${noEndpoint.code} ${noEndpoint.message}`);
+    assert.strictEqual((await ctx.pool.query('SELECT count(*)::int AS n FROM upstream_token.login_status')).rows[0].n, 0);
+
     // Every token is still served, and decrypts under the new key alone.
     for (const l of longs) {
         assert.strictEqual((await ctx.pool.query(GET, [l.session, pLong.provider])).rows[0].t, l.grant.access_token);
     }
+    const creds0 = (await ctx.pool.query('SELECT * FROM upstream_token.get_upstream_credentials($1)', [longs[3].session])).rows;
+    assert.deepStrictEqual(creds0.map((r) => [r.provider, r.access_token, r.sqlstate]),
+        [[pLong.provider, longs[3].grant.access_token, null]], 'get_upstream_credentials serves it too');
     assert.deepStrictEqual(await keyIds(), [newId]);
 
     // The short-lived token: refreshed by the engine on its own after the upgrade.
@@ -310,6 +337,10 @@ for (const FROM of FROMS) test(`${FROM} in use (rows the library wrote, queued r
     const forcedToken = (await ctx.pool.query(GET, [longs[0].session, pLong.provider])).rows[0].t;
     assert.notStrictEqual(forcedToken, longs[0].grant.access_token);
     assert.strictEqual(await harness.introspectActive(ctx.idp, forcedToken, pLong.clientId, pLong.secret), true);
+    // The rows the engine saved since (the short-lived one, the forced one) are still refresh_token grants.
+    const rowsAfterRefresh = await grantTypes();
+    assert.deepStrictEqual(rowsAfterRefresh.map((r) => r.session), rowsAfterUpdate.map((r) => r.session));
+    assert.deepStrictEqual(notLogins(rowsAfterRefresh), [], 'refreshed rows keep grant_type refresh_token');
 
     // The queued revocation: still waiting, then delivered once the endpoint is back.
     assert.strictEqual((await harness.revocationQueue(ctx.pool, pLong.provider)).length, 1, 'still queued after the upgrade');

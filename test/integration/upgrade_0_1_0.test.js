@@ -2,8 +2,9 @@
 // ALTER EXTENSION upstream_token UPDATE from a populated 0.1.0: the result has exactly the
 // catalog a fresh install of the default version has, and existing rows read the safe way: every refresh
 // expiry 0.1.0 stored is an estimate (0.1.0 did not record where it came from), rows 0.1.0
-// marked 'expired' on one are active again (the provider decides at their next refresh), and
-// queued revocations no longer vanish with their provider.
+// marked 'expired' on one are active again (the provider decides at their next refresh), every
+// row is an application's login (grant_type 'refresh_token', no audience, no subject session),
+// and queued revocations no longer vanish with their provider.
 const test = require('node:test');
 const assert = require('node:assert');
 const { connect, unique, sqlError } = require('./harness.js');
@@ -50,16 +51,23 @@ test('a populated 0.1.0 updates to the current catalog; its expiries read as est
         assert.ok(diff.equal, `the updated catalog is what a fresh install creates\n${diff.text}`);
 
         const rows = (await c.query(
-            `SELECT session, status, refresh_expiry_source, last_error FROM upstream_token.token ORDER BY session`)).rows;
+            `SELECT session, status, refresh_expiry_source, last_error, grant_type, audience, subject_session
+               FROM upstream_token.token ORDER BY session`)).rows;
+        const login = { grant_type: 'refresh_token', audience: null, subject_session: null };
         assert.deepStrictEqual(rows, [
-            { session: 'estimated-out', status: 'active', refresh_expiry_source: 'estimate', last_error: null },
-            { session: 'live', status: 'active', refresh_expiry_source: 'estimate', last_error: null },
-            { session: 'no-refresh', status: 'active', refresh_expiry_source: null, last_error: null },
-            { session: 'refused', status: 'reauth_required', refresh_expiry_source: 'estimate', last_error: 'reauth_required: invalid_grant' },
+            { session: 'estimated-out', status: 'active', refresh_expiry_source: 'estimate', last_error: null, ...login },
+            { session: 'live', status: 'active', refresh_expiry_source: 'estimate', last_error: null, ...login },
+            { session: 'no-refresh', status: 'active', refresh_expiry_source: null, last_error: null, ...login },
+            { session: 'refused', status: 'reauth_required', refresh_expiry_source: 'estimate', last_error: 'reauth_required: invalid_grant', ...login },
         ]);
         const view = (await c.query(
-            "SELECT refresh_expiry_source FROM upstream_token.token_status WHERE session = 'live'")).rows;
-        assert.deepStrictEqual(view, [{ refresh_expiry_source: 'estimate' }]);
+            "SELECT refresh_expiry_source, grant_type FROM upstream_token.token_status WHERE session = 'live'")).rows;
+        assert.deepStrictEqual(view, [{ refresh_expiry_source: 'estimate', grant_type: 'refresh_token' }]);
+        // A 0.1.0 provider has no login endpoints; the login table starts empty.
+        const prov = (await c.query(
+            'SELECT authorization_endpoint, device_authorization_endpoint FROM upstream_token.provider')).rows;
+        assert.deepStrictEqual(prov, [{ authorization_endpoint: null, device_authorization_endpoint: null }]);
+        assert.strictEqual((await c.query('SELECT count(*)::int AS n FROM upstream_token.login')).rows[0].n, 0);
 
         // The queued revocation now holds its provider.
         await c.query('DELETE FROM upstream_token.token');

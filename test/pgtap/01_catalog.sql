@@ -1,7 +1,9 @@
 -- Proves the catalog shape of the extension: objects in schema upstream_token, the client
 -- role, comments on every function and view, nothing executable by PUBLIC, SECURITY DEFINER
--- functions with a pinned search_path, secret columns only as bytea in the token tables and
--- absent from the views, and a DROP EXTENSION that leaves nothing behind.
+-- functions with a pinned search_path, secret columns only as bytea in the token and login
+-- tables and absent from the views (login_status shows no state, verifier, nonce or code),
+-- the 0.3.0 login and grant functions granted to the client role only, and a DROP EXTENSION
+-- that leaves nothing behind.
 \set QUIET 1
 \set ON_ERROR_STOP 1
 SET client_min_messages = warning;
@@ -9,7 +11,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS upstream_token;
 
 BEGIN;
-SELECT plan(78);
+SELECT plan(142);
 
 -- Extension and schema.
 SELECT has_extension('upstream_token', 'extension upstream_token is installed');
@@ -22,20 +24,67 @@ SELECT is((SELECT extrelocatable FROM pg_extension WHERE extname = 'upstream_tok
           false, 'the extension is not relocatable');
 SELECT has_schema('upstream_token');
 SELECT has_table('upstream_token', t, 'table upstream_token.' || t || ' exists')
-  FROM unnest(ARRAY['provider', 'token', 'revocation', 'token_tombstone']) AS t;
+  FROM unnest(ARRAY['provider', 'token', 'revocation', 'token_tombstone', 'login']) AS t;
 -- The documented views and functions exist (the surface may grow; the regress suite lists it).
 SELECT has_view('upstream_token', v, 'view upstream_token.' || v || ' exists')
-  FROM unnest(ARRAY['token_status', 'engine_status', 'provider_presets']) AS v;
+  FROM unnest(ARRAY['token_status', 'engine_status', 'provider_presets', 'login_status']) AS v;
 SELECT has_function('upstream_token', f, 'function upstream_token.' || f || ' exists')
   FROM unnest(ARRAY['register_provider', 'drop_provider', 'store_upstream_token', 'get_upstream_token',
                     'delete_upstream_token', 'get_upstream_credentials', 'refresh_upstream_token',
-                    'lock_token', 'try_lock_token', 'engine_stats']) AS f;
+                    'lock_token', 'try_lock_token', 'engine_stats', 'begin_login', 'complete_login',
+                    'begin_device_login', 'get_client_token', 'exchange_token']) AS f;
 SELECT has_function('upstream_token', 'get_upstream_token', ARRAY['text', 'text']);
 SELECT has_function('upstream_token', 'store_upstream_token',
                     ARRAY['text', 'text', 'text', 'text', 'integer', 'text', 'text', 'text', 'integer', 'jsonb']);
 SELECT has_function('upstream_token', 'delete_upstream_token', ARRAY['text', 'text']);
 SELECT has_function('upstream_token', 'drop_provider', ARRAY['text', 'boolean', 'boolean']);
 SELECT has_function('upstream_token', 'lock_token', ARRAY['text', 'text']);
+-- register_provider takes authorization_endpoint and device_authorization_endpoint last; the
+-- signature without them is gone (one function, not two overloads).
+SELECT has_function('upstream_token', 'register_provider',
+                    ARRAY['text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'interval',
+                          'interval', 'interval', 'interval', 'integer', 'text', 'text', 'text', 'jsonb',
+                          'jsonb', 'interval', 'boolean', 'text[]', 'text', 'text']);
+SELECT hasnt_function('upstream_token', 'register_provider',
+                      ARRAY['text', 'text', 'text', 'text', 'text', 'text', 'text', 'text', 'interval',
+                            'interval', 'interval', 'interval', 'integer', 'text', 'text', 'text', 'jsonb',
+                            'jsonb', 'interval', 'boolean', 'text[]'],
+                      'the register_provider signature without the login endpoints is gone');
+SELECT is((SELECT count(*)::int FROM pg_proc
+            WHERE pronamespace = 'upstream_token'::regnamespace AND proname = 'register_provider'),
+          1, 'register_provider has one signature');
+-- The login and grant functions: signatures, results, SECURITY DEFINER, VOLATILE, not STRICT
+-- (a NULL argument is an error, never a silent NULL).
+SELECT has_function('upstream_token', 'begin_login', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
+SELECT has_function('upstream_token', 'complete_login', ARRAY['text', 'text', 'text']);
+SELECT has_function('upstream_token', 'begin_device_login', ARRAY['text', 'text', 'text']);
+SELECT has_function('upstream_token', 'get_client_token', ARRAY['text', 'text', 'text']);
+SELECT has_function('upstream_token', 'exchange_token', ARRAY['text', 'text', 'text', 'text']);
+SELECT function_returns('upstream_token', 'begin_login', ARRAY['text', 'text', 'text', 'text', 'jsonb'], 'text');
+SELECT function_returns('upstream_token', 'complete_login', ARRAY['text', 'text', 'text'], 'setof record');
+SELECT function_returns('upstream_token', 'begin_device_login', ARRAY['text', 'text', 'text'], 'setof record');
+SELECT function_returns('upstream_token', 'get_client_token', ARRAY['text', 'text', 'text'], 'text');
+SELECT function_returns('upstream_token', 'exchange_token', ARRAY['text', 'text', 'text', 'text'], 'text');
+SELECT is((SELECT pg_get_function_result(to_regprocedure('upstream_token.complete_login(text, text, text)'))),
+          'TABLE(session text, provider text, subject text, expires_at timestamp with time zone)',
+          'complete_login returns (session, provider, subject, expires_at): no token');
+SELECT is((SELECT pg_get_function_result(to_regprocedure('upstream_token.begin_device_login(text, text, text)'))),
+          'TABLE(user_code text, verification_uri text, verification_uri_complete text, expires_at timestamp with time zone)',
+          'begin_device_login returns what the user needs (user_code, verification URIs, expires_at): no device code');
+SELECT is_empty($$
+    SELECT f || ' ' || concat_ws(' ', CASE WHEN NOT p.prosecdef THEN 'not SECURITY DEFINER' END,
+                                      CASE WHEN p.provolatile <> 'v' THEN 'not VOLATILE' END,
+                                      CASE WHEN p.proisstrict THEN 'STRICT' END,
+                                      CASE WHEN p.prolang <> (SELECT oid FROM pg_language WHERE lanname = 'c') THEN 'not C' END)
+      FROM unnest(ARRAY['upstream_token.begin_login(text, text, text, text, jsonb)',
+                        'upstream_token.complete_login(text, text, text)',
+                        'upstream_token.begin_device_login(text, text, text)',
+                        'upstream_token.get_client_token(text, text, text)',
+                        'upstream_token.exchange_token(text, text, text, text)']) AS f
+      JOIN pg_proc p ON p.oid = to_regprocedure(f)
+     WHERE NOT p.prosecdef OR p.provolatile <> 'v' OR p.proisstrict
+        OR p.prolang <> (SELECT oid FROM pg_language WHERE lanname = 'c')
+$$, 'the five login and grant functions are C, SECURITY DEFINER, VOLATILE and not STRICT');
 SELECT hasnt_function('upstream_token', 'refresh_lock_key', ARRAY['text', 'text'],
                       'refresh_lock_key is gone (its public key let any role stall refreshes)');
 SELECT function_returns('upstream_token', 'get_upstream_token', ARRAY['text', 'text'], 'text');
@@ -127,12 +176,43 @@ SELECT table_privs_are('upstream_token', 'token_status', 'upstream_token_client'
                        'upstream_token_client may only SELECT token_status');
 SELECT table_privs_are('upstream_token', 'engine_status', 'upstream_token_client', ARRAY['SELECT'],
                        'upstream_token_client may only SELECT engine_status');
+SELECT table_privs_are('upstream_token', 'login_status', 'upstream_token_client', ARRAY['SELECT'],
+                       'upstream_token_client may only SELECT login_status');
+SELECT table_privs_are('upstream_token', 'login', 'upstream_token_client', ARRAY[]::text[],
+                       'upstream_token_client has no privilege on the login table (sealed verifiers, nonces, device codes)');
+SELECT table_privs_are('upstream_token', 'login', 'public', ARRAY[]::text[],
+                       'PUBLIC has no privilege on the login table');
+SELECT function_privs_are('upstream_token', f, args, 'upstream_token_client', ARRAY['EXECUTE'],
+                          'upstream_token_client may execute ' || f)
+  FROM (VALUES ('begin_login', ARRAY['text', 'text', 'text', 'text', 'jsonb']),
+               ('complete_login', ARRAY['text', 'text', 'text']),
+               ('begin_device_login', ARRAY['text', 'text', 'text']),
+               ('get_client_token', ARRAY['text', 'text', 'text']),
+               ('exchange_token', ARRAY['text', 'text', 'text', 'text'])) AS v(f, args);
+SELECT is_empty($$
+    SELECT p.oid::regprocedure::text || ' ' || a.grantee::regrole::text
+      FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+     WHERE p.pronamespace = 'upstream_token'::regnamespace
+       AND p.proname IN ('begin_login', 'complete_login', 'begin_device_login', 'get_client_token', 'exchange_token')
+       AND a.grantee NOT IN (p.proowner, 'upstream_token_client'::regrole)
+$$, 'nobody but the owner and upstream_token_client may execute the login and grant functions');
 
 -- Secret columns: bytea ciphertexts in the tables, absent from the views.
 SELECT col_type_is('upstream_token', 'token', 'access_token', 'bytea', 'access_token is stored as bytea');
 SELECT col_type_is('upstream_token', 'token', 'refresh_token', 'bytea', 'refresh_token is stored as bytea');
 SELECT col_type_is('upstream_token', 'token', 'id_token', 'bytea', 'id_token is stored as bytea');
 SELECT col_type_is('upstream_token', 'provider', 'client_secret', 'bytea', 'client_secret is stored as bytea');
+SELECT col_type_is('upstream_token', 'login', c, 'bytea', 'login.' || c || ' is stored as bytea (sealed)')
+  FROM unnest(ARRAY['code_verifier', 'nonce', 'device_code']) AS c;
+SELECT hasnt_column('upstream_token', 'login', 'state', 'the login table keeps no state column (only its digest, as id)');
+SELECT is_empty($$
+    SELECT attname FROM pg_attribute
+     WHERE attrelid = 'upstream_token.login_status'::regclass AND attnum > 0 AND NOT attisdropped
+       AND (attname ~ '(state|verifier|nonce|code|token|secret|claims|key|password)'
+            OR atttypid = 'bytea'::regtype)
+$$, 'login_status has no column that could hold a secret (no state, verifier, nonce, device or user code)');
+SELECT has_column('upstream_token', 'login_status', c, 'login_status has column ' || c)
+  FROM unnest(ARRAY['session', 'provider', 'flow', 'status', 'error', 'subject', 'expires_at']) AS c;
 SELECT is_empty($$
     SELECT attname FROM pg_attribute
      WHERE attrelid = 'upstream_token.token_status'::regclass AND attnum > 0 AND NOT attisdropped
@@ -155,6 +235,25 @@ SELECT has_column('upstream_token', 'engine_status', c, 'engine_status has colum
                     'failed_transient', 'failed_reauth', 'failed_client', 'invalid_binding',
                     'persist_retries']) AS c;
 
+-- The columns 0.3.0 added: the login endpoints of a provider, how a token is renewed.
+SELECT has_column('upstream_token', 'provider', c, 'provider has column ' || c)
+  FROM unnest(ARRAY['authorization_endpoint', 'device_authorization_endpoint']) AS c;
+SELECT has_column('upstream_token', 'token', c, 'token has column ' || c)
+  FROM unnest(ARRAY['grant_type', 'audience', 'subject_session']) AS c;
+SELECT has_column('upstream_token', 'token_status', c, 'token_status has column ' || c)
+  FROM unnest(ARRAY['grant_type', 'audience', 'subject_session']) AS c;
+SELECT col_not_null('upstream_token', 'token', 'grant_type', 'token.grant_type is NOT NULL');
+SELECT col_default_is('upstream_token', 'token', 'grant_type', 'refresh_token',
+                      'token.grant_type defaults to refresh_token (rows stored by the application)');
+SELECT has_index('upstream_token', i.tab, i.idx, 'index ' || i.idx || ' exists')
+  FROM (VALUES ('login', 'login_session_idx'), ('login', 'login_poll_idx'), ('login', 'login_expires_idx'),
+               ('token', 'token_subject_session_idx')) AS i(tab, idx);
+
+-- The login_timeout setting: seconds, 600 by default, at least 10, reloadable.
+SELECT is((SELECT concat_ws(' ', boot_val, unit, min_val, context) FROM pg_settings
+            WHERE name = 'upstream_token.login_timeout'),
+          '600 s 10 sighup', 'upstream_token.login_timeout: 600 s by default, at least 10, SIGHUP');
+
 -- engine_status: one row while the library is preloaded, counters never negative.
 SELECT is((SELECT count(*)::int FROM upstream_token.engine_status), 1, 'engine_status has exactly one row');
 SELECT ok((SELECT requests >= 0 AND deduplicated >= 0 AND network_calls >= 0 AND refreshed >= 0
@@ -171,6 +270,21 @@ SELECT throws_ok($$INSERT INTO upstream_token.token (session, provider, client_i
 SELECT throws_ok($$INSERT INTO upstream_token.provider (name, token_endpoint, client_id, auth_method)
                    VALUES ('x', 'https://x', 'c', 'client_secret_basic')$$, '23514', NULL,
                  'the table refuses a confidential client without a secret');
+SELECT throws_ok($$INSERT INTO upstream_token.token (session, provider, client_id, expires_at, grant_type)
+                   VALUES ('s', 'x', 'c', now(), 'password')$$, '23514', NULL,
+                 'the table refuses an unknown grant_type');
+SELECT throws_ok($$INSERT INTO upstream_token.login (id, flow, session, provider, expires_at)
+                   VALUES ('x', 'authorization_code', '', 'x', now())$$, '23514', NULL,
+                 'the login table refuses an empty session');
+SELECT throws_ok($$INSERT INTO upstream_token.login (id, flow, session, provider, expires_at)
+                   VALUES ('x', 'authorization_code', repeat('s', 513), 'x', now())$$, '23514', NULL,
+                 'the login table refuses a session over 512 bytes');
+SELECT throws_ok($$INSERT INTO upstream_token.login (id, flow, session, provider, expires_at)
+                   VALUES ('x', 'implicit', 's', 'x', now())$$, '23514', NULL,
+                 'the login table refuses an unknown flow');
+SELECT throws_ok($$INSERT INTO upstream_token.login (id, flow, session, provider, expires_at, status)
+                   VALUES ('x', 'device_code', 's', 'x', now(), 'approved')$$, '23514', NULL,
+                 'the login table refuses an unknown status');
 
 -- DROP EXTENSION removes everything it created, the schema included (rolled back below).
 DROP EXTENSION upstream_token CASCADE;

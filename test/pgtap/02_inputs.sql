@@ -1,6 +1,8 @@
 -- Proves: NULL, empty, oversized and malformed arguments are refused with 22004 / 22023 (or
--- 42704 for an unknown provider) by every function, and a refused call changes nothing that
--- is stored (a digest of every provider and token row is compared after each one).
+-- 42704 for an unknown provider, UT013 for a login state never issued) by every function,
+-- and a refused call changes nothing that is stored (a digest of every provider, token and
+-- login row is compared after each one). Nothing here needs a provider on the network: the
+-- login and grant functions refuse their arguments before the engine is asked anything.
 \set QUIET 1
 \set ON_ERROR_STOP 1
 SET client_min_messages = warning;
@@ -8,14 +10,17 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS upstream_token;
 
 BEGIN;
-SELECT plan(214);
+SELECT plan(339);
 
--- A digest of every stored provider and token row, ciphertexts and timestamps included, so
--- a refused call can be shown to have changed nothing.
+-- A digest of every stored provider, token and login row, ciphertexts and timestamps
+-- included, so a refused call can be shown to have changed nothing (a refused begin_login
+-- left no pending login behind).
 CREATE FUNCTION pg_temp.fingerprint() RETURNS text LANGUAGE sql AS $$
     SELECT md5(coalesce((SELECT string_agg(p::text, '|' ORDER BY p.name) FROM upstream_token.provider p), '')
                || '#' ||
-               coalesce((SELECT string_agg(t::text, '|' ORDER BY t.session, t.provider) FROM upstream_token.token t), ''))
+               coalesce((SELECT string_agg(t::text, '|' ORDER BY t.session, t.provider) FROM upstream_token.token t), '')
+               || '#' ||
+               coalesce((SELECT string_agg(l::text, '|' ORDER BY l.id) FROM upstream_token.login l), ''))
 $$;
 
 -- Asserts that a statement fails with the given SQLSTATE and leaves every stored row as it was.
@@ -224,6 +229,101 @@ SELECT lives_ok($$SELECT upstream_token.register_provider('edge', 'HTTPS://Edge.
                 'register: upper-case scheme, explicit port, query, zero intervals, max_concurrent 1');
 SELECT lives_ok($$SELECT upstream_token.register_provider('edge6', 'https://[::1]:8443/token', 'c', NULL, 'none')$$,
                 'register: an IPv6 literal host');
+
+-- register_provider: the login endpoints are checked like the token endpoint.
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', authorization_endpoint => 'http://inp.example/authorize')$$, '22023', 'register: http:// authorization_endpoint');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', authorization_endpoint => 'https://u:p@inp.example/authorize')$$, '22023', 'register: authorization_endpoint with userinfo');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', authorization_endpoint => 'https://inp.example/authorize#f')$$, '22023', 'register: authorization_endpoint with a fragment');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', authorization_endpoint => '')$$, '22023', 'register: empty authorization_endpoint');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', device_authorization_endpoint => 'http://inp.example/device')$$, '22023', 'register: http:// device_authorization_endpoint');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.register_provider('inp', 'https://inp.example/token', 'c', 's', device_authorization_endpoint => 'ftp://inp.example/device')$$, '22023', 'register: ftp:// device_authorization_endpoint');
+
+-- The login functions. 'inl' has both login endpoints, 'inp' neither.
+SELECT upstream_token.register_provider('inl', 'https://inl.example/token', 'inl-client', 'inl-secret',
+                                        authorization_endpoint => 'https://inl.example/authorize',
+                                        device_authorization_endpoint => 'https://inl.example/device');
+SELECT is((SELECT concat_ws(' ', authorization_endpoint, device_authorization_endpoint) FROM upstream_token.provider WHERE name = 'inl'),
+          'https://inl.example/authorize https://inl.example/device', 'register: the login endpoints are stored');
+-- begin_login: session.
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.begin_login(NULL, 'inl', 'https://app.example/cb')$$, '22004', 'begin_login: NULL session');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.begin_login('', 'inl', 'https://app.example/cb')$$, '22023', 'begin_login: empty session');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.begin_login(repeat('s', 513), 'inl', 'https://app.example/cb')$$, '22023', 'begin_login: session of 513 bytes');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.begin_login(repeat('é', 257), 'inl', 'https://app.example/cb')$$, '22023', 'begin_login: session of 257 characters but 514 bytes');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.begin_login(E'\x01client', 'inl', 'https://app.example/cb')$$, '22023', 'begin_login: session beginning with 0x01 (reserved for derived keys)');
+-- begin_login: provider.
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.begin_login('l-1', NULL, 'https://app.example/cb')$$, '22004', 'begin_login: NULL provider');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.begin_login('l-1', '', 'https://app.example/cb')$$, '22023', 'begin_login: empty provider');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.begin_login('l-1', 'no-such-provider', 'https://app.example/cb')$$, '42704', 'begin_login: unknown provider');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.begin_login('l-1', 'inp', 'https://app.example/cb')$$, '22023', 'begin_login: provider without authorization_endpoint');
+-- begin_login: redirect_uri.
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.begin_login('l-1', 'inl', NULL)$$, '22004', 'begin_login: NULL redirect_uri');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.begin_login('l-1', 'inl', '')$$, '22023', 'begin_login: empty redirect_uri');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.begin_login('l-1', 'inl', 'app.example/cb')$$, '22023', 'begin_login: redirect_uri without a scheme (no '':'')');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.begin_login('l-1', 'inl', 'https://app.example/cb#frag')$$, '22023', 'begin_login: redirect_uri with a fragment');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.begin_login('l-1', 'inl', 'https://app.example/c b')$$, '22023', 'begin_login: redirect_uri with a space');
+-- begin_login: extra_params may not set what the extension sets, and holds strings only.
+SELECT r.*
+  FROM unnest(ARRAY['state', 'nonce', 'client_id', 'redirect_uri', 'response_type', 'scope',
+                    'code_challenge', 'code_challenge_method']) WITH ORDINALITY AS x(param, n),
+       LATERAL pg_temp.rejects(format($$SELECT upstream_token.begin_login('l-1', 'inl', 'https://app.example/cb', extra_params => %L)$$,
+                                      jsonb_build_object(x.param, 'x')),
+                               '22023', 'begin_login: extra_params setting ' || x.param) AS r
+ ORDER BY x.n;
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.begin_login('l-1', 'inl', 'https://app.example/cb', extra_params => '{"": "x"}')$$, '22023', 'begin_login: extra_params with an empty name');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.begin_login('l-1', 'inl', 'https://app.example/cb', extra_params => '["prompt"]')$$, '22023', 'begin_login: extra_params not an object');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.begin_login('l-1', 'inl', 'https://app.example/cb', extra_params => '{"max_age": 60}')$$, '22023', 'begin_login: extra_params with a non-string value');
+SELECT is((SELECT count(*)::int FROM upstream_token.login), 0, 'begin_login: no refused call left a login behind');
+-- The boundaries that are accepted: each stores one pending login and nothing else.
+SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.session, t.provider), '')) AS tokens_before
+  FROM upstream_token.token t \gset
+SELECT lives_ok($$SELECT upstream_token.begin_login(repeat('s', 512), 'inl', 'https://app.example/cb')$$,
+                'begin_login: a session of exactly 512 bytes is accepted');
+SELECT lives_ok($$SELECT upstream_token.begin_login(E'l-\x01', 'inl', 'com.example.app:/cb', extra_params => '{"prompt": "consent"}')$$,
+                'begin_login: 0x01 past the first byte, a private-use scheme and a non-reserved extra parameter are accepted');
+SELECT is((SELECT string_agg(concat_ws(' ', octet_length(session), provider, flow, status, redirect_uri), ', ' ORDER BY octet_length(session))
+             FROM upstream_token.login),
+          '3 inl authorization_code pending com.example.app:/cb, 512 inl authorization_code pending https://app.example/cb',
+          'begin_login: the accepted calls stored one pending login each');
+SELECT is((SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.session, t.provider), '')) FROM upstream_token.token t),
+          :'tokens_before', 'begin_login: no token row was written or changed');
+-- complete_login.
+SELECT * FROM pg_temp.rejects($$SELECT * FROM upstream_token.complete_login(NULL, 'code')$$, '22004', 'complete_login: NULL state');
+SELECT * FROM pg_temp.rejects($$SELECT * FROM upstream_token.complete_login('', 'code')$$, '22023', 'complete_login: empty state');
+SELECT * FROM pg_temp.rejects($$SELECT * FROM upstream_token.complete_login('some-state', NULL)$$, '22004', 'complete_login: NULL code');
+SELECT * FROM pg_temp.rejects($$SELECT * FROM upstream_token.complete_login('some-state', '')$$, '22023', 'complete_login: empty code');
+SELECT * FROM pg_temp.rejects($$SELECT * FROM upstream_token.complete_login('never-issued', 'x')$$, 'UT013', 'complete_login: a state never issued');
+SELECT * FROM pg_temp.rejects($$SELECT * FROM upstream_token.complete_login('never-issued', 'x', 'https://inl.example')$$, 'UT013', 'complete_login: a state never issued, with iss');
+-- A stored login's id is not its state (only the digest of the state is kept).
+SELECT * FROM pg_temp.rejects(format($$SELECT * FROM upstream_token.complete_login(%L, 'x')$$, (SELECT min(id) FROM upstream_token.login)),
+                              'UT013', 'complete_login: a login''s id (the state''s digest) is not a state');
+-- begin_device_login.
+SELECT * FROM pg_temp.rejects($$SELECT * FROM upstream_token.begin_device_login(NULL, 'inl')$$, '22004', 'begin_device_login: NULL session');
+SELECT * FROM pg_temp.rejects($$SELECT * FROM upstream_token.begin_device_login('', 'inl')$$, '22023', 'begin_device_login: empty session');
+SELECT * FROM pg_temp.rejects($$SELECT * FROM upstream_token.begin_device_login(repeat('s', 513), 'inl')$$, '22023', 'begin_device_login: session of 513 bytes');
+SELECT * FROM pg_temp.rejects($$SELECT * FROM upstream_token.begin_device_login(E'\x01client', 'inl')$$, '22023', 'begin_device_login: session beginning with 0x01');
+SELECT * FROM pg_temp.rejects($$SELECT * FROM upstream_token.begin_device_login('l-1', NULL)$$, '22004', 'begin_device_login: NULL provider');
+SELECT * FROM pg_temp.rejects($$SELECT * FROM upstream_token.begin_device_login('l-1', '')$$, '22023', 'begin_device_login: empty provider');
+SELECT * FROM pg_temp.rejects($$SELECT * FROM upstream_token.begin_device_login('l-1', 'no-such-provider')$$, '42704', 'begin_device_login: unknown provider');
+SELECT * FROM pg_temp.rejects($$SELECT * FROM upstream_token.begin_device_login('l-1', 'inp')$$, '22023', 'begin_device_login: provider without device_authorization_endpoint');
+
+-- get_client_token.
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.get_client_token(NULL)$$, '22004', 'get_client_token: NULL provider');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.get_client_token('')$$, '22023', 'get_client_token: empty provider');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.get_client_token('no-such-provider', 'read', 'https://api.example')$$, '42704', 'get_client_token: unknown provider');
+-- exchange_token.
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.exchange_token(NULL, 'inp', 'https://api.example')$$, '22004', 'exchange_token: NULL session');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.exchange_token('', 'inp', 'https://api.example')$$, '22023', 'exchange_token: empty session');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.exchange_token(repeat('s', 513), 'inp', 'https://api.example')$$, '22023', 'exchange_token: session of 513 bytes');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.exchange_token(E'\x01client', 'inp', 'https://api.example')$$, '22023', 'exchange_token: session beginning with 0x01');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.exchange_token('i-1', NULL, 'https://api.example')$$, '22004', 'exchange_token: NULL provider');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.exchange_token('i-1', '', 'https://api.example')$$, '22023', 'exchange_token: empty provider');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.exchange_token('i-1', 'no-such-provider', 'https://api.example')$$, '42704', 'exchange_token: unknown provider');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.exchange_token('no-such-session', 'inp', 'https://api.example')$$, 'UT001', 'exchange_token: a session with no token to exchange');
+-- store_upstream_token: sessions beginning with 0x01 are the derived keys' own.
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.store_upstream_token(E'\x01client', 'inp', 'a', 'r', 60)$$, '22023', 'store: session beginning with 0x01');
+SELECT * FROM pg_temp.rejects($$SELECT upstream_token.store_upstream_token(E'\x01', 'inp', 'a', 'r', 60)$$, '22023', 'store: session that is the byte 0x01 alone');
+SELECT lives_ok($$SELECT upstream_token.store_upstream_token(E'i-\x01', 'inp', 'a', 'r', 60)$$,
+                'store: 0x01 past the first byte is accepted');
 
 SELECT * FROM finish();
 ROLLBACK;

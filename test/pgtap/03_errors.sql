@@ -1,6 +1,6 @@
 -- Proves the SQLSTATE of every get_upstream_token error reachable without a provider, and
 -- that a failing get returns nothing and changes nothing: UT001, 42704, UT002, UT004, UT005,
--- UT008, UT009, UT012, plus the served-anyway cases next to each (still-valid tokens).
+-- UT008, UT009, UT012, UT015, plus the served-anyway cases next to each (still-valid tokens).
 -- Everything runs in one transaction, so any token that needs a refresh is the caller's own
 -- uncommitted change (UT012) unless its status or contents decide first.
 \set QUIET 1
@@ -10,7 +10,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS upstream_token;
 
 BEGIN;
-SELECT plan(43);
+SELECT plan(60);
 
 -- A digest of every stored token row, so a failing get can be shown to have written nothing.
 CREATE FUNCTION pg_temp.fingerprint() RETURNS text LANGUAGE sql AS $$
@@ -48,6 +48,30 @@ SELECT throws_ok($$SELECT upstream_token.drop_provider('no-such-provider')$$,
 -- A session known for another provider only is still unknown for this one.
 SELECT upstream_token.store_upstream_token('e-other', 'err_1h', 'eo-access', 'eo-refresh', 7200);
 SELECT * FROM pg_temp.get_fails('e-other', 'err', 'UT001', 'session stored for another provider only: UT001');
+
+-- UT015: a login of the session with this provider is under way (begin_login, not completed)
+-- and no token is stored; begin_login needs no network, only the pending row it writes.
+SELECT upstream_token.register_provider('err_login', 'https://127.0.0.1:1/token', 'e-client', 'e-secret',
+                                        authorization_endpoint => 'https://127.0.0.1:1/authorize');
+SELECT ok(upstream_token.begin_login('e-login', 'err_login', 'https://app.example/cb') LIKE 'https://127.0.0.1:1/authorize?%',
+          'begin_login returns the provider''s authorization URL');
+SELECT * FROM pg_temp.get_fails('e-login', 'err_login', 'UT015', 'a login under way and no token yet: UT015');
+SELECT * FROM pg_temp.get_fails('e-login', 'err', 'UT001', 'a login under way with another provider only: UT001');
+SELECT * FROM pg_temp.get_fails('e-login-other', 'err_login', 'UT001', 'another session of that provider: UT001');
+SAVEPOINT login;
+UPDATE upstream_token.login SET status = 'redeeming' WHERE session = 'e-login';
+SELECT * FROM pg_temp.get_fails('e-login', 'err_login', 'UT015', 'a login whose code is being redeemed: UT015');
+UPDATE upstream_token.login SET status = 'failed', error = 'access_denied', finished_at = now() WHERE session = 'e-login';
+SELECT * FROM pg_temp.get_fails('e-login', 'err_login', 'UT001', 'a failed login and no token: UT001');
+ROLLBACK TO SAVEPOINT login;
+UPDATE upstream_token.login SET expires_at = now() - interval '1 second' WHERE session = 'e-login';
+SELECT * FROM pg_temp.get_fails('e-login', 'err_login', 'UT001', 'an expired login and no token: UT001');
+ROLLBACK TO SAVEPOINT login;
+-- A stored token is served while a new login of the session is under way.
+SELECT upstream_token.store_upstream_token('e-login', 'err_login', 'lg-access', 'lg-refresh', 3600);
+SELECT is(upstream_token.get_upstream_token('e-login', 'err_login'), 'lg-access',
+          'a stored token is served while a login of the session is under way');
+SELECT is(upstream_token.delete_upstream_token('e-login'), 1, 'and deleted again');
 
 -- UT002: expired, no refresh token.
 SELECT upstream_token.store_upstream_token('e-norefresh', 'err', 'nr-access', NULL, 0);
@@ -95,6 +119,10 @@ SELECT throws_ok($$SELECT upstream_token.store_upstream_token('e-key', 'err', 'a
                  'UT008', NULL, 'store without a key: UT008');
 SELECT throws_ok($$SELECT upstream_token.register_provider('err', 'https://127.0.0.1:1/token', 'e-client', 'new')$$,
                  'UT008', NULL, 'register_provider with a secret but without a key: UT008');
+SELECT throws_ok($$SELECT upstream_token.begin_login('e-key-login', 'err_login', 'https://app.example/cb')$$,
+                 'UT008', NULL, 'begin_login without a key (its verifier cannot be sealed): UT008');
+SELECT is((SELECT count(*)::int FROM upstream_token.login WHERE session = 'e-key-login'), 0,
+          'begin_login without a key stored no login');
 RESET upstream_token.key_file;
 SELECT is(upstream_token.get_upstream_token('e-key', 'err'), 'k-access', 'with the key back, the token reads again');
 

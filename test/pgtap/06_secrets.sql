@@ -1,6 +1,7 @@
 -- Proves I5 at the SQL surface: secrets are stored only as ciphertexts that do not contain
--- the plaintext (access, refresh and ID tokens, client secrets), the two views show none of
--- them, and error messages (message, detail, hint) never echo a secret or a URL's credentials.
+-- the plaintext (access, refresh and ID tokens, client secrets, a pending login's PKCE
+-- verifier and nonce; its state only as a digest), the views show none of them, and error
+-- messages (message, detail, hint) never echo a secret or a URL's credentials.
 \set QUIET 1
 \set ON_ERROR_STOP 1
 SET client_min_messages = warning;
@@ -8,7 +9,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS upstream_token;
 
 BEGIN;
-SELECT plan(21);
+SELECT plan(29);
 
 -- base64url without padding, to build ID tokens in SQL.
 CREATE FUNCTION pg_temp.b64url(t text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
@@ -72,6 +73,33 @@ SELECT ok(NOT EXISTS (SELECT 1 FROM upstream_token.token_status s
 SELECT ok(NOT EXISTS (SELECT 1 FROM upstream_token.engine_status s
                        WHERE row_to_json(s)::text ~ '(ACCESS|REFRESH)-TOKEN|CLIENT-SECRET|sec-1'),
           'engine_status shows no secret and no session');
+
+-- A pending login (begin_login needs no network): the state and nonce are in the URL the
+-- browser gets, and nowhere in the database but as a digest (state) or a ciphertext (nonce).
+SELECT upstream_token.register_provider('sec_login', 'https://sec.example/token', 'sec-client', 'CLIENT-SECRET-0123456789',
+                                        authorization_endpoint => 'https://sec.example/authorize');
+SELECT sum(ciphertexts) AS sealed_before FROM upstream_token.key_usage \gset
+SELECT upstream_token.begin_login('sec-login', 'sec_login', 'https://app.example/cb', 'openid') AS login_url \gset
+SELECT substring(:'login_url' FROM '[?&]state=([^&]+)') AS login_state,
+       substring(:'login_url' FROM '[?&]nonce=([^&]+)') AS login_nonce \gset
+SELECT ok(length(:'login_state') >= 43 AND length(:'login_nonce') >= 32,
+          'the authorization URL carries a state and a nonce (at least 256 and 192 bits)');
+SELECT is((SELECT id FROM upstream_token.login WHERE session = 'sec-login'),
+          encode(sha256(convert_to(:'login_state', 'UTF8')), 'hex'),
+          'the login is kept under the SHA-256 of its state, not the state');
+SELECT ok(NOT (l::text ~ (:'login_state' || '|' || :'login_nonce')), 'neither state nor nonce appears in the login row')
+  FROM upstream_token.login l WHERE session = 'sec-login';
+SELECT ok(pg_temp.hidden(:'login_nonce', nonce, code_verifier), 'the nonce is sealed, and not in the verifier''s ciphertext')
+  FROM upstream_token.login WHERE session = 'sec-login';
+SELECT ok(octet_length(code_verifier) >= 43 + 16, 'the PKCE verifier is sealed (nonce and tag around 43 characters at least)')
+  FROM upstream_token.login WHERE session = 'sec-login';
+SELECT ok(NOT EXISTS (SELECT 1 FROM upstream_token.login_status s
+                       WHERE row_to_json(s)::text ~ (:'login_state' || '|' || :'login_nonce')),
+          'login_status shows neither state nor nonce');
+SELECT is((SELECT sum(ciphertexts) FROM upstream_token.key_usage), :'sealed_before'::numeric + 2,
+          'key_usage counts the login''s two ciphertexts (verifier and nonce): rotate_key must re-seal them');
+SELECT unalike(pg_temp.error_text(format($$SELECT * FROM upstream_token.complete_login(%L, 'CODE-SECRET-0123')$$, :'login_state' || 'x')),
+              '%CODE-SECRET%', 'complete_login with an unknown state does not echo the code');
 
 -- Error texts.
 SELECT unalike(pg_temp.error_text($$SELECT upstream_token.register_provider('sec', 'https://user:URLPASSWORD@sec.example/token', 'c', 's')$$),

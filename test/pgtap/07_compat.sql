@@ -14,7 +14,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS upstream_token;
 
 BEGIN;
-SELECT plan(23);
+SELECT plan(29);
 
 -- Runs a statement and returns its result as text, or its SQLSTATE and message (only
 -- schema-qualified types: it runs where the caller's temporary tables shadow the catalog's).
@@ -65,6 +65,15 @@ INSERT INTO seen VALUES
     (12, current_setting('search_path')),
     (13, pg_temp.try($$SELECT count(*) FROM generate_series(1, 3)$$)),
     (14, pg_temp.try($$SELECT upstream_token.get_upstream_token('sp-1', 'sp')$$));
+-- The login functions' own queries (a pending login written, a state looked up, login rows
+-- re-sealed) in the same environment.
+INSERT INTO seen VALUES (15, pg_temp.try($$SELECT upstream_token.register_provider('sp_login', 'https://sp.example/token',
+    'sp-client', 'sp-secret', authorization_endpoint => 'https://sp.example/authorize')$$));
+INSERT INTO seen VALUES (16, pg_temp.try($$SELECT upstream_token.begin_login('sp-2', 'sp_login', 'https://app.example/cb', 'openid')
+    LIKE 'https://sp.example/authorize?%'$$));
+INSERT INTO seen VALUES (17, pg_temp.try($$SELECT session FROM upstream_token.complete_login('sp-never-issued', 'x')$$));
+INSERT INTO seen VALUES (18, pg_temp.try($$SELECT upstream_token.reencrypt_batch()$$));
+INSERT INTO seen VALUES (19, pg_temp.try($$SELECT upstream_token.get_upstream_token('sp-2', 'sp_login')$$));
 
 RESET search_path;
 DROP TABLE pg_temp.int8, pg_temp.int4, pg_temp.text, pg_temp.bytea, pg_temp.float8, pg_temp."interval",
@@ -85,6 +94,16 @@ SELECT matches(pg_temp.seen(11), '^ERROR UT001 ', 'a call for an unknown session
 SELECT is(pg_temp.seen(12), 'sp_caller, pg_catalog, public', 'after the failed call the caller''s search_path is back');
 SELECT is(pg_temp.seen(13), '1000', 'and so is its name resolution');
 SELECT is(pg_temp.seen(14), 'sp-access', 'and the next call still resolves in pg_catalog');
+SELECT is(pg_temp.seen(15), '', 'register_provider with an authorization_endpoint works in that environment');
+SELECT is(pg_temp.seen(16), 'true', 'begin_login works there and returns the authorization URL');
+SELECT matches(pg_temp.seen(17), '^ERROR UT013 ', 'complete_login of a state never issued fails with UT013 there');
+SELECT is(pg_temp.seen(18), '0', 'reencrypt_batch finds the pending login sealed under the current key');
+SELECT matches(pg_temp.seen(19), '^ERROR UT015 ', 'get_upstream_token sees the pending login there (UT015)');
+SELECT is((SELECT pg_catalog.concat_ws(' ', session, provider, flow, status, nonce IS NOT NULL,
+                                       expires_at BETWEEN now() + interval '599 s' AND now() + interval '601 s')
+             FROM upstream_token.login WHERE provider = 'sp_login'),
+          'sp-2 sp_login authorization_code pending t t',
+          'the pending login was stored as it should be (a nonce for openid, login_timeout 600 s)');
 
 -- Infinite intervals: 22023 from the extension on 17+, the server's own 22007 before.
 CREATE FUNCTION pg_temp.refuses_infinity(stmt text, arg text, description text) RETURNS SETOF text
