@@ -98,7 +98,8 @@ test('rotate_key under load: no client error, only the new key left, old key rem
     const newPath = path.join(clusterDir, `key-rotated-${process.pid}`);
 
     const p = await providerWith(ctx, {
-        args: { refresh_threshold: '1 second', revocation_endpoint: `${ctx.idp.url}/revoke` },
+        args: { refresh_threshold: '1 second', revocation_endpoint: `${ctx.idp.url}/revoke`,
+            authorization_endpoint: `${ctx.idp.url}/authorize` },
     });
     let dropped = false;
     // Restores the original key: drop this test's rows, rotate anything else back, forget NEW.
@@ -128,6 +129,11 @@ test('rotate_key under load: no client error, only the new key left, old key rem
     await ctx.pool.query('SELECT upstream_token.revoke_upstream_token($1, $2)', [victim.session, p.provider]);
     await waitFor(async () => (await revocationQueue(ctx.pool, p.provider)).some((q) => q.attempts >= 1),
         { timeoutMs: 10000, what: 'a failed revocation attempt' });
+    // A login under way (sealed PKCE verifier and nonce) and a cached client token.
+    await ctx.pool.query('SELECT upstream_token.begin_login($1, $2, $3, $4)',
+        [unique('rot-login'), p.provider, 'https://app.example/cb', 'openid']);
+    const clientToken = (await ctx.pool.query('SELECT upstream_token.get_client_token($1, $2) AS t',
+        [p.provider, 'rotation'])).rows[0].t;
     assert.deepStrictEqual((await keyUsage()).map((r) => r.key_id), [oldId], 'everything under the old key');
 
     const state = { phase: 'before', stop: false };
@@ -179,6 +185,13 @@ test('rotate_key under load: no client error, only the new key left, old key rem
         const want = new Map(rows.map((x) => [x.session, x.access]));
         const wrong = r.rows.filter((x) => want.get(x.session) !== x.t).length;
         assert.strictEqual(wrong, 0, `${wrong} of ${N} values differ after removing the old key`);
+        assert.strictEqual((await c.query('SELECT upstream_token.get_client_token($1, $2) AS t',
+            [p.provider, 'rotation'])).rows[0].t, clientToken, 'the cached client token opens');
+        const resealed = await c.query(
+            `SELECT count(*)::int AS n FROM upstream_token.login
+              WHERE provider = $1 AND substring(code_verifier FROM 2 FOR 4) = decode($2, 'hex')
+                AND substring(nonce FROM 2 FOR 4) = decode($2, 'hex')`, [p.provider, newId]);
+        assert.strictEqual(resealed.rows[0].n, 1, 'the pending login is sealed under the new key');
         // Client secret and refresh tokens too: a real refresh of each login, served token active.
         const active = await introspector(ctx);
         for (const l of logins) {
