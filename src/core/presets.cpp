@@ -130,6 +130,12 @@ ResolvedPreset resolve_preset(const Preset& preset,
     if (!preset.revocation_endpoint.empty())
         r.revocation_endpoint = fill(preset.revocation_endpoint, values, preset);
     if (!preset.issuer.empty()) r.issuer = fill(preset.issuer, values, preset);
+    if (!preset.authorization_endpoint.empty())
+        r.authorization_endpoint = fill(preset.authorization_endpoint, values, preset);
+    if (!preset.device_authorization_endpoint.empty()) {
+        r.device_authorization_endpoint =
+            fill(preset.device_authorization_endpoint, values, preset);
+    }
     r.auth_method = preset.auth_method;
     for (std::string_view name : preset.refresh_params) {
         const auto it = values.find(std::string(name));

@@ -31,14 +31,18 @@ struct PresetParam {
 };
 
 // A known provider. URL templates name parameters in braces; every preset takes `base_url`
-// (the provider's origin, for a self-hosted server, a gateway or a test double).
+// (the provider's origin, for a self-hosted server, a gateway or a test double). A template
+// without `{base_url}` is a URL on another origin of the provider (Google's accounts.google.com
+// sign-in page): base_url does not move it.
 struct Preset {
     std::string_view name;
     std::string_view title;
-    std::vector<PresetParam> params;       // base_url first
-    std::string_view token_endpoint;       // template
-    std::string_view revocation_endpoint;  // template; empty: no RFC 7009 endpoint
-    std::string_view issuer;               // template; empty: no OpenID issuer
+    std::vector<PresetParam> params;                 // base_url first
+    std::string_view token_endpoint;                 // template
+    std::string_view revocation_endpoint;            // template; empty: no RFC 7009 endpoint
+    std::string_view issuer;                         // template; empty: no OpenID issuer
+    std::string_view authorization_endpoint;         // template; begin_login sends the browser here
+    std::string_view device_authorization_endpoint;  // template; empty: no RFC 8628 endpoint
     AuthMethod auth_method = AuthMethod::client_secret_post;
     std::string_view scope_separator = " ";        // how the provider joins scopes
     std::vector<std::string_view> refresh_params;  // parameters also sent on every refresh
@@ -66,6 +70,8 @@ struct ResolvedPreset {
     std::string token_endpoint;
     std::optional<std::string> revocation_endpoint;
     std::optional<std::string> issuer;
+    std::optional<std::string> authorization_endpoint;         // begin_login
+    std::optional<std::string> device_authorization_endpoint;  // begin_device_login (RFC 8628)
     AuthMethod auth_method = AuthMethod::client_secret_post;
     std::map<std::string, std::string> refresh_params;
     std::vector<std::string> response_fields;

@@ -22,7 +22,8 @@ namespace upstream_token::pg {
 namespace {
 constexpr Micros kSaveRetryFirst{100000};  // a held answer is retried 0.1 s doubling to 5 s
 constexpr Micros kSaveRetryMax{5000000};
-constexpr Micros kPollScan{1000000};       // device logins are looked at least every second
+constexpr Micros kPollSpacing{1000000};    // due device logins are looked at a second apart
+constexpr Micros kPollIdle{60000000};      // and the table once a minute when none is pending
 constexpr std::size_t kPollBatch = 100;    // polls started per pass
 constexpr std::int64_t kSlowDownStep = 5;  // RFC 8628 3.5: slow_down adds 5 seconds
 
@@ -166,7 +167,7 @@ bool Logins::on_result(const HttpResult& r) noexcept {
         o.message = redact_secrets(std::move(o.message), e.sent_secrets);
         e.answer.outcome = std::move(o);
         if (e.step == Step::device_poll) {
-            on_device_poll(e, r);
+            on_device_poll(e);
             return true;
         }
     } catch (const std::exception& err) {
@@ -215,7 +216,7 @@ void Logins::on_device_begin(Exchange& e, const HttpResult& r) {
 }
 
 // A poll's answer other than tokens: wait, slow down, or end the login (RFC 8628 3.5).
-void Logins::on_device_poll(Exchange& e, const HttpResult& r) {
+void Logins::on_device_poll(Exchange& e) {
     const ExchangeOutcome& o = e.answer.outcome;
     if (o.failure == FailureClass::none) {
         e.sent_secrets.clear();
@@ -243,7 +244,6 @@ void Logins::on_device_poll(Exchange& e, const HttpResult& r) {
             break;
     }
     txn.commit();
-    (void)r;
 }
 
 void Logins::save_held() noexcept {
@@ -279,7 +279,7 @@ void Logins::save_held() noexcept {
 void Logins::poll_if_due(bool may_start) noexcept {
     const MonoTime mono = mono_now();
     if (!may_start || mono < next_poll_) return;
-    next_poll_ = mono + kPollScan;
+    next_poll_ = mono + kPollSpacing;  // until the table said when the next poll is due
     try {
         std::vector<std::string> busy;
         for (const auto& [id, e] : exchanges_) busy.push_back(e.answer.key);
@@ -295,10 +295,8 @@ void Logins::poll_if_due(bool may_start) noexcept {
             next = next_device_poll();
             txn.commit();
         }
-        if (next) {
-            const Micros until = std::max(Micros{0}, *next - now_time());
-            next_poll_ = std::min(next_poll_, mono + until);
-        }
+        // A new device login (begun by this engine) or a rescan brings it forward (poll_soon).
+        next_poll_ = mono + (next ? std::max(kPollSpacing, *next - now_time()) : kPollIdle);
         for (DuePoll& p : due) {
             if (p.expired) continue;
             const ProviderRow provider = provider_of(p.provider);

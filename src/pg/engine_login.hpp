@@ -62,7 +62,7 @@ class Logins {
     void start_device(const LoginRequest& request);
     void send(Exchange exchange, const HttpRequestSpec& spec);
     void on_device_begin(Exchange& e, const HttpResult& r);
-    void on_device_poll(Exchange& e, const HttpResult& r);
+    void on_device_poll(Exchange& e);
     void answer(const Exchange& e, const JobResult& result) noexcept;
     void answer_error(int slot, std::uint64_t request_id, ErrorCode code, std::string message,
                       std::string detail = {}) noexcept;

@@ -235,6 +235,8 @@ Datum register_provider(FunctionCallInfo fcinfo) {
                            : AuthMethod::client_secret_basic;
     spec.issuer = opt_text_arg(fcinfo, 5);
     spec.revocation_endpoint = opt_text_arg(fcinfo, 6);
+    spec.authorization_endpoint = opt_text_arg(fcinfo, 21);
+    spec.device_authorization_endpoint = opt_text_arg(fcinfo, 22);
     read_provider_options(fcinfo, 7, spec);
     if (const Interval* idle = opt_interval_arg(fcinfo, 18, "refresh_token_idle_ttl");
         idle != nullptr && interval_micros(idle).count() == 0) {
@@ -246,6 +248,9 @@ Datum register_provider(FunctionCallInfo fcinfo) {
     if (preset) {
         if (PG_ARGISNULL(5)) spec.issuer = preset->issuer;
         if (PG_ARGISNULL(6)) spec.revocation_endpoint = preset->revocation_endpoint;
+        if (PG_ARGISNULL(21)) spec.authorization_endpoint = preset->authorization_endpoint;
+        if (PG_ARGISNULL(22))
+            spec.device_authorization_endpoint = preset->device_authorization_endpoint;
         if (spec.refresh_token_ttl.null && preset->refresh_token_ttl_s)
             spec.refresh_token_ttl = seconds_interval_arg(*preset->refresh_token_ttl_s);
         if (spec.default_lifetime.null && preset->default_lifetime_s)
@@ -262,8 +267,6 @@ Datum register_provider(FunctionCallInfo fcinfo) {
     if (keep_alive) spec.keep_alive = *keep_alive;
     if (auto fields = opt_text_array_arg(fcinfo, 20, "response_fields"))
         spec.response_fields = *fields;
-    spec.authorization_endpoint = opt_text_arg(fcinfo, 21);
-    spec.device_authorization_endpoint = opt_text_arg(fcinfo, 22);
     save_provider(spec);
     PG_RETURN_VOID();
 }
@@ -341,6 +344,8 @@ Datum preset_list(FunctionCallInfo fcinfo) {
             {text_array(p.quirks), false},
             {string_to_text_datum(p.documentation), false},
             {text_array(p.response_fields), false},
+            opt_text(p.authorization_endpoint),
+            opt_text(p.device_authorization_endpoint),
         };
         std::vector<Datum> values;
         std::vector<bool> nulls;
