@@ -197,6 +197,25 @@ test('logins driven by the engine against oidc-provider', async (t) => {
         assert.strictEqual(none.code, 'UT001');
     });
 
+    await t.test('a device login survives an engine restart', async () => {
+        const session = unique('tv');
+        const d = (await app.query('SELECT * FROM upstream_token.begin_device_login($1, $2, $3)',
+            [session, provider, 'openid'])).rows[0];
+        const before = (await ctx.engine()).worker_pid;
+        await ctx.pool.query('SELECT pg_catalog.pg_terminate_backend($1)', [before]);
+        await waitFor(async () => {
+            const e = await ctx.engine();
+            return e && e.ready && e.worker_pid !== before;
+        }, { timeoutMs: 30000, what: 'a new engine' });
+        await srv.approveDevice(d.user_code, { account: 'heidi' });
+        await waitFor(() => events.events.some((e) => e.session === session && e.event === 'login_completed'),
+            { timeoutMs: 30000, what: 'login_completed from the new engine' });
+        const tok = (await app.query('SELECT upstream_token.get_upstream_token($1, $2) AS t',
+            [session, provider])).rows[0].t;
+        assert.strictEqual((await srv.accessTokenInfo(tok)).accountId, 'heidi');
+        secrets.push(tok);
+    });
+
     await t.test('client credentials: cached, single-flight, renewed before expiry', async () => {
         const before = srv.stats.clientCredentialsGrants;
         const callers = await Promise.all(Array.from({ length: 20 }, () =>
