@@ -197,10 +197,15 @@ test('logins driven by the engine against oidc-provider', async (t) => {
         assert.strictEqual(none.code, 'UT001');
     });
 
-    await t.test('a device login survives an engine restart', async () => {
+    await t.test('a device login survives an engine restart; logins past their end are purged', async () => {
         const session = unique('tv');
         const d = (await app.query('SELECT * FROM upstream_token.begin_device_login($1, $2, $3)',
             [session, provider, 'openid'])).rows[0];
+        // An abandoned login past its end: the new engine's first maintenance pass deletes it.
+        const abandoned = unique('web');
+        await app.query('SELECT upstream_token.begin_login($1, $2, $3)', [abandoned, provider, srv.redirectUri]);
+        await ctx.pool.query(`UPDATE upstream_token.login SET expires_at = now() - interval '1 second'
+                               WHERE session = $1`, [abandoned]);
         const before = (await ctx.engine()).worker_pid;
         await ctx.pool.query('SELECT pg_catalog.pg_terminate_backend($1)', [before]);
         await waitFor(async () => {
@@ -214,6 +219,11 @@ test('logins driven by the engine against oidc-provider', async (t) => {
             [session, provider])).rows[0].t;
         assert.strictEqual((await srv.accessTokenInfo(tok)).accountId, 'heidi');
         secrets.push(tok);
+        await waitFor(async () => (await ctx.pool.query(
+            'SELECT count(*)::int AS n FROM upstream_token.login WHERE session = $1', [abandoned])).rows[0].n === 0,
+        { timeoutMs: 30000, what: 'the expired login purged' });
+        const live = await ctx.pool.query('SELECT status FROM upstream_token.login_status WHERE session = $1', [session]);
+        assert.deepStrictEqual(live.rows, [{ status: 'completed' }], 'a login within its lifetime is kept');
     });
 
     await t.test('client credentials: cached, single-flight, renewed before expiry', async () => {
