@@ -270,7 +270,8 @@ CREATE FUNCTION upstream_token.preset_list(
     OUT scope_separator text, OUT refresh_params text[], OUT rotation text,
     OUT refresh_token_idle_ttl interval, OUT refresh_token_ttl interval,
     OUT default_lifetime interval, OUT keep_alive boolean, OUT quirks text[],
-    OUT documentation text, OUT response_fields text[])
+    OUT documentation text, OUT response_fields text[],
+    OUT authorization_endpoint text, OUT device_authorization_endpoint text)
 RETURNS SETOF record
 LANGUAGE c STABLE
 AS 'MODULE_PATHNAME', 'ut_preset_list';

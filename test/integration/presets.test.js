@@ -1,8 +1,10 @@
 'use strict';
 // Every preset, refreshed through the preset: the provider is registered with
 // register_provider(preset => ..., preset_params => {base_url: the test IdP, ...}) and nothing
-// else but its client, so the endpoints' paths, the client authentication, the refresh
-// parameters and the lifetimes all come from the preset. The test IdP answers on the
+// else but its client, so the endpoints' paths (token, revocation, and the authorization and
+// device authorization endpoints begin_login / begin_device_login use, checked on the stored
+// row), the client authentication, the refresh parameters and the lifetimes all come from the
+// preset. The test IdP answers on the
 // provider's own paths (settings token_paths / revoke_paths) and behaves like the provider: its
 // authentication method, answer shapes (error_style, extra_fields, string lifetimes, no
 // expires_in), rotation or none, the parameters it requires. Each subtest is named
@@ -63,13 +65,18 @@ const PROFILES = {
 // The path of a URL.
 const pathOf = (url) => new URL(url).pathname;
 
+// A preset's URL template (from provider_presets) filled from the registration's
+// preset_params; a placeholder left unfilled stays, so the comparison fails.
+const fill = (template, params) => template.replace(/\{([a-z_]+)\}/g, (m, name) => params[name] ?? m);
+
 test('every preset refreshes through its own endpoints, authentication and answer shapes', async (t) => {
     const ctx = await setup({ poolSize: 8 });
     const presets = (await ctx.pool.query('SELECT * FROM upstream_token.provider_presets ORDER BY name')).rows;
     const registered = [];
+    const extraProviders = [];
     t.after(async () => {
-        for (const r of registered) {
-            await ctx.pool.query('SELECT upstream_token.drop_provider($1, cascade => true)', [r.provider]).catch(() => {});
+        for (const name of [...registered.map((r) => r.provider), ...extraProviders]) {
+            await ctx.pool.query('SELECT upstream_token.drop_provider($1, cascade => true)', [name]).catch(() => {});
         }
         await ctx.close();
     });
@@ -89,14 +96,16 @@ test('every preset refreshes through its own endpoints, authentication and answe
             access_ttl: accessTtl, id_token: false, ...quirks,
         });
         const provider = unique(`pre-${preset.name}`).replace(/[^A-Za-z0-9_.:-]/g, '_').slice(0, 60);
+        const presetParams = { base_url: ctx.idp.url, ...(profile.params || {}) };
         await ctx.pool.query(
             `SELECT upstream_token.register_provider($1, preset => $2, preset_params => $3::jsonb,
                     client_id => $4, client_secret => $5)`,
-            [provider, preset.name, JSON.stringify({ base_url: ctx.idp.url, ...(profile.params || {}) }), clientId, secret]);
+            [provider, preset.name, JSON.stringify(presetParams), clientId, secret]);
         const row = (await ctx.pool.query(
             `SELECT token_endpoint, revocation_endpoint, auth_method, preset, keep_alive,
                     refresh_token_idle_ttl::text AS idle, refresh_token_ttl::text AS ttl,
-                    default_lifetime::text AS lifetime, response_fields
+                    default_lifetime::text AS lifetime, response_fields,
+                    authorization_endpoint, device_authorization_endpoint
                FROM upstream_token.provider WHERE name = $1`, [provider])).rows[0];
         const view = (await ctx.pool.query(
             `SELECT refresh_token_idle_ttl::text AS idle, refresh_token_ttl::text AS ttl,
@@ -108,10 +117,43 @@ test('every preset refreshes through its own endpoints, authentication and answe
             [preset.keep_alive, view.idle, view.ttl, view.lifetime, preset.response_fields],
             `${preset.name}: the provider row has the preset's lifetimes, keep_alive and response_fields`);
         assert.ok(row.token_endpoint.startsWith(`${ctx.idp.url}/`), row.token_endpoint);
+        // The login endpoints come from the preset too: its path under base_url (the test IdP),
+        // or, for a sign-in page on another of the provider's origins (Google's
+        // accounts.google.com), the preset's URL as it is. A device endpoint only where the
+        // provider documents one (RFC 8628); NULL otherwise.
+        assert.ok(preset.authorization_endpoint, `${preset.name} has an authorization endpoint`);
+        for (const column of ['authorization_endpoint', 'device_authorization_endpoint']) {
+            const template = preset[column];
+            if (template === null) {
+                assert.strictEqual(row[column], null, `${preset.name}: no ${column}`);
+            } else if (template.startsWith('{base_url}/')) {
+                const path = fill(template.slice('{base_url}'.length), presetParams);
+                assert.strictEqual(row[column], `${ctx.idp.url}${path}`,
+                    `${preset.name}: ${column} is the preset's path under base_url`);
+            } else {
+                assert.ok(!template.includes('{base_url}'), template);
+                assert.strictEqual(row[column], fill(template, presetParams), `${preset.name}: ${column}`);
+            }
+        }
         tokenPaths.add(pathOf(row.token_endpoint));
         if (row.revocation_endpoint) revokePaths.add(pathOf(row.revocation_endpoint));
         registered.push({ preset, profile, provider, clientId, secret, row });
     }
+    // An explicit argument wins over the preset; the other login endpoint still comes from it.
+    const explicit = unique('pre-explicit').replace(/[^A-Za-z0-9_.:-]/g, '_').slice(0, 60);
+    extraProviders.push(explicit);
+    await ctx.pool.query(
+        `SELECT upstream_token.register_provider($1, preset => 'gitlab', preset_params => $2::jsonb,
+                client_id => 'c-explicit', client_secret => 's', authorization_endpoint => $3)`,
+        [explicit, JSON.stringify({ base_url: ctx.idp.url }), `${ctx.idp.url}/custom/authorize`]);
+    const explicitRow = (await ctx.pool.query(
+        `SELECT authorization_endpoint, device_authorization_endpoint
+           FROM upstream_token.provider WHERE name = $1`, [explicit])).rows[0];
+    assert.deepStrictEqual({ ...explicitRow }, {
+        authorization_endpoint: `${ctx.idp.url}/custom/authorize`,
+        device_authorization_endpoint: `${ctx.idp.url}/oauth/authorize_device`,
+    }, 'authorization_endpoint given, device_authorization_endpoint from the preset');
+
     tokenPaths.delete('/token');
     revokePaths.delete('/revoke');
     await ctx.idp.client.admin('POST', '/admin/settings', { token_paths: [...tokenPaths], revoke_paths: [...revokePaths] });

@@ -63,6 +63,87 @@ TEST(Presets, EveryPresetResolvesToValidEndpointsWithItsRequiredParameters) {
         }
         EXPECT_EQ(r.token_endpoint.find('{'), std::string::npos) << r.token_endpoint;
         EXPECT_EQ(r.auth_method, p.auth_method);
+        // Every provider here documents a browser sign-in page; begin_login needs it.
+        ASSERT_TRUE(r.authorization_endpoint.has_value()) << p.name;
+        EXPECT_NO_THROW(ut::validate_endpoint(*r.authorization_endpoint, false)) << p.name;
+        EXPECT_EQ(r.authorization_endpoint->find('{'), std::string::npos) << p.name;
+        EXPECT_EQ(r.device_authorization_endpoint.has_value(),
+                  !p.device_authorization_endpoint.empty())
+            << p.name;
+        if (r.device_authorization_endpoint) {
+            EXPECT_NO_THROW(ut::validate_endpoint(*r.device_authorization_endpoint, false))
+                << p.name;
+            EXPECT_EQ(r.device_authorization_endpoint->find('{'), std::string::npos) << p.name;
+        }
+    }
+}
+
+TEST(Presets, LoginEndpointsFillFromBaseUrlAndParameters) {
+    // A tenant parameter goes into both, at the provider's default origin.
+    auto r = ut::resolve_preset(ut::find_preset("entra"), {{"tenant", "contoso.onmicrosoft.com"}});
+    EXPECT_EQ(*r.authorization_endpoint,
+              "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/authorize");
+    EXPECT_EQ(*r.device_authorization_endpoint,
+              "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/devicecode");
+    // base_url replaces the origin (a sovereign cloud), the tenant stays.
+    r = ut::resolve_preset(
+        ut::find_preset("entra"),
+        {{"tenant", "organizations"}, {"base_url", "https://login.microsoftonline.us/"}});
+    EXPECT_EQ(*r.authorization_endpoint,
+              "https://login.microsoftonline.us/organizations/oauth2/v2.0/authorize");
+    EXPECT_EQ(*r.device_authorization_endpoint,
+              "https://login.microsoftonline.us/organizations/oauth2/v2.0/devicecode");
+
+    r = ut::resolve_preset(ut::find_preset("github"), {});
+    EXPECT_EQ(*r.authorization_endpoint, "https://github.com/login/oauth/authorize");
+    EXPECT_EQ(*r.device_authorization_endpoint, "https://github.com/login/device/code");
+    r = ut::resolve_preset(ut::find_preset("github_app"), {{"base_url", "https://ghe.corp:8443/"}});
+    EXPECT_EQ(*r.authorization_endpoint, "https://ghe.corp:8443/login/oauth/authorize");
+    EXPECT_EQ(*r.device_authorization_endpoint, "https://ghe.corp:8443/login/device/code");
+
+    r = ut::resolve_preset(ut::find_preset("keycloak"),
+                           {{"base_url", "https://sso.example/auth"}, {"realm", "staff"}});
+    EXPECT_EQ(*r.authorization_endpoint,
+              "https://sso.example/auth/realms/staff/protocol/openid-connect/auth");
+    EXPECT_EQ(*r.device_authorization_endpoint,
+              "https://sso.example/auth/realms/staff/protocol/openid-connect/auth/device");
+
+    r = ut::resolve_preset(ut::find_preset("okta"), {{"domain", "acme.okta.com"}});
+    EXPECT_EQ(*r.authorization_endpoint, "https://acme.okta.com/oauth2/v1/authorize");
+    EXPECT_EQ(*r.device_authorization_endpoint, "https://acme.okta.com/oauth2/v1/device/authorize");
+    r = ut::resolve_preset(ut::find_preset("okta_custom"),
+                           {{"domain", "acme.okta.com"}, {"authorization_server_id", "aus1x"}});
+    EXPECT_EQ(*r.authorization_endpoint, "https://acme.okta.com/oauth2/aus1x/v1/authorize");
+    EXPECT_EQ(*r.device_authorization_endpoint,
+              "https://acme.okta.com/oauth2/aus1x/v1/device/authorize");
+
+    r = ut::resolve_preset(ut::find_preset("auth0"), {{"domain", "tenant.eu.auth0.com"}});
+    EXPECT_EQ(*r.authorization_endpoint, "https://tenant.eu.auth0.com/authorize");
+    EXPECT_EQ(*r.device_authorization_endpoint, "https://tenant.eu.auth0.com/oauth/device/code");
+
+    r = ut::resolve_preset(ut::find_preset("gitlab"), {{"base_url", "https://git.corp"}});
+    EXPECT_EQ(*r.authorization_endpoint, "https://git.corp/oauth/authorize");
+    EXPECT_EQ(*r.device_authorization_endpoint, "https://git.corp/oauth/authorize_device");
+
+    r = ut::resolve_preset(ut::find_preset("salesforce"), {{"host", "acme.my.salesforce.com"}});
+    EXPECT_EQ(*r.authorization_endpoint,
+              "https://acme.my.salesforce.com/services/oauth2/authorize");
+    EXPECT_FALSE(r.device_authorization_endpoint.has_value()) << "its device flow is not RFC 8628";
+
+    // Google's sign-in page is on accounts.google.com, not on the API origin base_url names:
+    // base_url moves the device endpoint only.
+    r = ut::resolve_preset(ut::find_preset("google"), {});
+    EXPECT_EQ(*r.authorization_endpoint, "https://accounts.google.com/o/oauth2/v2/auth");
+    EXPECT_EQ(*r.device_authorization_endpoint, "https://oauth2.googleapis.com/device/code");
+    r = ut::resolve_preset(ut::find_preset("google"), {{"base_url", "https://127.0.0.1:4443"}});
+    EXPECT_EQ(*r.authorization_endpoint, "https://accounts.google.com/o/oauth2/v2/auth");
+    EXPECT_EQ(*r.device_authorization_endpoint, "https://127.0.0.1:4443/device/code");
+
+    // No RFC 8628 endpoint documented: none is made up.
+    for (const char* name : {"atlassian", "dropbox", "hubspot", "linear", "notion", "slack"}) {
+        r = ut::resolve_preset(ut::find_preset(name), {});
+        EXPECT_TRUE(r.authorization_endpoint.has_value()) << name;
+        EXPECT_FALSE(r.device_authorization_endpoint.has_value()) << name;
     }
 }
 
