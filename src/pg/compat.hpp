@@ -10,6 +10,10 @@
 #error "upstream_token needs PostgreSQL 15 or later"
 #endif
 
+extern "C" {
+#include "access/genam.h"
+}
+
 #if PG_VERSION_NUM >= 180000
 extern "C" {
 #include "storage/waiteventset.h"  // 18 moved the WaitEventSet API out of latch.h
@@ -80,6 +84,16 @@ inline void pop_catalog_search_path(int level) {
 #else
     (void)level;
     PopOverrideSearchPath();
+#endif
+}
+
+// index_beginscan: 18 added an instrumentation argument (NULL: none).
+inline IndexScanDesc index_beginscan(Relation heap, Relation index, Snapshot snapshot, int nkeys,
+                                     int norderbys) {
+#if PG_VERSION_NUM >= 180000
+    return ::index_beginscan(heap, index, snapshot, nullptr, nkeys, norderbys);
+#else
+    return ::index_beginscan(heap, index, snapshot, nkeys, norderbys);
 #endif
 }
 

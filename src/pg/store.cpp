@@ -8,6 +8,7 @@
 #include "pg/gucs.hpp"
 #include "pg/secrets.hpp"
 #include "pg/spi.hpp"
+#include "pg/token_read.hpp"
 
 namespace upstream_token::pg {
 
@@ -129,30 +130,11 @@ bool provider_exists(std::string_view name) {
 
 std::optional<TokenView> read_token_view(std::string_view session, std::string_view provider,
                                          bool latest, bool with_id_token) {
-    // One table, one index probe: the provider's threshold comes from the per-backend cache.
-    static Statement without_id(
-        "SELECT access_token, expires_at, status, refresh_token IS NOT NULL, generation, xmin, "
-        "NULL::pg_catalog.bytea, issued_at FROM upstream_token.token "
-        "WHERE session = $1 AND provider = $2");
-    static Statement with_id(
-        "SELECT access_token, expires_at, status, refresh_token IS NOT NULL, generation, xmin, "
-        "id_token, issued_at FROM upstream_token.token WHERE session = $1 AND provider = $2");
-    Statement& q = with_id_token ? with_id : without_id;
-    Snapshot snap = latest ? pg_call([] { return GetLatestSnapshot(); }) : nullptr;
-    if (q.run({text_arg(session), text_arg(provider)}, true, 1, snap) == 0) return std::nullopt;
-    ResultRow r;
-    TokenView v;
-    v.access_ct = r.bytea(1);
-    v.expires_at = r.timestamptz(2).value_or(Time{});
-    v.status = r.text(3).value_or("");
-    v.has_refresh_token = r.boolean(4).value_or(false);
-    v.generation = r.int8(5).value_or(0);
-    bool isnull = false;
-    v.xmin = DatumGetTransactionId(r.raw(6, &isnull));
-    v.id_ct = r.bytea(7);
-    v.issued_at = r.timestamptz(8);
+    // One index probe: the provider's threshold comes from the per-backend cache.
+    auto v = read_token_row(session, provider, latest, with_id_token);
+    if (!v) return std::nullopt;
     if (const ProviderRow* p = cached_provider(provider))
-        v.provider_threshold = p->refresh_threshold;
+        v->provider_threshold = p->refresh_threshold;
     return v;
 }
 
