@@ -117,8 +117,16 @@ std::optional<TokenView> read_token_row(std::string_view session, std::string_vi
     const bool found = pg_call([&] {
         s.heap = table_open(rel.heap, AccessShareLock);
         s.index = index_open(rel.pkey, AccessShareLock);
-        Snapshot snap = GetActiveSnapshot();
-        if (latest) snap = s.registered = RegisterSnapshot(GetLatestSnapshot());
+        // The calling query's snapshot (as SPI's read-only execution uses); a new one when the
+        // caller must see what the engine just committed.
+        Snapshot snap = nullptr;
+        if (latest) {
+            snap = s.registered = RegisterSnapshot(GetLatestSnapshot());
+        } else if (ActiveSnapshotSet()) {
+            snap = GetActiveSnapshot();
+        } else {
+            snap = s.registered = RegisterSnapshot(GetTransactionSnapshot());
+        }
         ScanKeyData key[2];
         for (int i = 0; i < 2; ++i) {
             ScanKeyEntryInitialize(&key[i], 0, static_cast<AttrNumber>(i + 1),
