@@ -171,7 +171,10 @@ FailureClass classify_oauth_error(std::string_view code) noexcept {
     if (is_reauth_error_code(code)) {
         return FailureClass::reauth_required;
     }
-    if (code == "invalid_client" || code == "unauthorized_client") {
+    // The client may not use this grant, or the provider has none such: the registration
+    // is wrong, retrying will not help.
+    if (code == "invalid_client" || code == "unauthorized_client" ||
+        code == "unsupported_grant_type") {
         return FailureClass::client_misconfigured;
     }
     if (is_transient_error_code(code)) {

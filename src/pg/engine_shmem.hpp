@@ -19,9 +19,9 @@ enum class SlotState : std::uint32_t { free = 0, pending, working, done };
 
 // What a request asks of the engine.
 enum class RequestKind : std::uint32_t {
-    refresh = 0,    // refresh (provider, session)
-    discovery = 1,  // fetch the metadata of the issuer held in `session`
-    login = 2,      // redeem the code of the login whose key is in `session`
+    refresh = 0,       // refresh (provider, session)
+    discovery = 1,     // fetch the metadata of the issuer held in `session`
+    login = 2,         // redeem the code of the login whose key is in `session`
     device_login = 3,  // ask the provider for a device code for (provider, session)
 };
 
@@ -81,10 +81,10 @@ struct ProviderStats {
 struct EngineShared {
     LWLock lock;
     int lock_tranche;
-    pid_t worker_pid;   // 0 when no engine runs
-    int worker_procno;  // pgprocno of the engine, for its latch
-    Oid worker_dbid;    // database the engine serves (InvalidOid until connected)
-    bool worker_ready;  // the extension exists there and the engine takes requests
+    pid_t worker_pid;      // 0 when no engine runs
+    int worker_procno;     // pgprocno of the engine, for its latch
+    Oid worker_dbid;       // database the engine serves (InvalidOid until connected)
+    bool worker_ready;     // the extension exists there and the engine takes requests
     bool schema_outdated;  // the extension there is older than the library: UPDATE needed
     std::uint64_t worker_starts;
     std::uint64_t next_request_id;

@@ -119,7 +119,10 @@ JobResult save_login_answer(const LoginAnswer& a, bool* revocation_queued) {
         if (!o.message.empty()) why += " (" + o.message + ")";
         mark_failed(a.key, why);
         result.code = ErrorCode::login_failed;
-        result.message = "the provider refused the login: " + o.error;
+        result.message = o.failure == FailureClass::transient
+                             ? "the login failed: the provider could not answer (" + o.error +
+                                   "); start a new login"
+                             : "the provider refused the login: " + o.error;
         result.detail = bounded(o.message);
         return result;
     }
@@ -171,6 +174,7 @@ JobResult save_login_answer(const LoginAnswer& a, bool* revocation_queued) {
     row.expires_at = access_expiry(issued, t.expires_in, provider->default_lifetime);
     row.issued_at = issued;
     upsert_login(row);
+    if (row.refresh_ct) plan_on_commit(*provider, row.expires_at, issued);
     static Statement done(
         "UPDATE upstream_token.login SET status = 'completed', subject = $2, "
         "finished_at = pg_catalog.now() WHERE id = $1");

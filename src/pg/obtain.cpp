@@ -15,12 +15,13 @@ namespace upstream_token::pg {
 
 namespace {
 
-// True when a login of (session, provider) begun with begin_login or begin_device_login is
-// still under way.
+// True when a login of (session, provider) is under way: a device login waiting for the user,
+// or a code being redeemed (a begun code login may well be abandoned in the browser).
 bool login_pending(const std::string& session, const std::string& provider) {
     static Statement q(
         "SELECT 1 FROM upstream_token.login WHERE session = $1 AND provider = $2 "
-        "AND status IN ('pending', 'redeeming') AND expires_at > pg_catalog.now()");
+        "AND (status = 'redeeming' OR (status = 'pending' AND flow = 'device_code')) "
+        "AND expires_at > pg_catalog.now()");
     return q.run({text_arg(session), text_arg(provider)}, true, 1) > 0;
 }
 
@@ -49,7 +50,9 @@ void warn_serving_unrefreshed(const std::string& why) {
     }
     throw Error(ErrorCode::session_not_found,
                 "no upstream token is stored for this session and provider \"" + provider + "\"",
-                {}, "Store one with upstream_token.store_upstream_token() after the login.");
+                {},
+                "Sign the user in with upstream_token.begin_login() (or store the tokens of "
+                "your own login with upstream_token.store_upstream_token()).");
 }
 
 namespace {

@@ -151,12 +151,9 @@ BeginStep begin_grant(RefreshJob& job, HttpRequestSpec& spec, Snapshot snapshot)
     const ProviderRow* provider = job_provider(job);
     const ClientCredentials client = client_credentials(*provider);
     const GrantParams& g = *job.grant;
+    // No scope given, none sent: the provider's own scope is the login's (openid...).
     std::optional<std::string_view> scope, audience;
-    if (g.scope) {
-        scope = *g.scope;
-    } else if (provider->scope) {
-        scope = *provider->scope;
-    }
+    if (g.scope) scope = *g.scope;
     if (g.audience) audience = *g.audience;
     HttpRequest request;
     if (g.grant == Grant::client_credentials) {
@@ -560,7 +557,9 @@ void persist_in_transaction(RefreshJob& job, double unit_random) {
     if (o.failure != FailureClass::none) {
         save_failure(job, o, unit_random);
         job.result.code = code_of(o.failure);
-        job.result.message = "the provider refused or failed the refresh: " + o.error;
+        job.result.message = std::string("the provider refused or failed the ") +
+                             (job.grant ? grant_name(job.grant->grant) : "refresh") + ": " +
+                             o.error;
         job.result.detail = o.message;
         return;
     }

@@ -35,7 +35,7 @@ struct RefreshJob {
     std::string session;
     std::int64_t seen_generation = 0;
     bool force = false;
-    bool proactive = false;  // started by the engine's own plan, nobody waits
+    bool proactive = false;    // started by the engine's own plan, nobody waits
     std::string grant_params;  // JSON GrantParams for a grant's token the caller found missing
 
     // State gathered by begin().

@@ -141,13 +141,7 @@ Datum store_upstream_token(FunctionCallInfo fcinfo) {
     row.refresh_expiry_source = refresh_expiry_source;
     row.attributes = attributes;
     upsert_login(row);
-    if (refresh) {
-        Time plan_by = expires_at - provider->refresh_threshold.value_or(refresh_threshold());
-        if (provider->keep_alive_idle) {  // the earliest a keep-alive refresh is planned
-            plan_by = std::min(plan_by, keep_alive_due(now, *provider->keep_alive_idle, 1.0));
-        }
-        scan_on_commit(to_timestamptz(plan_by));
-    }
+    if (refresh) plan_on_commit(*provider, expires_at, now);
     PG_RETURN_VOID();
 }
 

@@ -126,7 +126,8 @@ Datum complete_login(FunctionCallInfo fcinfo) {
         static Statement find("SELECT provider FROM upstream_token.login WHERE id = $1");
         if (find.run({text_arg(key)}, true, 1, pg_call([] { return GetLatestSnapshot(); })) == 0) {
             throw Error(ErrorCode::login_state_invalid, "the login state is unknown",
-                        "It was never issued by begin_login, or its login was purged.");
+                        "It was never issued by begin_login, or its login was purged.",
+                        "begin_login's transaction must commit before the login completes.");
         }
         const std::string provider = ResultRow().text(1).value_or("");
         nlohmann::json params = {
@@ -202,6 +203,13 @@ Datum grant_token(const std::string& provider, const GrantParams& g) {
     std::string access;
     {
         SpiConnection spi;
+        const ProviderRow* p = cached_provider(provider);
+        if (g.grant == Grant::client_credentials && p != nullptr &&
+            p->auth_method == AuthMethod::none) {
+            throw Error(ErrorCode::invalid_parameter,
+                        "provider \"" + provider + "\" is a public client (auth_method none)",
+                        "The client credentials grant is for confidential clients (RFC 6749 4.4).");
+        }
         access = obtain(key, provider, false, &g).access;
     }
     return string_to_text_datum(access);

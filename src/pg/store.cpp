@@ -4,6 +4,8 @@
 #include <unordered_map>
 
 #include "core/presets.hpp"
+#include "core/schedule.hpp"
+#include "pg/engine_shmem.hpp"
 #include "pg/guard.hpp"
 #include "pg/gucs.hpp"
 #include "pg/secrets.hpp"
@@ -136,6 +138,14 @@ std::optional<TokenView> read_token_view(std::string_view session, std::string_v
     if (const ProviderRow* p = cached_provider(provider))
         v->provider_threshold = p->refresh_threshold;
     return v;
+}
+
+void plan_on_commit(const ProviderRow& provider, Time expires_at, Time now) {
+    Time plan_by = expires_at - provider.refresh_threshold.value_or(refresh_threshold());
+    if (provider.keep_alive_idle) {  // the earliest a keep-alive refresh is planned
+        plan_by = std::min(plan_by, keep_alive_due(now, *provider.keep_alive_idle, 1.0));
+    }
+    scan_on_commit(to_timestamptz(plan_by));
 }
 
 void upsert_login(const LoginRow& row) {

@@ -90,6 +90,10 @@ struct LoginRow {
     std::optional<std::string> attributes;
 };
 
+// Asks the engine, once the transaction commits, to plan a stored login's first refresh when
+// its window (or keep-alive) opens before the engine's next scan.
+void plan_on_commit(const ProviderRow& provider, Time expires_at, Time now);
+
 // Inserts a login's tokens or replaces the session's row (a new login: status active, a new
 // generation, failures cleared).
 void upsert_login(const LoginRow& row);

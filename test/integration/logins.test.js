@@ -94,8 +94,11 @@ test('logins driven by the engine against oidc-provider', async (t) => {
         assert.deepStrictEqual(st, { has_refresh_token: true, subject: 'alice', status: 'active' });
         secrets.push(first);
 
-        // Past the access token's lifetime the engine has refreshed it with the stored refresh token.
+        // The engine plans the login's first refresh itself: nobody reads the token meanwhile.
         const refreshesBefore = srv.stats.refreshGrants;
+        await waitFor(() => srv.stats.refreshGrants > refreshesBefore,
+            { timeoutMs: 15000, what: 'a proactive refresh of the new login' });
+        // Past the access token's lifetime the caller gets the refreshed token.
         let later;
         await waitFor(async () => {
             later = (await app.query('SELECT upstream_token.get_upstream_token($1, $2) AS t',

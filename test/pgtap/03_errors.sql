@@ -10,7 +10,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS upstream_token;
 
 BEGIN;
-SELECT plan(60);
+SELECT plan(62);
 
 -- A digest of every stored token row, so a failing get can be shown to have written nothing.
 CREATE FUNCTION pg_temp.fingerprint() RETURNS text LANGUAGE sql AS $$
@@ -49,18 +49,21 @@ SELECT throws_ok($$SELECT upstream_token.drop_provider('no-such-provider')$$,
 SELECT upstream_token.store_upstream_token('e-other', 'err_1h', 'eo-access', 'eo-refresh', 7200);
 SELECT * FROM pg_temp.get_fails('e-other', 'err', 'UT001', 'session stored for another provider only: UT001');
 
--- UT015: a login of the session with this provider is under way (begin_login, not completed)
--- and no token is stored; begin_login needs no network, only the pending row it writes.
+-- UT015: a login of the session with this provider is under way and no token is stored: a code
+-- being redeemed, or a device login waiting for the user. A code login merely begun may be
+-- abandoned in the browser: UT001. begin_login needs no network, only the pending row it writes.
 SELECT upstream_token.register_provider('err_login', 'https://127.0.0.1:1/token', 'e-client', 'e-secret',
                                         authorization_endpoint => 'https://127.0.0.1:1/authorize');
 SELECT ok(upstream_token.begin_login('e-login', 'err_login', 'https://app.example/cb') LIKE 'https://127.0.0.1:1/authorize?%',
           'begin_login returns the provider''s authorization URL');
-SELECT * FROM pg_temp.get_fails('e-login', 'err_login', 'UT015', 'a login under way and no token yet: UT015');
+SELECT * FROM pg_temp.get_fails('e-login', 'err_login', 'UT001', 'a code login only begun and no token: UT001');
 SELECT * FROM pg_temp.get_fails('e-login', 'err', 'UT001', 'a login under way with another provider only: UT001');
 SELECT * FROM pg_temp.get_fails('e-login-other', 'err_login', 'UT001', 'another session of that provider: UT001');
 SAVEPOINT login;
 UPDATE upstream_token.login SET status = 'redeeming' WHERE session = 'e-login';
 SELECT * FROM pg_temp.get_fails('e-login', 'err_login', 'UT015', 'a login whose code is being redeemed: UT015');
+UPDATE upstream_token.login SET status = 'pending', flow = 'device_code' WHERE session = 'e-login';
+SELECT * FROM pg_temp.get_fails('e-login', 'err_login', 'UT015', 'a device login waiting for the user: UT015');
 UPDATE upstream_token.login SET status = 'failed', error = 'access_denied', finished_at = now() WHERE session = 'e-login';
 SELECT * FROM pg_temp.get_fails('e-login', 'err_login', 'UT001', 'a failed login and no token: UT001');
 ROLLBACK TO SAVEPOINT login;

@@ -73,6 +73,8 @@ INSERT INTO seen VALUES (16, pg_temp.try($$SELECT upstream_token.begin_login('sp
     LIKE 'https://sp.example/authorize?%'$$));
 INSERT INTO seen VALUES (17, pg_temp.try($$SELECT session FROM upstream_token.complete_login('sp-never-issued', 'x')$$));
 INSERT INTO seen VALUES (18, pg_temp.try($$SELECT upstream_token.reencrypt_batch()$$));
+-- Its code being redeemed (as complete_login's engine marks it): the login is under way.
+UPDATE upstream_token.login SET status = 'redeeming' WHERE session OPERATOR(pg_catalog.=) 'sp-2';
 INSERT INTO seen VALUES (19, pg_temp.try($$SELECT upstream_token.get_upstream_token('sp-2', 'sp_login')$$));
 
 RESET search_path;
@@ -102,7 +104,7 @@ SELECT matches(pg_temp.seen(19), '^ERROR UT015 ', 'get_upstream_token sees the p
 SELECT is((SELECT pg_catalog.concat_ws(' ', session, provider, flow, status, nonce IS NOT NULL,
                                        expires_at BETWEEN now() + interval '599 s' AND now() + interval '601 s')
              FROM upstream_token.login WHERE provider = 'sp_login'),
-          'sp-2 sp_login authorization_code pending t t',
+          'sp-2 sp_login authorization_code redeeming t t',
           'the pending login was stored as it should be (a nonce for openid, login_timeout 600 s)');
 
 -- Infinite intervals: 22023 from the extension on 17+, the server's own 22007 before.

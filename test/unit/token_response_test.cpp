@@ -353,6 +353,8 @@ TEST(TokenResponse, ClientErrorsAreMisconfiguration) {
     EXPECT_EQ(interpret(400, R"({"error":"unauthorized_client"})").failure,
               FailureClass::client_misconfigured);
     EXPECT_EQ(interpret(400, R"({"error":"invalid_client"})").error, "invalid_client");
+    EXPECT_EQ(interpret(400, R"({"error":"unsupported_grant_type"})").failure,
+              FailureClass::client_misconfigured);
 }
 
 TEST(TokenResponse, OtherOAuthErrorsAreProtocol) {
