@@ -10,6 +10,7 @@ const path = require('node:path');
 const lib = require('./lib.js');
 const loadgen = require('./loadgen.js');
 const { setupNaive, naiveStorm } = require('./naive.js');
+const { b7, b7Report, LIMITS: B7_LIMITS } = require('./b7.js');
 
 const QUICK = process.env.UT_BENCH_QUICK === '1';
 const WORK = lib.env('UT_BENCH_WORK');
@@ -743,7 +744,7 @@ ${failure ? `**The run stopped early: ${failure}**\n\n` : ''}${missed.length ===
 - \`uname -a\`: ${m.uname}
 - ${m.postgres}; Node ${m.node}
 - Settings: cluster from \`scripts/cluster.sh\` (fsync off, max_connections 200, shared_buffers 256MB);
-  \`upstream_token.max_concurrent_refreshes\` = 32 (the default)${B3_CONCURRENCY !== 32 ? `, except in B3: ${B3_CONCURRENCY}` : ''}.
+  \`upstream_token.max_concurrent_refreshes\` = 32 (the default)${B3_CONCURRENCY !== 32 ? `, except in B3: ${B3_CONCURRENCY}` : ''}${results.details.B7 ? `, except in B7: ${B7_LIMITS.join(', ')}` : ''}.
 
 \`free -h\`:
 
@@ -761,6 +762,7 @@ From \`/proc/<pid>/schedstat\` (the client of the provider-alone runs: \`process
 
 ${cpuTable()}
 
+${b7Report(results.details.B7)}
 ## Details
 
 \`\`\`json
@@ -784,11 +786,14 @@ function writeChart() {
     if (storm) panels.push(`set title 'Caller latency during refresh storms'\nset logscale x\nset xlabel 'ms'\nset ylabel 'fraction'\nplot ${storm}\nunset logscale x`);
     const tl = plot([['tl_loadgen', 'tl', 'provider alone (loadgen)', 'with steps lw 2'], ['tl_b2', 'tl', 'B2 storm (ours)', 'with steps lw 2'], ['tl_b3', 'tl', 'B3 proactive burst (ours)', 'with steps lw 2']]);
     if (tl) panels.push(`set title 'Refresh timeline, median rounds: provider answers per second (100 ms buckets)'\nset xlabel 's since the start (loadgen), the commit (B2), the first planned instant (B3)'\nset ylabel 'refreshes/s'\nplot ${tl}`);
-    const script = `set terminal pngcairo size 1400,1000 font 'sans,10'
+    const b7tl = plot(B7_LIMITS.map((l) => [`tl_b7_${l}`, 'tl', `limit ${l} (ideal ${l * 10}/s)`, 'with steps lw 2']));
+    if (b7tl) panels.push(`set title 'B7: ${results.details.B7 ? results.details.B7.tokens : ''} tokens due together, provider answering after 100 ms: answers per second (100 ms buckets)'\nset key top right\nset xlabel 's since the commit'\nset ylabel 'refreshes/s'\nplot ${b7tl}\nset key bottom right`);
+    const rows = Math.max(2, Math.ceil(panels.length / 2));
+    const script = `set terminal pngcairo size 1400,${rows * 500} font 'sans,10'
 set output 'chart.png'
 set key bottom right
 set grid
-set multiplot layout 2,2 title 'upstream\\_token benchmarks (bench/RESULTS.md)'
+set multiplot layout ${rows},2 title 'upstream\\_token benchmarks (bench/RESULTS.md)'
 ${panels.join('\n')}
 unset multiplot
 `;
@@ -807,7 +812,11 @@ async function main() {
         // UT_BENCH_ONLY=b1,b1c runs a subset (B1c needs B1's plain table).
         const only = process.env.UT_BENCH_ONLY ? new Set(process.env.UT_BENCH_ONLY.split(',')) : null;
         const scenarios = [['b1', () => b1(db)], ['b1c', () => b1c(db, idpc)], ['b2b3', () => b2b3(db, idpc)],
-            ['b4', () => b4(db, idpc)], ['b5', () => b5(db, idpc)], ['b6', () => b6(db, idpc)]];
+            ['b4', () => b4(db, idpc)], ['b5', () => b5(db, idpc)], ['b6', () => b6(db, idpc)],
+            ['b7', async () => {
+                const timelines = await b7(db, idpc, { target, results, log, quick: QUICK, idpPid: IDP_PID });
+                for (const [limit, times] of Object.entries(timelines)) writeTimeline(`tl_b7_${limit}`, times);
+            }]];
         for (const [name, run] of scenarios) if (!only || only.has(name)) await run();
     } catch (e) {
         failure = e.message;

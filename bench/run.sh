@@ -8,7 +8,7 @@
 #   bench/run.sh
 #
 # Environment: UT_BENCH_PORT (default 24360), UT_BENCH_ONLY=b1,b1c (a subset of the scenarios:
-# b1 b1c b2b3 b4 b5 b6), UT_BENCH_QUICK=1 (shorter runs, for trying it
+# b1 b1c b2b3 b4 b5 b6 b7), UT_BENCH_QUICK=1 (shorter runs, for trying it
 # out; the published results are from a full run).
 set -euo pipefail
 

@@ -61,6 +61,11 @@ class HttpMulti {
 
     std::size_t in_flight() const;
 
+    // Keeps up to `n` idle connections for reuse (at least 64): below the number of exchanges
+    // in flight, finished connections are closed and almost every exchange pays a new TCP and
+    // TLS handshake.
+    void set_connection_cache(long n);
+
   private:
     struct Impl;
     std::unique_ptr<Impl> impl_;

@@ -30,8 +30,9 @@ namespace upstream_token::pg {
 
 namespace {
 
-constexpr Micros kReadyCheck{5000000};   // how often the engine looks for its extension
-constexpr std::size_t kMaxHeld = 10000;  // answers held unsaved before intake pauses
+constexpr Micros kReadyCheck{5000000};    // how often the engine looks for its extension
+constexpr std::size_t kMaxHeld = 10000;   // answers held unsaved before intake pauses
+constexpr Micros kBlockedRecheck{50000};  // due refreshes that could not start, looked at again
 constexpr const char* kStopping = "the refresh engine is stopping";
 
 class Engine {
@@ -167,6 +168,8 @@ void Engine::pass(bool reloaded) {
         const bool queued = refresher_.take_orphan_queued();
         revoker_.run_if_due(requested || logins_.take_revocation_queued() || queued);
         const bool may_start = !saver_.blocked() && saver_.held() < kMaxHeld;
+        // Room to keep every connection of a full set of exchanges (and revocations) open.
+        http_.set_connection_cache(2L * max_concurrent_refreshes());
         start_stage_.run([&] { refresher_.start(may_start); });
         logins_.poll_if_due(may_start);
         http_stage_.run([&] { http_.drive(); });
@@ -203,8 +206,11 @@ long Engine::wait_ms() const {
         earlier(revoker_.next_due());
         earlier(refresher_.next_retry());
         earlier(logins_.next_due());
+        // A plan entry still due after start() waits for a free place (or its provider's
+        // pause): the answer that frees one wakes the loop, so it is looked at again after a
+        // short while, not at once (that was a spin while the engine is at its limit).
         if (auto due = planner_.schedule().next_due()) {
-            earlier(now + std::max(Micros{0}, *due - now_time()));
+            earlier(now + std::max(kBlockedRecheck, *due - now_time()));
         }
     }
     earlier(saver_.next_retry());

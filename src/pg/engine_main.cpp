@@ -2,6 +2,8 @@
 // _PG_init), its signals, its session settings, and what it leaves behind when it exits.
 #include "pg/prelude.hpp"
 
+#include <sys/resource.h>
+
 extern "C" {
 #include "postmaster/interrupt.h"
 }
@@ -33,6 +35,17 @@ void on_engine_exit(int, Datum arg) {
     fail_all_slots(s, "the refresh engine stopped before answering");
 }
 
+// Every exchange in flight holds a socket: the soft limit of open files (often 1,024, below a
+// max_concurrent_refreshes of 1,000 plus the server's own files) is raised to the hard one.
+// PostgreSQL's own file budget was set by the postmaster and does not change.
+void raise_open_files_limit() {
+    struct rlimit rl {};
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 }  // namespace
 }  // namespace upstream_token::pg
 
@@ -47,6 +60,7 @@ void upstream_token_engine_main(Datum) {
     if (s == nullptr) proc_exit(1);
     BackgroundWorkerInitializeConnection(engine_database(), nullptr, 0);
     configure_engine_session();
+    raise_open_files_limit();
 
     before_shmem_exit(on_engine_exit, PointerGetDatum(s));
     entry_guard([&] {
