@@ -149,6 +149,12 @@ void plan_on_commit(const ProviderRow& provider, Time expires_at, Time now) {
 }
 
 void upsert_login(const LoginRow& row) {
+    // Tokens exchanged for the session's previous login belong to that login's user: a new
+    // login (perhaps another user's) must not be served them.
+    static Statement forget_exchanged(
+        "DELETE FROM upstream_token.token WHERE subject_session = $1 AND provider = $2 "
+        "AND grant_type = 'token_exchange'");
+    forget_exchanged.run({text_arg(row.session), text_arg(row.provider)}, false);
     static Statement upsert(
         "INSERT INTO upstream_token.token AS t (session, provider, subject, client_id, id_claims, "
         "access_token, refresh_token, id_token, scope, expires_at, refresh_expires_at, issued_at, "

@@ -95,7 +95,7 @@ struct LoginRow {
 void plan_on_commit(const ProviderRow& provider, Time expires_at, Time now);
 
 // Inserts a login's tokens or replaces the session's row (a new login: status active, a new
-// generation, failures cleared).
+// generation, failures cleared); tokens exchanged for the session's previous login go.
 void upsert_login(const LoginRow& row);
 
 // The providers a session has tokens for, in name order.

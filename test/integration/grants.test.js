@@ -78,6 +78,21 @@ test('client credentials and token exchange against the test IdP', async (t) => 
         assert.strictEqual(after.rows[0].n, 0);
     });
 
+    await t.test('a new login of the session is never served the previous user\'s exchanged token', async () => {
+        const alice = await storeLogin(ctx, p, { expiresIn: 3600, subject: 'alice' });
+        const forAlice = (await ctx.pool.query('SELECT upstream_token.exchange_token($1, $2, $3) AS t',
+            [alice.session, p.provider, 'https://api.example'])).rows[0].t;
+        assert.strictEqual((await lookup(ctx, forAlice)).subject, 'alice');
+        // Bob signs in to the same application session.
+        const bob = await storeLogin(ctx, p, { session: alice.session, expiresIn: 3600, subject: 'bob' });
+        const forBob = (await ctx.pool.query('SELECT upstream_token.exchange_token($1, $2, $3) AS t',
+            [bob.session, p.provider, 'https://api.example'])).rows[0].t;
+        assert.notStrictEqual(forBob, forAlice);
+        const info = await lookup(ctx, forBob);
+        assert.strictEqual(info.subject, 'bob', 'exchanged from bob\'s token');
+        assert.strictEqual(info.exchanged_from.grant_id, bob.grant.grant_id);
+    });
+
     await t.test('exchange needs the session\'s token; a refused audience is not asked again at once', async () => {
         const none = await sqlError(ctx.pool.query('SELECT upstream_token.exchange_token($1, $2, $3)',
             [unique('nobody'), p.provider, 'https://api.example']), 'an exchange for an unknown session');
