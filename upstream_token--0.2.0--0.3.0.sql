@@ -341,12 +341,18 @@ BEGIN
     DELETE FROM upstream_token.token t
      WHERE t.subject_session = delete_upstream_token.session
        AND (delete_upstream_token.provider IS NULL OR t.provider = delete_upstream_token.provider);
+    -- A login still under way for it must not store tokens afterwards.
+    UPDATE upstream_token.login l
+       SET status = 'failed', error = 'the session was deleted', finished_at = pg_catalog.now()
+     WHERE l.session = delete_upstream_token.session
+       AND (delete_upstream_token.provider IS NULL OR l.provider = delete_upstream_token.provider)
+       AND l.status IN ('pending', 'redeeming');
     RETURN n;
 END
 $fn$;
 
 COMMENT ON FUNCTION upstream_token.delete_upstream_token(text, text) IS
-    'Deletes the stored tokens of a session (one provider, or all when provider is NULL); returns the count. Does not contact the provider: a refresh token a refresh in flight brings back is dropped, not revoked. Tokens exchange_token obtained for the session are deleted too.';
+    'Deletes the stored tokens of a session (one provider, or all when provider is NULL); returns the count. Does not contact the provider: a refresh token a refresh in flight brings back is dropped, not revoked. Tokens exchange_token obtained for the session are deleted too, and its logins under way end (failed).';
 
 CREATE OR REPLACE FUNCTION upstream_token.revoke_upstream_token(session text, provider text DEFAULT NULL)
 RETURNS integer
@@ -369,6 +375,12 @@ BEGIN
     DELETE FROM upstream_token.token t
      WHERE t.subject_session = revoke_upstream_token.session
        AND (revoke_upstream_token.provider IS NULL OR t.provider = revoke_upstream_token.provider);
+    -- A login still under way for it must not store tokens afterwards (sign-out wins).
+    UPDATE upstream_token.login l
+       SET status = 'failed', error = 'the session signed out', finished_at = pg_catalog.now()
+     WHERE l.session = revoke_upstream_token.session
+       AND (revoke_upstream_token.provider IS NULL OR l.provider = revoke_upstream_token.provider)
+       AND l.status IN ('pending', 'redeeming');
     FOR r IN
         DELETE FROM upstream_token.token t
          WHERE t.session = revoke_upstream_token.session
@@ -399,7 +411,7 @@ END
 $fn$;
 
 COMMENT ON FUNCTION upstream_token.revoke_upstream_token(text, text) IS
-    'Deletes the session''s tokens (one provider, or all) and, after commit, revokes the refresh token at providers with a revocation endpoint (RFC 7009), retrying until delivered; a refresh token a refresh in flight brings back is revoked too. Tokens exchange_token obtained for the session are deleted. Returns the number of the session''s tokens removed.';
+    'Deletes the session''s tokens (one provider, or all) and, after commit, revokes the refresh token at providers with a revocation endpoint (RFC 7009), retrying until delivered; a refresh token a refresh in flight brings back is revoked too. Tokens exchange_token obtained for the session are deleted, and its logins under way end (failed). Returns the number of the session''s tokens removed.';
 
 -- Pending logins' sealed values are counted (and re-sealed by rotate_key) too.
 CREATE OR REPLACE VIEW upstream_token.key_usage AS

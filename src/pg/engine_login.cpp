@@ -10,6 +10,7 @@
 #include "core/grant_request.hpp"
 #include "core/login.hpp"
 #include "core/redact.hpp"
+#include "pg/engine_saver.hpp"
 #include "pg/engine_stage.hpp"
 #include "pg/gucs.hpp"
 #include "pg/secrets.hpp"
@@ -87,10 +88,25 @@ void Logins::start_code(const LoginRequest& request) {
                     hex_decode(params.is_object() ? param(params, "code").value_or("") : ""))
             .value_or("");
     const std::optional<std::string> iss = params.is_object() ? param(params, "iss") : std::nullopt;
+    if (code.empty()) throw Error(ErrorCode::login_failed, "the login's code did not open");
+    // Everything that can fail before the send (provider, credentials, the request) is done
+    // before the claim commits: a failure there leaves the state unspent.
     ClaimedCode claimed;
+    std::optional<ProviderRow> provider;
+    ClientCredentials client;
+    HttpRequest request_body;
     {
         WorkerTxn txn;
         claimed = claim_code_login(request.provider, key, iss);
+        if (claimed.refused.empty()) {
+            const ProviderRow* p = cached_provider(request.provider);
+            if (p == nullptr)
+                throw Error(ErrorCode::provider_not_found, "the provider was dropped");
+            provider = *p;
+            client = client_credentials(*provider);
+            request_body = build_code_request(client, provider->token_endpoint, code,
+                                              claimed.redirect_uri, claimed.verifier, now_time());
+        }
         txn.commit();  // from here on the state is spent, whatever happens to the exchange
     }
     if (!claimed.refused.empty()) {
@@ -98,8 +114,6 @@ void Logins::start_code(const LoginRequest& request) {
                      "RFC 9207: the code was not redeemed.");
         return;
     }
-    const ProviderRow provider = provider_of(request.provider);
-    const ClientCredentials client = client_credentials(provider);
     Exchange e;
     e.step = Step::redeem_code;
     e.slot = request.slot;
@@ -110,11 +124,8 @@ void Logins::start_code(const LoginRequest& request) {
     e.answer.nonce = claimed.nonce;
     e.sent_secrets = {code, claimed.verifier};
     if (client.secret) e.sent_secrets.push_back(*client.secret);
-    const HttpRequestSpec spec =
-        provider_request(provider, provider.token_endpoint,
-                         build_code_request(client, provider.token_endpoint, code,
-                                            claimed.redirect_uri, claimed.verifier, now_time()));
-    send(std::move(e), spec);
+    send(std::move(e),
+         provider_request(*provider, provider->token_endpoint, std::move(request_body)));
 }
 
 // Asks the provider for a device code (RFC 8628 3.1).
@@ -246,6 +257,22 @@ void Logins::on_device_poll(Exchange& e) {
     txn.commit();
 }
 
+// Ends a login whose answer cannot be saved: the caller is told, the login marked failed.
+void Logins::give_up(const Exchange& e, const std::string& why) noexcept {
+    try {
+        WorkerTxn txn;
+        fail_login(e.answer.key, "the answer could not be saved");
+        txn.commit();
+    } catch (const std::exception&) {
+        abort_worker_transaction();  // its end comes with its lifetime
+    }
+    JobResult bad;
+    bad.code = ErrorCode::login_failed;
+    bad.message = "the engine could not save the login's answer (see the server log)";
+    (void)why;  // logged by the caller; a database message may quote a value
+    answer(e, bad);
+}
+
 void Logins::save_held() noexcept {
     const MonoTime now = mono_now();
     for (auto it = held_.begin(); it != held_.end();) {
@@ -264,10 +291,16 @@ void Logins::save_held() noexcept {
             continue;
         } catch (const std::exception& e) {
             const std::string what = e.what();
+            const bool retry = save_worth_retrying(e);
             abort_worker_transaction();
-            if (it->attempts == 0) log_recovered("saving a login", what.c_str());
+            if (it->attempts == 0 || !retry) log_recovered("saving a login", what.c_str());
+            if (!retry) {  // a bad value or a dropped provider: trying again cannot help
+                give_up(it->exchange, what);
+                it = held_.erase(it);
+                continue;
+            }
         }
-        // Kept, never dropped: 0.1 s doubling to 5 s.
+        // Kept while the database refuses writes or the row is locked: 0.1 s doubling to 5 s.
         Micros delay = kSaveRetryFirst;
         for (int i = 0; i < it->attempts && delay < kSaveRetryMax; ++i) delay *= 2;
         it->retry_at = now + std::min(delay, kSaveRetryMax);
@@ -278,8 +311,9 @@ void Logins::save_held() noexcept {
 
 void Logins::poll_if_due(bool may_start) noexcept {
     const MonoTime mono = mono_now();
-    if (!may_start || mono < next_poll_) return;
-    next_poll_ = mono + kPollSpacing;  // until the table said when the next poll is due
+    if (mono < next_poll_) return;
+    next_poll_ = mono + kPollSpacing;  // until the table says when; also while nothing may start
+    if (!may_start) return;
     try {
         std::vector<std::string> busy;
         for (const auto& [id, e] : exchanges_) busy.push_back(e.answer.key);
@@ -289,31 +323,33 @@ void Logins::poll_if_due(bool may_start) noexcept {
         {
             WorkerTxn txn;
             due = due_device_polls(now_time(), kPollBatch, busy);
-            for (const DuePoll& p : due) {
-                if (p.expired) fail_login(p.key, "expired_token: the device code expired");
-            }
             next = next_device_poll();
             txn.commit();
         }
         // A new device login (begun by this engine) or a rescan brings it forward (poll_soon).
         next_poll_ = mono + (next ? std::max(kPollSpacing, *next - now_time()) : kPollIdle);
         for (DuePoll& p : due) {
-            if (p.expired) continue;
-            const ProviderRow provider = provider_of(p.provider);
-            const ClientCredentials client = client_credentials(provider);
-            Exchange e;
-            e.step = Step::device_poll;
-            e.answer.key = p.key;
-            e.answer.session = p.session;
-            e.answer.provider = p.provider;
-            e.interval_s = p.interval_s;
-            e.sent_secrets = {p.device_code};
-            if (client.secret) e.sent_secrets.push_back(*client.secret);
-            const HttpRequestSpec spec =
-                provider_request(provider, provider.token_endpoint,
-                                 build_device_token_request(client, provider.token_endpoint,
-                                                            p.device_code, now_time()));
-            send(std::move(e), spec);
+            try {  // one login's provider or credentials touch that login only
+                const ProviderRow provider = provider_of(p.provider);
+                const ClientCredentials client = client_credentials(provider);
+                Exchange e;
+                e.step = Step::device_poll;
+                e.answer.key = p.key;
+                e.answer.session = p.session;
+                e.answer.provider = p.provider;
+                e.interval_s = p.interval_s;
+                e.sent_secrets = {p.device_code};
+                if (client.secret) e.sent_secrets.push_back(*client.secret);
+                const HttpRequestSpec spec =
+                    provider_request(provider, provider.token_endpoint,
+                                     build_device_token_request(client, provider.token_endpoint,
+                                                                p.device_code, now_time()));
+                send(std::move(e), spec);
+            } catch (const std::exception& err) {
+                const std::string what = err.what();
+                abort_worker_transaction();
+                log_recovered("polling a device login", what.c_str());
+            }
         }
     } catch (const std::exception& e) {
         const std::string what = e.what();
@@ -330,8 +366,9 @@ void Logins::abandon_all(const char* why) noexcept {
     }
 }
 
-std::optional<MonoTime> Logins::next_due() const {
-    std::optional<MonoTime> due = next_poll_;
+std::optional<MonoTime> Logins::next_due(bool stopping) const {
+    std::optional<MonoTime> due;
+    if (!stopping) due = next_poll_;
     for (const Held& h : held_) due = due ? std::min(*due, h.retry_at) : h.retry_at;
     return due;
 }

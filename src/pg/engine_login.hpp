@@ -37,7 +37,9 @@ class Logins {
 
     std::size_t in_flight() const { return exchanges_.size(); }
     std::size_t held() const { return held_.size(); }
-    std::optional<MonoTime> next_due() const;
+    // When the loop should look again: the next device poll (unless stopping) and the next
+    // retry of a held answer.
+    std::optional<MonoTime> next_due(bool stopping) const;
     // True once after a save queued the revocation of a login's rejected tokens.
     bool take_revocation_queued() { return std::exchange(revocation_queued_, false); }
 
@@ -64,6 +66,7 @@ class Logins {
     void on_device_begin(Exchange& e, const HttpResult& r);
     void on_device_poll(Exchange& e);
     void answer(const Exchange& e, const JobResult& result) noexcept;
+    void give_up(const Exchange& e, const std::string& why) noexcept;
     void answer_error(int slot, std::uint64_t request_id, ErrorCode code, std::string message,
                       std::string detail = {}) noexcept;
 

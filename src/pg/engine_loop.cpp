@@ -205,7 +205,7 @@ long Engine::wait_ms() const {
         earlier(maintenance_.next_due());
         earlier(revoker_.next_due());
         earlier(refresher_.next_retry());
-        earlier(logins_.next_due());
+        earlier(logins_.next_due(false));
         // A plan entry still due after start() waits for a free place (or its provider's
         // pause): the answer that frees one wakes the loop, so it is looked at again after a
         // short while, not at once (that was a spin while the engine is at its limit).
@@ -214,7 +214,7 @@ long Engine::wait_ms() const {
         }
     }
     earlier(saver_.next_retry());
-    if (stopping_ && logins_.held() > 0) earlier(logins_.next_due());
+    if (stopping_) earlier(logins_.next_due(true));
     if (auto t = http_.next_timeout()) earlier(now + *t);
     const Micros wait = std::max(Micros{0}, until - now);
     return static_cast<long>((wait.count() + 999) / 1000);

@@ -35,6 +35,12 @@ bool refuses_every_write(const std::exception& e) {
 
 }  // namespace
 
+bool save_worth_retrying(const std::exception& e) {
+    const auto* pg = dynamic_cast<const PgError*>(&e);
+    return refuses_every_write(e) ||
+           (pg != nullptr && pg->data()->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE);
+}
+
 void Saver::add(RefreshJob job) {
     job.retry_at = MonoTime{};
     job.attempts = 0;

@@ -17,6 +17,10 @@
 
 namespace upstream_token::pg {
 
+// Whether a failed save may succeed if tried again: the database refuses every write
+// (read-only, out of resources, ...) or a row was locked (lock_timeout); not a bad value.
+bool save_worth_retrying(const std::exception& e);
+
 class Saver {
   public:
     explicit Saver(EngineStats& stats) : stats_(stats), rng_(std::random_device{}()) {}

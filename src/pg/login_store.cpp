@@ -152,6 +152,20 @@ JobResult save_login_answer(const LoginAnswer& a, bool* revocation_queued) {
         result.detail = "The tokens were not stored (and are revoked where the provider can).";
         return result;
     }
+    // Only a login still under way completes: one ended meanwhile (its session signed out, a
+    // newer device login) keeps nothing, and the tokens it brought are revoked.
+    static Statement complete(
+        "UPDATE upstream_token.login SET status = 'completed', subject = $2, "
+        "finished_at = pg_catalog.now() WHERE id = $1 AND status IN ('pending', 'redeeming')");
+    if (complete.run({text_arg(a.key),
+                      text_arg(claims ? std::optional<std::string>(claims->sub) : std::nullopt)},
+                     false) == 0) {
+        *revocation_queued = revoke_rejected(a, t);
+        result.code = ErrorCode::login_failed;
+        result.message = "the login ended before its answer came (signed out, or superseded)";
+        result.detail = "The tokens were not stored (and are revoked where the provider can).";
+        return result;
+    }
     const Time issued = a.sent_at - kProviderClockAllowance;
     LoginRow row;
     row.session = a.session;
@@ -175,10 +189,6 @@ JobResult save_login_answer(const LoginAnswer& a, bool* revocation_queued) {
     row.issued_at = issued;
     upsert_login(row);
     if (row.refresh_ct) plan_on_commit(*provider, row.expires_at, issued);
-    static Statement done(
-        "UPDATE upstream_token.login SET status = 'completed', subject = $2, "
-        "finished_at = pg_catalog.now() WHERE id = $1");
-    done.run({text_arg(a.key), text_arg(row.subject)}, false);
     notify_login(a.session, a.provider, "login_completed");
     result.ok = true;
     return result;
@@ -215,11 +225,16 @@ std::vector<DuePoll> due_device_polls(Time now, std::size_t limit,
     static Statement due(
         "SELECT id, session, provider, device_code, poll_interval, expires_at <= $1 "
         "FROM upstream_token.login WHERE status = 'pending' AND flow = 'device_code' "
-        "AND next_poll_at <= $1 ORDER BY next_poll_at LIMIT $2");
+        "AND next_poll_at <= $1 ORDER BY next_poll_at LIMIT $2 FOR UPDATE SKIP LOCKED");
+    // The next poll is set when this one is taken, in the same commit: a poll whose answer
+    // cannot be recorded (a read-only database, a locked row) still waits its interval.
+    static Statement later(
+        "UPDATE upstream_token.login SET next_poll_at = $2 OPERATOR(pg_catalog.+) "
+        "pg_catalog.make_interval(secs => poll_interval) WHERE id = $1");
     const auto n = due.run(
-        {timestamptz_arg(now), int8_arg(static_cast<std::int64_t>(limit + busy.size()))}, true);
-    std::vector<DuePoll> out;
-    for (std::uint64_t i = 0; i < n && out.size() < limit; ++i) {
+        {timestamptz_arg(now), int8_arg(static_cast<std::int64_t>(limit + busy.size()))}, false);
+    std::vector<DuePoll> picked;
+    for (std::uint64_t i = 0; i < n && picked.size() < limit; ++i) {
         ResultRow r(i);
         DuePoll p;
         p.key = r.text(1).value_or("");
@@ -228,9 +243,25 @@ std::vector<DuePoll> due_device_polls(Time now, std::size_t limit,
         p.provider = r.text(3).value_or("");
         p.interval_s = r.int4(5).value_or(5);
         p.expired = r.boolean(6).value_or(true);
-        p.device_code = open_sealed(p.provider, login_aad_session(p.key), "device_code", r.bytea(4))
-                            .value_or("");
-        out.push_back(std::move(p));
+        try {
+            p.device_code =
+                open_sealed(p.provider, login_aad_session(p.key), "device_code", r.bytea(4))
+                    .value_or("");
+        } catch (const Error&) {
+            p.device_code.clear();  // a value that does not open ends its own login only
+        }
+        picked.push_back(std::move(p));
+    }
+    std::vector<DuePoll> out;
+    for (DuePoll& p : picked) {
+        if (p.expired) {
+            (void)mark_failed(p.key, "expired_token: the device code expired");
+        } else if (p.device_code.empty()) {
+            (void)mark_failed(p.key, "the device code could not be opened");
+        } else {
+            later.run({text_arg(p.key), timestamptz_arg(now)}, false);
+            out.push_back(std::move(p));
+        }
     }
     return out;
 }

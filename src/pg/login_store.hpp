@@ -67,7 +67,9 @@ struct DuePoll {
     bool expired = false;
 };
 
-// Up to `limit` device logins due for a poll at `now`, except those in `busy`.
+// Up to `limit` device logins due for a poll at `now`, except those in `busy`, each with its
+// next poll already set (the interval on): ends those past their expiry or whose device code
+// does not open instead.
 std::vector<DuePoll> due_device_polls(Time now, std::size_t limit,
                                       const std::vector<std::string>& busy);
 

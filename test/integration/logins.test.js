@@ -200,6 +200,30 @@ test('logins driven by the engine against oidc-provider', async (t) => {
         assert.strictEqual(none.code, 'UT001');
     });
 
+    await t.test('signing out ends a login under way: nothing is stored for the session', async () => {
+        const session = unique('tv');
+        const d = (await app.query('SELECT * FROM upstream_token.begin_device_login($1, $2, $3)',
+            [session, provider, 'openid'])).rows[0];
+        await app.query('SELECT upstream_token.revoke_upstream_token($1)', [session]);
+        const st = (await ctx.pool.query(
+            'SELECT status, error FROM upstream_token.login_status WHERE session = $1', [session])).rows[0];
+        assert.deepStrictEqual(st, { status: 'failed', error: 'the session signed out' });
+        const grants = srv.stats.deviceCodeGrants;
+        const approval = await srv.approveDevice(d.user_code, { account: 'ivan' });
+        assert.strictEqual(approval.approved, true, 'the user did approve');
+        // The engine no longer polls it: a later login of another session completes meanwhile.
+        const other = unique('tv');
+        const d2 = (await app.query('SELECT * FROM upstream_token.begin_device_login($1, $2, $3)',
+            [other, provider, 'openid'])).rows[0];
+        await srv.approveDevice(d2.user_code, { account: 'judy' });
+        await waitFor(() => events.events.some((e) => e.session === other && e.event === 'login_completed'),
+            { timeoutMs: 30000, what: 'the other login completed' });
+        assert.strictEqual(srv.stats.deviceCodeGrants, grants + 1, 'only the other login was redeemed');
+        const none = await sqlError(app.query('SELECT upstream_token.get_upstream_token($1, $2)',
+            [session, provider]), 'a token of a signed-out login');
+        assert.strictEqual(none.code, 'UT001');
+    });
+
     await t.test('a device login survives an engine restart; logins past their end are purged', async () => {
         const session = unique('tv');
         const d = (await app.query('SELECT * FROM upstream_token.begin_device_login($1, $2, $3)',
