@@ -338,4 +338,29 @@ std::string sha256_hex(std::string_view bytes) {
     return hex_encode(std::string_view(reinterpret_cast<const char*>(digest.data()), len));
 }
 
+std::string base64_pack(std::string_view bytes) {
+    std::string out(4 * ((bytes.size() + 2) / 3), '\0');
+    const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                  reinterpret_cast<const unsigned char*>(bytes.data()),
+                                  static_cast<int>(bytes.size()));
+    out.resize(static_cast<std::size_t>(std::max(n, 0)));
+    return out;
+}
+
+std::string base64_unpack(std::string_view text) {
+    if (text.size() % 4 != 0 || text.size() > static_cast<std::size_t>(INT_MAX)) {
+        throw Error(ErrorCode::invalid_parameter, "invalid base64 text");
+    }
+    std::string out(3 * (text.size() / 4), '\0');
+    const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                  reinterpret_cast<const unsigned char*>(text.data()),
+                                  static_cast<int>(text.size()));
+    if (n < 0) throw Error(ErrorCode::invalid_parameter, "invalid base64 text");
+    // EVP_DecodeBlock counts the bytes the padding stands for: take them off again.
+    std::size_t len = static_cast<std::size_t>(n);
+    for (std::size_t i = text.size(); i > 0 && text[i - 1] == '=' && len > 0; --i) --len;
+    out.resize(len);
+    return out;
+}
+
 }  // namespace upstream_token

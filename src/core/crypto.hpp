@@ -43,6 +43,11 @@ std::string decrypt_secret(const std::vector<Key>& keys, std::string_view blob,
 // Lower-case hex of SHA-256(bytes): digests that name a value without revealing it.
 std::string sha256_hex(std::string_view bytes);
 
+// Standard base64 (with padding) of arbitrary bytes, and back: the compact form of a sealed
+// value in a bounded text field. Error(invalid_parameter) for text that is not base64.
+std::string base64_pack(std::string_view bytes);
+std::string base64_unpack(std::string_view text);
+
 // Lower-case hex of arbitrary bytes, and back (Error(invalid_parameter) for bad hex).
 std::string hex_encode(std::string_view bytes);
 std::string hex_decode(std::string_view hex);

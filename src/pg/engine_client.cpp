@@ -145,9 +145,9 @@ RefreshResult enqueue_and_wait(RequestKind kind, std::string_view provider,
         throw Error(ErrorCode::invalid_parameter, "provider or session too long");
     }
     if (params.size() >= kParamBytes) {
-        throw Error(
-            ErrorCode::invalid_parameter, "scope, audience or code too long",
-            "Together they must stay under " + std::to_string(kParamBytes - 64) + " bytes.");
+        throw Error(ErrorCode::invalid_parameter, "scope, audience or code too long",
+                    "What the engine is handed (JSON; a code sealed, in base64) must stay under " +
+                        std::to_string(kParamBytes) + " bytes: about 3 KB of code.");
     }
     int index = -1;
     std::uint64_t request_id = 0;

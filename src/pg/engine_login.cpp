@@ -60,6 +60,19 @@ void Logins::answer_error(int slot, std::uint64_t request_id, ErrorCode code, st
     intake_.answer(slot, request_id, bad);
 }
 
+void Logins::recover() noexcept {
+    if (!exchanges_.empty() || !held_.empty()) return;  // then some are this engine's own
+    try {
+        WorkerTxn txn;
+        fail_orphaned_redemptions();
+        txn.commit();
+    } catch (const std::exception& e) {
+        const std::string what = e.what();
+        abort_worker_transaction();
+        log_recovered("ending unfinished logins", what.c_str());  // they end with their lifetime
+    }
+}
+
 void Logins::start(const LoginRequest& request) noexcept {
     try {
         if (request.kind == RequestKind::login) {
@@ -85,7 +98,7 @@ void Logins::start_code(const LoginRequest& request) {
     const std::string key = request.session;
     const std::string code =
         open_sealed(request.provider, login_aad_session(key), "code",
-                    hex_decode(params.is_object() ? param(params, "code").value_or("") : ""))
+                    base64_unpack(params.is_object() ? param(params, "code").value_or("") : ""))
             .value_or("");
     const std::optional<std::string> iss = params.is_object() ? param(params, "iss") : std::nullopt;
     if (code.empty()) throw Error(ErrorCode::login_failed, "the login's code did not open");

@@ -22,6 +22,8 @@ class Logins {
   public:
     Logins(HttpMulti& http, Intake& intake) : http_(http), intake_(intake) {}
 
+    // When the engine becomes ready: ends the redemptions a previous engine left unfinished.
+    void recover() noexcept;
     // Starts what a backend asked for: a code redemption or a device authorization request.
     void start(const LoginRequest& request) noexcept;
     // Handles a finished exchange; false when `r` is not one of ours.

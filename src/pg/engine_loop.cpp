@@ -142,8 +142,11 @@ void Engine::pass(bool reloaded) {
             }
             outdated_logged_ = outdated;
             if (usable && !ready_) {
-                SharedLock guard(s_, LW_EXCLUSIVE);
-                s_->scan_requested = true;  // a new or re-created extension: plan from scratch
+                {
+                    SharedLock guard(s_, LW_EXCLUSIVE);
+                    s_->scan_requested = true;  // a new or re-created extension: plan anew
+                }
+                logins_.recover();  // before any request is taken: nothing is being redeemed
             }
             ready_ = usable;
             intake_.set_ready(ready_, outdated);

@@ -13,7 +13,7 @@ namespace upstream_token::pg {
 constexpr int kProviderBytes = 64;
 constexpr int kSessionBytes = 513;
 constexpr int kMessageBytes = 256;
-constexpr int kParamBytes = 2048;
+constexpr int kParamBytes = 4096;  // a login's sealed code: about 3 KB of code fits
 
 enum class SlotState : std::uint32_t { free = 0, pending, working, done };
 

@@ -282,6 +282,17 @@ void device_poll_later(const std::string& key, std::int64_t interval_s) {
     later.run({text_arg(key), int4_arg(static_cast<std::int32_t>(interval_s))}, false);
 }
 
+void fail_orphaned_redemptions() {
+    static Statement orphans(
+        "SELECT id FROM upstream_token.login WHERE status = 'redeeming' FOR UPDATE SKIP LOCKED");
+    const auto n = orphans.run({}, false);
+    std::vector<std::string> keys;
+    for (std::uint64_t i = 0; i < n; ++i) keys.push_back(ResultRow(i).text(1).value_or(""));
+    for (const std::string& key : keys) {
+        (void)mark_failed(key, "the engine restarted while redeeming the code; sign in again");
+    }
+}
+
 void fail_login(const std::string& key, const std::string& why) {
     (void)mark_failed(key, why);
 }

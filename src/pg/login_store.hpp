@@ -79,6 +79,10 @@ std::optional<Time> next_device_poll();
 // The provider has not decided yet: poll again after `interval_s`.
 void device_poll_later(const std::string& key, std::int64_t interval_s);
 
+// Ends the logins a previous engine was redeeming: their code was sent or not, but its answer
+// died with that engine (there is one engine per cluster).
+void fail_orphaned_redemptions();
+
 // Ends a login as failed (its event sent), unless it already ended.
 void fail_login(const std::string& key, const std::string& why);
 

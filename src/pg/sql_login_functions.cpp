@@ -131,7 +131,7 @@ Datum complete_login(FunctionCallInfo fcinfo) {
         }
         const std::string provider = ResultRow().text(1).value_or("");
         nlohmann::json params = {
-            {"code", hex_encode(seal(provider, login_aad_session(key), "code", code))}};
+            {"code", base64_pack(seal(provider, login_aad_session(key), "code", code))}};
         if (iss) params["iss"] = *iss;
         const RefreshResult r = request_login(provider, key, params.dump());
         if (!r.ok) throw Error(r.code, r.message, r.detail);

@@ -233,6 +233,10 @@ test('logins driven by the engine against oidc-provider', async (t) => {
         await app.query('SELECT upstream_token.begin_login($1, $2, $3)', [abandoned, provider, srv.redirectUri]);
         await ctx.pool.query(`UPDATE upstream_token.login SET expires_at = now() - interval '1 second'
                                WHERE session = $1`, [abandoned]);
+        // A code the dying engine was redeeming: its answer died with it.
+        const orphan = unique('web');
+        await app.query('SELECT upstream_token.begin_login($1, $2, $3)', [orphan, provider, srv.redirectUri]);
+        await ctx.pool.query(`UPDATE upstream_token.login SET status = 'redeeming' WHERE session = $1`, [orphan]);
         const before = (await ctx.engine()).worker_pid;
         await ctx.pool.query('SELECT pg_catalog.pg_terminate_backend($1)', [before]);
         await waitFor(async () => {
@@ -251,6 +255,11 @@ test('logins driven by the engine against oidc-provider', async (t) => {
         { timeoutMs: 30000, what: 'the expired login purged' });
         const live = await ctx.pool.query('SELECT status FROM upstream_token.login_status WHERE session = $1', [session]);
         assert.deepStrictEqual(live.rows, [{ status: 'completed' }], 'a login within its lifetime is kept');
+        const ended = (await ctx.pool.query('SELECT status, error FROM upstream_token.login_status WHERE session = $1',
+            [orphan])).rows[0];
+        assert.strictEqual(ended.status, 'failed', 'the new engine ends the redemption the old one left');
+        assert.match(ended.error, /restarted/);
+        assert.ok(events.events.some((e) => e.session === orphan && e.event === 'login_failed'));
     });
 
     await t.test('client credentials: cached, single-flight, renewed before expiry', async () => {

@@ -81,6 +81,16 @@ TEST(GrantParams, ApplicationSessionsMayNotLookDerived) {
     }
 }
 
+TEST(GrantParams, Base64RoundTrips) {
+    for (const std::string& s : {std::string(), std::string("a"), std::string("ab"),
+                                 std::string("abc"), std::string("\x00\xff\x10\x20", 4)}) {
+        EXPECT_EQ(base64_unpack(base64_pack(s)), s);
+    }
+    EXPECT_EQ(base64_pack("ab"), "YWI=");
+    EXPECT_THROW(base64_unpack("YWI"), Error);
+    EXPECT_THROW(base64_unpack("Y*I="), Error);
+}
+
 TEST(GrantParams, HexHelpers) {
     EXPECT_EQ(hex_encode(std::string("\x00\xff\x10", 3)), "00ff10");
     EXPECT_EQ(hex_decode("00FF10"), std::string("\x00\xff\x10", 3));
