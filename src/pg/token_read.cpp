@@ -10,6 +10,7 @@ extern "C" {
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "storage/lmgr.h"
 #include "executor/tuptable.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
@@ -17,6 +18,7 @@ extern "C" {
 #include "utils/rel.h"
 }
 
+#include "core/error.hpp"
 #include "pg/compat.hpp"
 #include "pg/guard.hpp"
 #include "pg/spi.hpp"
@@ -105,18 +107,43 @@ class PkeyScan {
     Snapshot registered = nullptr;
 };
 
+// Opens the relation and its primary key under lock. Taking a lock processes pending
+// invalidations: when one of them was for these relations (a DROP / CREATE EXTENSION, a
+// REINDEX CONCURRENTLY committed just now), the OIDs and column numbers are looked up again.
+TokenRelation open_relation(PkeyScan& s) {
+    for (int attempt = 0;; ++attempt) {
+        TokenRelation& r = cached_relation();
+        if (!OidIsValid(r.heap)) pg_call([&] { look_up(r); });
+        const TokenRelation rel = r;
+        const bool current = pg_call([&] {
+            s.heap = try_table_open(rel.heap, AccessShareLock);
+            if (s.heap == nullptr) return false;
+            LockRelationOid(rel.pkey, AccessShareLock);
+            const TokenRelation& now = cached_relation();
+            if (now.heap != rel.heap || now.pkey != rel.pkey) return false;
+            s.index = index_open(rel.pkey, NoLock);
+            return true;
+        });
+        if (current) return rel;
+        pg_call([&] {
+            if (s.heap != nullptr) table_close(s.heap, NoLock);
+            s.heap = nullptr;
+        });
+        cached_relation() = TokenRelation{};
+        if (attempt > 0) {
+            throw Error(ErrorCode::internal, "upstream_token.token changed during the read");
+        }
+    }
+}
+
 }  // namespace
 
 std::optional<TokenView> read_token_row(std::string_view session, std::string_view provider,
                                         bool latest, bool with_id_token) {
-    TokenRelation& r = cached_relation();
-    if (!OidIsValid(r.heap)) pg_call([&] { look_up(r); });
-    const TokenRelation rel = r;  // an invalidation during the read must not change it
     const Datum keys[2] = {string_to_text_datum(session), string_to_text_datum(provider)};
     PkeyScan s;
+    const TokenRelation rel = open_relation(s);  // fixed for this read
     const bool found = pg_call([&] {
-        s.heap = table_open(rel.heap, AccessShareLock);
-        s.index = index_open(rel.pkey, AccessShareLock);
         // The calling query's snapshot (as SPI's read-only execution uses); a new one when the
         // caller must see what the engine just committed.
         Snapshot snap = nullptr;
