@@ -1,6 +1,7 @@
 #include "pg/args.hpp"
 
 #include "core/error.hpp"
+#include "core/grant_params.hpp"
 #include "pg/compat.hpp"
 #include "pg/guard.hpp"
 #include "pg/spi.hpp"
@@ -50,6 +51,17 @@ std::string text_arg_required(FunctionCallInfo fcinfo, int n, const char* what) 
     auto v = opt_text_arg(fcinfo, n);
     if (!v) throw Error(ErrorCode::null_value, std::string(what) + " must not be NULL");
     return *v;
+}
+
+constexpr std::size_t kMaxSession = 512;  // the token table's CHECK
+
+std::string session_arg(FunctionCallInfo fcinfo, int n) {
+    std::string session = nonempty_text_arg(fcinfo, n, "session");
+    if (session.size() > kMaxSession) {
+        throw Error(ErrorCode::invalid_parameter, "session must be at most 512 bytes");
+    }
+    check_application_session(session);
+    return session;
 }
 
 std::string nonempty_text_arg(FunctionCallInfo fcinfo, int n, const char* what) {

@@ -15,6 +15,10 @@ namespace upstream_token::pg {
 std::optional<std::string> opt_text_arg(FunctionCallInfo fcinfo, int n);
 // Argument n as a string; Error(null_value) naming `what` when NULL.
 std::string text_arg_required(FunctionCallInfo fcinfo, int n, const char* what);
+// An application's session argument n: non-empty, at most 512 bytes, not a derived key of
+// get_client_token / exchange_token (22023 otherwise, 22004 for NULL).
+std::string session_arg(FunctionCallInfo fcinfo, int n);
+
 // Argument n as a non-empty string; NULL or '' is an error naming `what`.
 std::string nonempty_text_arg(FunctionCallInfo fcinfo, int n, const char* what);
 std::optional<std::int32_t> opt_int4_arg(FunctionCallInfo fcinfo, int n);

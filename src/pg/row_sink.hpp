@@ -8,8 +8,15 @@
 #include <vector>
 
 #include "pg/guard.hpp"
+#include "pg/spi.hpp"
 
 namespace upstream_token::pg {
+
+// A nullable text column's value and null flag.
+inline std::pair<Datum, bool> opt_text(const std::optional<std::string>& v) {
+    if (!v) return {Datum(0), true};
+    return {string_to_text_datum(*v), false};
+}
 
 // One output row of a materialized set-returning function.
 class RowSink {

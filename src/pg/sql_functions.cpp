@@ -25,15 +25,6 @@
 namespace upstream_token::pg {
 namespace {
 
-constexpr std::size_t kMaxSession = 512;
-
-// Sessions are opaque keys chosen by the application; only their size is bounded.
-void check_session(const std::string& session) {
-    if (session.size() > kMaxSession) {
-        throw Error(ErrorCode::invalid_parameter, "session must be at most 512 bytes");
-    }
-}
-
 // The login's attributes as stored: only the provider's response_fields, each value bounded
 // like a token answer's (a value under another name could be a secret in clear).
 std::string checked_attributes(const std::string& json, const ProviderRow& provider) {
@@ -68,9 +59,7 @@ Datum wake_engine_at_commit(FunctionCallInfo) {
 
 Datum store_upstream_token(FunctionCallInfo fcinfo) {
     require_current_schema();
-    const std::string session = nonempty_text_arg(fcinfo, 0, "session");
-    check_session(session);
-    check_application_session(session);
+    const std::string session = session_arg(fcinfo, 0);
     const std::string provider_name = nonempty_text_arg(fcinfo, 1, "provider");
     const auto access = nonempty(opt_text_arg(fcinfo, 2));
     const auto refresh = nonempty(opt_text_arg(fcinfo, 3));

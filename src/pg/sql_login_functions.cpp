@@ -26,20 +26,9 @@
 namespace upstream_token::pg {
 namespace {
 
-constexpr std::size_t kMaxSession = 512;
 constexpr std::size_t kStateBytes = 32;     // 256 bits: unguessable, single use
 constexpr std::size_t kVerifierBytes = 32;  // 43 characters, RFC 7636's minimum length
 constexpr std::size_t kNonceBytes = 24;
-
-// An application's session argument: non-empty, bounded, not a derived key.
-std::string session_arg(FunctionCallInfo fcinfo, int n) {
-    std::string session = nonempty_text_arg(fcinfo, n, "session");
-    if (session.size() > kMaxSession) {
-        throw Error(ErrorCode::invalid_parameter, "session must be at most 512 bytes");
-    }
-    check_application_session(session);
-    return session;
-}
 
 // The named provider, or the not-found error.
 ProviderRow provider_arg(const std::string& name) {
@@ -56,12 +45,6 @@ void check_redirect_uri(const std::string& uri) {
         throw Error(ErrorCode::invalid_parameter,
                     "redirect_uri must be an absolute URI without a fragment");
     }
-}
-
-// A nullable text Datum.
-std::pair<Datum, bool> opt_text(const std::optional<std::string>& v) {
-    if (!v) return {Datum(0), true};
-    return {string_to_text_datum(*v), false};
 }
 
 Datum begin_login(FunctionCallInfo fcinfo) {

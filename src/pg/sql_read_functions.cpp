@@ -51,12 +51,6 @@ struct RowFailure {
     }
 };
 
-// A nullable text Datum.
-std::pair<Datum, bool> opt_text(const std::optional<std::string>& v) {
-    if (!v) return {Datum(0), true};
-    return {string_to_text_datum(*v), false};
-}
-
 Datum get_upstream_credentials(FunctionCallInfo fcinfo) {
     const std::string session = nonempty_text_arg(fcinfo, 0, "session");
     struct Row {
