@@ -335,7 +335,12 @@ void Logins::poll_if_due(bool may_start) noexcept {
         std::optional<Time> next;
         {
             WorkerTxn txn;
-            due = due_device_polls(now_time(), kPollBatch, busy);
+            // A read first: the locking pick runs only when a poll is due (a read-only
+            // database with no device login under way sees nothing from here).
+            const Time now = now_time();
+            if (const auto first = next_device_poll(); first && *first <= now) {
+                due = due_device_polls(now, kPollBatch, busy);
+            }
             next = next_device_poll();
             txn.commit();
         }
