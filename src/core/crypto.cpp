@@ -310,25 +310,6 @@ std::string hex_encode(std::string_view bytes) {
     return out;
 }
 
-std::string hex_decode(std::string_view hex) {
-    const auto nibble = [](char c) -> int {
-        if (c >= '0' && c <= '9') return c - '0';
-        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-        return -1;
-    };
-    if (hex.size() % 2 != 0) throw Error(ErrorCode::invalid_parameter, "odd-length hex text");
-    std::string out;
-    out.reserve(hex.size() / 2);
-    for (std::size_t i = 0; i < hex.size(); i += 2) {
-        const int hi = nibble(hex[i]);
-        const int lo = nibble(hex[i + 1]);
-        if (hi < 0 || lo < 0) throw Error(ErrorCode::invalid_parameter, "invalid hex text");
-        out.push_back(static_cast<char>((hi << 4) | lo));
-    }
-    return out;
-}
-
 std::string sha256_hex(std::string_view bytes) {
     std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
     unsigned int len = 0;

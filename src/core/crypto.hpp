@@ -48,8 +48,7 @@ std::string sha256_hex(std::string_view bytes);
 std::string base64_pack(std::string_view bytes);
 std::string base64_unpack(std::string_view text);
 
-// Lower-case hex of arbitrary bytes, and back (Error(invalid_parameter) for bad hex).
+// Lower-case hex of arbitrary bytes.
 std::string hex_encode(std::string_view bytes);
-std::string hex_decode(std::string_view hex);
 
 }  // namespace upstream_token

@@ -7,10 +7,8 @@
 
 #include "core/error.hpp"
 #include "core/expiry.hpp"
-#include "core/grant_params.hpp"
 #include "core/id_token.hpp"
 #include "core/presets.hpp"
-#include "core/schedule.hpp"
 #include "core/token_response.hpp"
 #include "pg/args.hpp"
 #include "pg/engine_client.hpp"

@@ -93,9 +93,6 @@ TEST(GrantParams, Base64RoundTrips) {
 
 TEST(GrantParams, HexHelpers) {
     EXPECT_EQ(hex_encode(std::string("\x00\xff\x10", 3)), "00ff10");
-    EXPECT_EQ(hex_decode("00FF10"), std::string("\x00\xff\x10", 3));
-    EXPECT_THROW(hex_decode("abc"), Error);
-    EXPECT_THROW(hex_decode("zz"), Error);
     // SHA-256("abc"), FIPS 180-2 appendix B.1.
     EXPECT_EQ(sha256_hex("abc"),
               "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
