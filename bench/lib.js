@@ -223,7 +223,52 @@ function shuffled(n) {
     return a;
 }
 
+const PGBENCH = '/usr/lib/postgresql/15/bin/pgbench';
+
+// One pgbench run of a script; returns {tps, latencies (ms, sampled)}.
+async function pgbench(script, seconds, tag) {
+    const work = env('UT_BENCH_WORK');
+    const prefix = path.join(work, `pgbench-${tag}`);
+    const r = await run(PGBENCH, ['-n', '-M', 'prepared', '-c', '8', '-j', '2', '-T', String(seconds),
+        '-f', script, '--log', `--log-prefix=${prefix}`, '--sampling-rate=0.02']);
+    const m = /tps = ([\d.]+) \(without initial connection time\)/.exec(r.stdout);
+    if (r.code !== 0 || !m) throw new Error(`pgbench failed: ${r.stderr.slice(-500)}`);
+    const latencies = [];
+    for (const f of fs.readdirSync(work).filter((n) => n.startsWith(`pgbench-${tag}.`))) {
+        for (const line of fs.readFileSync(path.join(work, f), 'utf8').split('\n')) {
+            const parts = line.split(' ');
+            if (parts.length >= 3) latencies.push(Number(parts[2]) / 1000);
+        }
+        fs.unlinkSync(path.join(work, f));
+    }
+    return { tps: Number(m[1]), latencies };
+}
+
+// Warms both scripts ({ours, plain}), then runs rounds of (plain, ours, ours, plain): a drift in
+// the machine's other load hits both sides alike. Per round sum(ours) / sum(plain) cancels a
+// linear drift; the ratio is the median of the rounds.
+async function abba(scripts, tag, { seconds, rounds, log }) {
+    await pgbench(scripts.plain, 2, `${tag}-warm-plain`);
+    await pgbench(scripts.ours, 2, `${tag}-warm-ours`);
+    const tps = { ours: [], plain: [] };
+    const lat = { ours: [], plain: [] };
+    const order = [];
+    for (let r = 0; r < rounds; r += 1) order.push('plain', 'ours', 'ours', 'plain');
+    for (const [i, kind] of order.entries()) {
+        const res = await pgbench(scripts[kind], seconds, `${tag}-${kind}-${i}`);
+        tps[kind].push(res.tps);
+        lat[kind].push(...res.latencies);
+        log(`   run ${i + 1}/${order.length} ${kind}: ${res.tps.toFixed(0)} tps`);
+    }
+    const roundRatios = [];
+    for (let r = 0; r < rounds; r += 1) {
+        roundRatios.push((tps.ours[2 * r] + tps.ours[2 * r + 1]) / (tps.plain[2 * r] + tps.plain[2 * r + 1]));
+    }
+    return { tps, lat, order, roundRatios, ratio: median(roundRatios) };
+}
+
 module.exports = {
     REPO, env, pgConfig, connect, pool, idp, engine, engineDelta, idpDelta, memory, cpuMs, waitFor, sleep,
     msSince, quantile, median, summary, setGucs, provider, mint, storeMany, calls, run, concurrently, shuffled,
+    pgbench, abba,
 };

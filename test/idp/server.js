@@ -45,6 +45,7 @@ const QUIRK_DEFAULTS = {
     require_audience: false,
     audiences: null,
     exchange_access_ttl: null,
+    forget_used: false,
 };
 // How a client's invalid_grant answers are written (error_style); see styledInvalidGrant().
 const ERROR_STYLES = ['oauth', 'github', 'slack', 'hubspot', 'forbidden', 'entra'];
@@ -494,7 +495,7 @@ class Provider {
             Object.assign(rec, { kind: own.kind, token_id: `t${this.nextToken++}`, subject, scope,
                 audience: own.audience, exchanged_from: own.exchanged_from || null });
         }
-        this.accessTokens.set(accessKey(token), rec);
+        if (!client.forget_used) this.accessTokens.set(accessKey(token), rec);
         return own ? { token, rec } : token;
     }
 
@@ -736,6 +737,8 @@ class Provider {
         if (rotate) {
             rec.used = true;
             rec.used_ms = now;
+            // A million-token bench would otherwise keep every rotated token (reuse detection).
+            if (client.forget_used) this.refreshTokens.delete(rec.token);
             grant.rotations++;
             issued = this.issueRefreshToken(grant, client, now);
             body.refresh_token = issued.token;
@@ -1046,6 +1049,7 @@ class Provider {
             }
         }
         if (typeof c.require_audience !== 'boolean') throw badAdmin('require_audience must be a boolean');
+        if (typeof c.forget_used !== 'boolean') throw badAdmin('forget_used must be a boolean');
         if (c.audiences !== null && !(Array.isArray(c.audiences) && c.audiences.every((a) => typeof a === 'string' && a))) {
             throw badAdmin('audiences must be null or an array of non-empty strings');
         }

@@ -1,0 +1,285 @@
+'use strict';
+// B8, a million tokens (issue 12): what grows in production. The hot path (B1) with 10 000
+// stored sessions and again with a million, each against a plain table of the same size; the
+// bytes each token takes (table, TOAST, indexes); then every token refreshed five times by the
+// engine at full speed, reporting per pass the wall time, the WAL written per refresh (and its
+// full-page images), the share of HOT updates, the table's size (autovacuum keeps it flat) and
+// the engine's memory. Started by `bench/run.sh b8`; writes bench/RESULTS-B8.md.
+//
+// UT_BENCH_B8_TOKENS=100000 tries a smaller table; UT_BENCH_B8_SQL runs statements (as the
+// superuser, split at ';') before the refresh passes, for trying other table layouts.
+
+const fs = require('node:fs');
+const path = require('node:path');
+const lib = require('./lib.js');
+
+const N = Number(process.env.UT_BENCH_B8_TOKENS || 1000000);
+const SMALL = 10000;
+const PASSES = 5;
+// Refreshed tokens live LIFETIME_S: due again long before a pass of N ends, so the engine
+// never idles and every token is refreshed once per pass, oldest first.
+const LIFETIME_S = 30;
+const THRESHOLD_S = 25;
+const STORE_CHUNK = 25000;
+const PROVIDER = 'big';
+const REPORT = path.join(lib.REPO, 'bench', 'RESULTS-B8.md');
+
+const checks = [];
+const log = (msg) => console.log(msg);
+const fmt = (x, digits = 2) => (Number.isFinite(x) ? x.toFixed(digits) : String(x));
+
+// Records one target, as bench.js does.
+function target(what, { ours, baseline = '', ratio = '', goal, ok }) {
+    checks.push({ what, ours: String(ours), baseline: String(baseline), ratio: String(ratio), goal, ok: !!ok });
+    log(`   ${ok ? 'PASS' : 'FAIL'} B8 ${what}: ${ours}${baseline !== '' ? ` vs ${baseline}` : ''}` +
+        `${ratio !== '' ? ` (ratio ${ratio})` : ''}; target ${goal}`);
+}
+
+// Bytes of the token table: heap, TOAST (with its index), indexes; and the row count.
+async function sizes(db) {
+    const r = (await db.query(
+        `SELECT pg_relation_size(c.oid) AS heap,
+                coalesce(pg_total_relation_size(NULLIF(c.reltoastrelid, 0)), 0) AS toast,
+                pg_indexes_size(c.oid) AS indexes,
+                (SELECT count(*) FROM upstream_token.token) AS n
+           FROM pg_class c WHERE c.oid = 'upstream_token.token'::regclass`)).rows[0];
+    const out = { heap: Number(r.heap), toast: Number(r.toast), indexes: Number(r.indexes), rows: Number(r.n) };
+    out.total = out.heap + out.toast + out.indexes;
+    return out;
+}
+
+// Cluster-wide WAL counters and the token table's update counters (flushed by the engine
+// at each commit) and checkpoints.
+async function counters(db) {
+    const w = (await db.query(
+        `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') AS lsn, wal_records, wal_fpi, wal_bytes FROM pg_stat_wal`)).rows[0];
+    const t = (await db.query(
+        `SELECT n_tup_upd, n_tup_hot_upd, n_dead_tup, autovacuum_count, vacuum_count
+           FROM pg_stat_user_tables WHERE relid = 'upstream_token.token'::regclass`)).rows[0];
+    const c = (await db.query('SELECT checkpoints_timed + checkpoints_req AS n FROM pg_stat_bgwriter')).rows[0];
+    return {
+        lsn: Number(w.lsn), wal_records: Number(w.wal_records), wal_fpi: Number(w.wal_fpi), wal_bytes: Number(w.wal_bytes),
+        upd: Number(t.n_tup_upd), hot: Number(t.n_tup_hot_upd), dead: Number(t.n_dead_tup),
+        autovacuums: Number(t.autovacuum_count), checkpoints: Number(c.n),
+    };
+}
+
+// Stores sessions [from, to) with the grants given, `expiresIn` s left, in chunks on two
+// connections (one transaction per chunk).
+async function store(db, grants, from, to, expiresIn) {
+    const chunks = [];
+    for (let i = from; i < to; i += STORE_CHUNK) chunks.push([i, Math.min(to, i + STORE_CHUNK)]);
+    let next = 0;
+    await lib.concurrently(2, async () => {
+        while (next < chunks.length) {
+            const [a, b] = chunks[next++];
+            const sessions = Array.from({ length: b - a }, (_, k) => `s${a + k + 1}`);
+            await lib.storeMany(db, PROVIDER, sessions, grants.slice(a, b), expiresIn);
+        }
+    });
+}
+
+// The hot path against a plain table holding as many rows as the token table.
+async function hotPath(db, n, { seconds, rounds }) {
+    await db.query('DROP TABLE IF EXISTS plain');
+    await db.query('CREATE TABLE plain (k text PRIMARY KEY, v text NOT NULL)');
+    await db.query(`INSERT INTO plain SELECT 's' || i, md5('a' || i) || md5('b' || i) FROM generate_series(1, $1) i`, [n]);
+    await db.query('VACUUM ANALYZE plain');
+    await db.query('VACUUM ANALYZE upstream_token.token');
+    const work = lib.env('UT_BENCH_WORK');
+    const scripts = { ours: path.join(work, `b8-ours-${n}.sql`), plain: path.join(work, `b8-plain-${n}.sql`) };
+    fs.writeFileSync(scripts.ours, `\\set s random(1, ${n})\nSELECT upstream_token.get_upstream_token('s' || :s, '${PROVIDER}');\n`);
+    fs.writeFileSync(scripts.plain, `\\set s random(1, ${n})\nSELECT v FROM plain WHERE k = 's' || :s;\n`);
+    const before = await lib.engine(db);
+    const m = await lib.abba(scripts, `b8-${n}`, { seconds, rounds, log });
+    const d = lib.engineDelta(before, await lib.engine(db));
+    return { sessions: n, ratio: m.ratio, rounds: m.roundRatios, tps: m.tps, requests: d.requests };
+}
+
+// One sample at the end of a pass.
+async function sample(db, pid, t0) {
+    const mem = lib.memory(pid);
+    return { at_ms: lib.msSince(t0), engine: await lib.engine(db), c: await counters(db), size: await sizes(db),
+        rss_kb: mem.VmRSS, rss_anon_kb: mem.RssAnon, cpu_ms: lib.cpuMs(pid) };
+}
+
+// The refresh passes: all N stored again already expired (the IdP now answers with
+// LIFETIME_S tokens); a pass ends when the engine has refreshed N more.
+async function passes(db, idpc, grants, deadlineMs) {
+    await idpc.admin('POST', '/admin/clients', {
+        client_id: PROVIDER, client_secret: 'bench-big-secret', access_ttl: LIFETIME_S, id_token: true, forget_used: true,
+    });
+    for (const stmt of (process.env.UT_BENCH_B8_SQL || '').split(';')) if (stmt.trim()) await db.query(stmt);
+    await db.query('VACUUM ANALYZE upstream_token.token');
+    await db.query('CHECKPOINT');
+    const e0 = await lib.engine(db);
+    const pid = e0.worker_pid;
+    const t0 = process.hrtime.bigint();
+    const first = await sample(db, pid, t0);
+    log(`   storing ${N} sessions again, already expired: the engine starts at the first commit`);
+    await store(db, grants, 0, N, 0);
+    const stored = await sample(db, pid, t0);
+    const out = [];
+    let peakRss = first.rss_kb;
+    for (let k = 1; k <= PASSES; k += 1) {
+        await lib.waitFor(async () => {
+            const e = await lib.engine(db);
+            const m = lib.memory(pid);
+            peakRss = Math.max(peakRss, m.VmRSS);
+            if (e.failed_transient + e.failed_reauth + e.failed_client > e0.failed_transient + e0.failed_reauth + e0.failed_client) {
+                throw new Error('a refresh failed during B8');
+            }
+            return e.refreshed - e0.refreshed >= k * N;
+        }, { what: `refresh pass ${k} of ${N} tokens`, timeoutMs: Math.max(1000, deadlineMs - Date.now()), intervalMs: 250 });
+        const s = await sample(db, pid, t0);
+        out.push(s);
+        const prev = k === 1 ? first : out[k - 2];
+        const refreshed = s.engine.refreshed - prev.engine.refreshed;
+        log(`   pass ${k}: ${refreshed} refreshes in ${fmt((s.at_ms - prev.at_ms) / 1000, 1)} s, ` +
+            `WAL ${fmt((s.c.lsn - prev.c.lsn) / refreshed, 0)} B/refresh, HOT ${fmt((100 * (s.c.hot - prev.c.hot)) / Math.max(1, s.c.upd - prev.c.upd), 1)}%, ` +
+            `table ${fmt(s.size.total / 1048576, 0)} MB, engine RSS ${s.rss_kb} kB`);
+    }
+    // Every token refreshed at least five times: generation 1 at the store, 6 after five.
+    const behind = Number((await db.query(
+        'SELECT count(*) AS n FROM upstream_token.token WHERE provider = $1 AND generation < $2', [PROVIDER, PASSES + 1])).rows[0].n);
+    return { first, stored, passes: out, peak_rss_kb: peakRss, behind };
+}
+
+// The per-pass table of the report (markdown).
+function passTable(r) {
+    const rows = ['| pass | refreshes | wall | refreshes/s | engine CPU / refresh | WAL / refresh | FPI / refresh | HOT updates | heap + TOAST + indexes | dead rows | autovacuums | checkpoints | engine RSS |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|---|'];
+    r.passes.forEach((s, i) => {
+        const p = i === 0 ? r.first : r.passes[i - 1];
+        const n = s.engine.refreshed - p.engine.refreshed;
+        const secs = (s.at_ms - p.at_ms) / 1000;
+        const upd = s.c.upd - p.c.upd;
+        rows.push(`| ${i + 1} | ${n} | ${fmt(secs, 1)} s | ${fmt(n / secs, 0)} | ${fmt(((s.cpu_ms - p.cpu_ms) * 1000) / n, 0)} µs | ` +
+            `${fmt((s.c.lsn - p.c.lsn) / n, 0)} B | ${fmt((s.c.wal_fpi - p.c.wal_fpi) / n, 2)} | ` +
+            `${fmt((100 * (s.c.hot - p.c.hot)) / Math.max(1, upd), 1)}% of ${upd} | ` +
+            `${fmt(s.size.heap / 1048576, 0)} + ${fmt(s.size.toast / 1048576, 0)} + ${fmt(s.size.indexes / 1048576, 0)} MB | ` +
+            `${s.c.dead} | ${s.c.autovacuums - p.c.autovacuums} | ${s.c.checkpoints - p.c.checkpoints} | ${s.rss_kb} kB |`);
+    });
+    return rows.join('\n');
+}
+
+// Writes RESULTS-B8.md.
+function report(d, seconds, failure) {
+    const lines = ['| Measured | Ours | Baseline | Ratio | Target | Result |', '|---|---|---|---|---|---|'];
+    for (const c of checks) {
+        lines.push(`| ${c.what} | ${c.ours} | ${c.baseline} | ${c.ratio} | ${c.goal} | ${c.ok ? 'pass' : '**FAIL**'} |`);
+    }
+    const text = `# B8: a million tokens
+
+Produced by \`bench/run.sh b8\` (${fmt(seconds, 0)} s); what it measures: [README.md](README.md#b8).
+${failure ? `\n**The run stopped early: ${failure}**\n` : ''}
+${lines.join('\n')}
+
+## Refresh passes
+
+${N} tokens stored already expired; the IdP answers each refresh with a ${LIFETIME_S} s token, so every
+token is due again before its pass ends. WAL and full-page images (FPI) are cluster-wide
+(\`pg_stat_wal\`, autovacuum's WAL included); HOT updates and dead rows are the token table's
+(\`pg_stat_user_tables\`). Pass 1 also holds the ${N} stores that made the tokens due.
+
+${d.passes ? passTable(d.passes) : '(not reached)'}
+
+## Details
+
+\`\`\`json
+${JSON.stringify(d, null, 1)}
+\`\`\`
+`;
+    fs.writeFileSync(REPORT, text);
+}
+
+async function main() {
+    const db = lib.pool(4);
+    const idpc = lib.idp();
+    const started = Date.now();
+    const quick = process.env.UT_BENCH_QUICK === '1';
+    const hot = quick ? { seconds: 2, rounds: 1 } : { seconds: 4, rounds: 3 };
+    const deadline = started + 28 * 60 * 1000;
+    const d = { tokens: N };
+    let failure = null;
+    try {
+        await lib.waitFor(async () => (await lib.engine(db)).ready, { what: 'the engine to be ready', timeoutMs: 30000 });
+        log(`== B8 a million tokens: ${N} sessions, hot path at ${SMALL} and ${N}, then ${PASSES} refresh passes`);
+        await idpc.admin('POST', '/admin/clients', {
+            client_id: PROVIDER, client_secret: 'bench-big-secret', access_ttl: 86400, id_token: true, forget_used: true,
+        });
+        await db.query(
+            `SELECT upstream_token.register_provider(name => $1, token_endpoint => $2, client_id => $1,
+                    client_secret => 'bench-big-secret', refresh_threshold => $3::interval)`,
+            [PROVIDER, `${lib.env('UT_BENCH_IDP')}/token`, `${THRESHOLD_S} seconds`]);
+        const grants = await lib.mint(idpc, PROVIDER, N);
+        // Fresh tokens (a day left): the engine never touches them while the hot path runs.
+        await store(db, grants, 0, SMALL, 86400);
+        log(`== B8 hot path with ${SMALL} sessions`);
+        d.hot_small = await hotPath(db, SMALL, hot);
+        let t = process.hrtime.bigint();
+        await store(db, grants, SMALL, N, 86400);
+        d.store_per_s = (N - SMALL) / (lib.msSince(t) / 1000);
+        log(`   stored ${N - SMALL} more sessions at ${fmt(d.store_per_s, 0)}/s`);
+        log(`== B8 hot path with ${N} sessions`);
+        d.hot_large = await hotPath(db, N, hot);
+        d.size_fresh = await sizes(db);
+        const rel = d.hot_large.ratio / d.hot_small.ratio;
+        target(`hot path / plain PK SELECT with ${N} sessions, against the same with ${SMALL}`, {
+            ours: fmt(d.hot_large.ratio), baseline: fmt(d.hot_small.ratio), ratio: fmt(rel),
+            goal: '≥ 0.90', ok: rel >= 0.9 && d.hot_large.requests === 0 && d.hot_small.requests === 0,
+        });
+        const per = d.size_fresh.total / N;
+        target('storage per token: heap + TOAST + indexes (reported)', {
+            ours: `${fmt(per, 0)} B (${fmt(d.size_fresh.heap / N, 0)} + ${fmt(d.size_fresh.toast / N, 0)} + ${fmt(d.size_fresh.indexes / N, 0)})`,
+            goal: 'report only', ok: true,
+        });
+        t = process.hrtime.bigint();
+        log(`== B8 ${PASSES} refresh passes over ${N} tokens`);
+        d.passes = await passes(db, idpc, grants, deadline);
+        const r = d.passes;
+        const last = r.passes[PASSES - 1];
+        const firstPass = r.passes[0];
+        // Passes 2-5: pass 1 also holds the stores that made the tokens due.
+        const p1 = r.passes[0];
+        const n = last.engine.refreshed - p1.engine.refreshed;
+        d.steady = {
+            refreshes: n, wal_bytes_per_refresh: (last.c.lsn - p1.c.lsn) / n, fpi_per_refresh: (last.c.wal_fpi - p1.c.wal_fpi) / n,
+            hot_share: (last.c.hot - p1.c.hot) / Math.max(1, last.c.upd - p1.c.upd),
+            refreshes_per_s: n / ((last.at_ms - p1.at_ms) / 1000),
+            engine_cpu_us_per_refresh: ((last.cpu_ms - p1.cpu_ms) * 1000) / n,
+        };
+        target(`refresh passes 2-${PASSES}: WAL per refresh, full-page images per refresh, HOT share (reported)`, {
+            ours: `${fmt(d.steady.wal_bytes_per_refresh, 0)} B, ${fmt(d.steady.fpi_per_refresh, 2)} FPI, ${fmt(100 * d.steady.hot_share, 1)}% HOT`,
+            goal: 'report only', ok: true,
+        });
+        target('one refresh pass: wall time, refreshes per second, engine CPU per refresh (passes 2-5, reported)', {
+            ours: `${fmt(N / d.steady.refreshes_per_s, 1)} s, ${fmt(d.steady.refreshes_per_s, 0)}/s, ${fmt(d.steady.engine_cpu_us_per_refresh, 0)} µs`,
+            goal: 'report only', ok: true,
+        });
+        target(`every token refreshed ${PASSES} times, none failed`, {
+            ours: `${r.behind} tokens behind`, goal: '0', ok: r.behind === 0,
+        });
+        const growth = last.size.total / firstPass.size.total;
+        target(`table size (heap + TOAST + indexes) after pass ${PASSES} / after pass 1`, {
+            ours: `${fmt(last.size.total / 1048576, 0)} MB`, baseline: `${fmt(firstPass.size.total / 1048576, 0)} MB`,
+            ratio: fmt(growth), goal: '≤ 1.10', ok: growth <= 1.1,
+        });
+        const rssGrowth = last.rss_anon_kb / firstPass.rss_anon_kb;
+        target(`engine private memory (RssAnon) after pass ${PASSES} / after pass 1; peak VmRSS`, {
+            ours: `${last.rss_anon_kb} kB`, baseline: `${firstPass.rss_anon_kb} kB`, ratio: fmt(rssGrowth),
+            goal: '≤ 1.10 (peak reported)', ok: rssGrowth <= 1.1,
+        });
+    } catch (e) {
+        failure = e.message;
+        console.error(`bench: ${e.stack || e}`);
+    }
+    report(d, (Date.now() - started) / 1000, failure);
+    await db.end();
+    idpc.close();
+    const missed = checks.filter((c) => !c.ok).length;
+    log(failure ? `\nthe run stopped early: ${failure}` : `\n${missed === 0 ? 'every target met' : `${missed} target(s) missed`}`);
+    process.exit(failure || missed ? 1 : 0);
+}
+
+main();
