@@ -31,6 +31,15 @@ inline int my_procno() {
 #endif
 }
 
+// The local id of this backend's current top-level transaction (17 moved it into vxid).
+inline LocalTransactionId my_local_transaction_id() {
+#if PG_VERSION_NUM >= 170000
+    return MyProc->vxid.lxid;
+#else
+    return MyProc->lxid;
+#endif
+}
+
 // A WaitEventSet for the life of the process (17 takes a resource owner instead of a memory
 // context; none: the set is never released, like 15's set in TopMemoryContext).
 inline WaitEventSet* create_wait_event_set(int nevents) {

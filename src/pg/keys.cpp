@@ -1,3 +1,4 @@
+#include "pg/prelude.hpp"
 #include "pg/keys.hpp"
 
 #include <fcntl.h>
@@ -13,6 +14,7 @@
 #include <string>
 
 #include "core/error.hpp"
+#include "pg/compat.hpp"
 #include "pg/gucs.hpp"
 
 namespace upstream_token::pg {
@@ -140,6 +142,7 @@ struct KeyCache {
     std::optional<FileState> previous;
     std::vector<Key> keys;        // current first, then the previous one
     std::int64_t checked_ns = 0;  // CLOCK_MONOTONIC of the last check against the files
+    LocalTransactionId sealed_in = InvalidLocalTransactionId;  // transaction of the last seal check
 };
 
 // The process's key cache (one per backend or engine, like PostgreSQL's own caches).
@@ -210,7 +213,15 @@ bool read_check_due() {
 }  // namespace
 
 const Key& current_key() {
-    return refreshed_keys(true).front();
+    // Checked at a transaction's first seal: one that began after the key file changed seals
+    // under the new key, one that began before is what rotate_key waits for. The engine seals
+    // three values per refresh and many refreshes per transaction.
+    KeyCache& c = cache();
+    const LocalTransactionId txn = compat::my_local_transaction_id();
+    const bool checked = txn != InvalidLocalTransactionId && c.sealed_in == txn;
+    const Key& key = refreshed_keys(!checked).front();
+    c.sealed_in = txn;
+    return key;
 }
 
 const std::vector<Key>& known_keys() {

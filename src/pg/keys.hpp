@@ -10,9 +10,9 @@
 
 namespace upstream_token::pg {
 
-// The key new ciphertexts are written with; the key file is checked on every call, so nothing
-// is sealed under a key other than the configured one. Error(key_unavailable) when none is
-// usable.
+// The key new ciphertexts are written with; the key file is checked at the first call of each
+// transaction, so a transaction that begins after the file changed seals nothing under the old
+// key. Error(key_unavailable) when none is usable.
 const Key& current_key();
 
 // Every key a ciphertext may be opened with: the current one, then previous_key_file's while
