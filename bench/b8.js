@@ -90,7 +90,7 @@ async function hotPath(db, n, { seconds, rounds }) {
     await db.query('CREATE TABLE plain (k text PRIMARY KEY, v text NOT NULL, pad text NOT NULL)');
     await db.query(
         `INSERT INTO plain SELECT 's' || i, md5('a' || i) || md5('b' || i), repeat(md5('p' || i), $2::int / 32)
-           FROM generate_series(1, $1) i`, [n, Math.max(0, width - 100)]);
+           FROM generate_series(1, $1) i`, [n, Math.max(0, Math.round(width - 100))]);
     await db.query('VACUUM ANALYZE plain');
     await db.query('VACUUM ANALYZE upstream_token.token');
     const work = lib.env('UT_BENCH_WORK');
@@ -111,8 +111,8 @@ async function sample(db, pid, t0) {
 }
 
 // The refresh passes: all N stored already expired (the IdP answers with LIFETIME_S tokens);
-// a pass ends when the engine has refreshed N more. From the last pass on the IdP hands out
-// day-long tokens, so the table ends fresh for the hot path. `into` receives each pass's
+// a pass ends when the engine has refreshed N more. Once every token has had PASSES - 1
+// refreshes the IdP hands out day-long tokens, so the table ends fresh for the hot path. `into` receives each pass's
 // sample as it is taken (a run stopped by its deadline still reports the passes it made).
 async function passes(db, idpc, grants, deadlineMs, into) {
     const client = (ttl) => idpc.admin('POST', '/admin/clients', {
@@ -142,7 +142,15 @@ async function passes(db, idpc, grants, deadlineMs, into) {
         }, { what: `refresh pass ${k} of ${N} tokens`, timeoutMs: Math.max(1000, deadlineMs - Date.now()), intervalMs: 250 });
         const s = await sample(db, pid, t0);
         into.passes.push(s);
-        if (k === PASSES - 1) await client(86400);
+        if (k === PASSES - 1) {
+            // Day-long tokens once every token has had PASSES - 1 refreshes, so that the next
+            // refresh of each (its last) is at least its PASSES-th.
+            await lib.waitFor(async () => Number((await db.query(
+                'SELECT count(*) AS n FROM upstream_token.token WHERE provider = $1 AND generation < $2',
+                [PROVIDER, PASSES])).rows[0].n) === 0,
+            { what: `every token refreshed ${PASSES - 1} times`, timeoutMs: Math.max(1000, deadlineMs - Date.now()), intervalMs: 1000 });
+            await client(86400);
+        }
         const prev = k === 1 ? into.first : into.passes[k - 2];
         const refreshed = s.engine.refreshed - prev.engine.refreshed;
         log(`   pass ${k}: ${refreshed} refreshes in ${fmt((s.at_ms - prev.at_ms) / 1000, 1)} s, ` +

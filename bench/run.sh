@@ -23,9 +23,11 @@ export UT_EXTRA_CONF="max_connections = 200
 shared_buffers = 256MB
 autovacuum_naptime = 5s"
 # B8 judges autovacuum as an operator would run it: its settings are left at their defaults.
+# WAL segments are kept so that pg_waldump can say what one refresh pass wrote.
 if [ "${1:-}" = b8 ]; then
     export UT_EXTRA_CONF="max_connections = 200
-shared_buffers = 256MB"
+shared_buffers = 256MB
+wal_keep_size = 16GB"
 fi
 certs=$here/.tmp/certs
 work=$here/.tmp/bench
