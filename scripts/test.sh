@@ -29,14 +29,12 @@ if [ -n "$root" ] || { [ -n "$major" ] && [ "$major" != 15 ]; }; then
     pg_config=/usr/lib/postgresql/$major/bin/pg_config
     build_dir=$root/build/upstream_token
     in_build() { bash scripts/pgroot.sh "$major" exec -C /build/upstream_token "$@"; }
-    unit_target=(--target test_programs)  # the extension itself was just built there by PGXS
 else
     unset UT_PG_ROOT UT_PG_MAJOR
     # UT_PG_BIN selects the server (default Debian's 15): build, install and run against the same one.
     pg_config=${UT_PG_BIN:-/usr/lib/postgresql/15/bin}/pg_config
     build_dir=$here
     in_build() { "$@"; }
-    unit_target=()
 fi
 
 bash scripts/deps.sh || exit 1
@@ -66,8 +64,9 @@ if grep -E '^src/.*(warning|error):' "$log_dir/make.log"; then
 fi
 
 section "unit tests (CMake + GoogleTest)"
+# test_programs: the unit tests and the fuzz replays; PGXS has just built the extension.
 if in_build cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$log_dir/cmake.log" 2>&1 &&
-   in_build cmake --build build -j2 "${unit_target[@]}" >>"$log_dir/cmake.log" 2>&1; then
+   in_build cmake --build build -j2 --target test_programs >>"$log_dir/cmake.log" 2>&1; then
     in_build ctest --test-dir build --output-on-failure 2>&1 | tee "$log_dir/ctest.log" | tail -n 3
     total=$(sed -n 's/.* tests passed, \([0-9]*\) tests failed out of \([0-9]*\)/\2/p' "$log_dir/ctest.log")
     bad=$(sed -n 's/.* tests passed, \([0-9]*\) tests failed out of.*/\1/p' "$log_dir/ctest.log")
