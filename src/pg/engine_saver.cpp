@@ -16,6 +16,9 @@ constexpr Micros kRowLockedRetry{100000};  // a client transaction holds the row
 constexpr Micros kRowLockedMax{2000000};
 constexpr Micros kRefusedFirst{100000};  // the database refused: 0.1 s doubling to 5 s
 constexpr Micros kRefusedMax{5000000};
+// Held answers due this soon are saved with those due now: one transaction and one statement
+// for answers whose retries fell microseconds apart, rather than a wake-up for each.
+constexpr Micros kCoalesce{20000};
 }  // namespace
 
 namespace {
@@ -48,18 +51,20 @@ void Saver::add(RefreshJob job) {
 }
 
 std::vector<RefreshJob> Saver::save_due() {
-    const MonoTime now = mono_now();
+    const MonoTime until = mono_now() + kCoalesce;
     std::vector<RefreshJob> saved;
     std::vector<std::size_t> due;
     for (std::size_t i = 0; i < held_.size(); ++i) {
-        if (held_[i].retry_at <= now) due.push_back(i);
+        if (held_[i].retry_at <= until) due.push_back(i);
     }
     if (due.empty()) return saved;
     bool batch_saved = false;
     if (due.size() > 1) {
         try {
             WorkerTxn txn;
-            for (std::size_t i : due) persist_in_transaction(held_[i], unit_random());
+            std::vector<RefreshJob*> jobs;
+            for (std::size_t i : due) jobs.push_back(&held_[i]);
+            persist_all_in_transaction(jobs, [this] { return unit_random(); });
             txn.commit();
             batch_saved = true;
         } catch (const std::exception&) {
@@ -77,6 +82,11 @@ std::vector<RefreshJob> Saver::save_due() {
         held_.erase(held_.begin() + static_cast<std::ptrdiff_t>(i));
     }
     std::reverse(saved.begin(), saved.end());
+    // The database refuses every write: what is held is tried again together, at the earliest
+    // retry (one transaction, one statement when it accepts writes again).
+    if (const auto next = next_retry(); blocked_ && next) {
+        for (RefreshJob& job : held_) job.retry_at = *next;
+    }
     return saved;
 }
 

@@ -1,10 +1,11 @@
 // One refresh of one (provider, session), as the engine runs it in steps:
-// begin (token lock, re-read, decide, build the request) → the HTTP exchange →
-// persist (optimistic UPDATE with the ID-token binding verdict and the event, commit) →
-// release the lock.
+// begin (token lock, re-read, decide, build the request; refresh_job.cpp) → the HTTP exchange →
+// persist (optimistic UPDATE with the ID-token binding verdict and the event, commit;
+// refresh_save.cpp) → release the lock.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -93,11 +94,22 @@ enum class PersistStep { done, row_locked };
 // (lock_timeout among them). Safe to run again after that transaction was rolled back.
 void persist_in_transaction(RefreshJob& job, double unit_random);
 
+// persist_in_transaction for every job, in the caller's open transaction: the refreshed rows
+// with one statement (the engine's saves are batched per transaction). Jobs are distinct
+// tokens; `unit_random` spreads the retries of failed exchanges.
+void persist_all_in_transaction(const std::vector<RefreshJob*>& jobs,
+                                const std::function<double()>& unit_random);
+
 // persist_in_transaction in a transaction of its own, committed; a row a client transaction
 // holds (lock_timeout) is reported as row_locked. `unit_random` in [0,1) spreads retries.
 PersistStep persist_outcome(RefreshJob& job, double unit_random);
 
 // Releases the token lock if held (after the result is committed).
 void release_refresh_lock(RefreshJob& job) noexcept;
+
+// Shared by both steps: a transactional NOTIFY on upstream_token_events (delivered only if the
+// change commits), and the short failure class name stored in last_error.
+void notify_token_event(const RefreshJob& job, const char* event);
+const char* failure_class_name(FailureClass f);
 
 }  // namespace upstream_token::pg

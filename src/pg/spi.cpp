@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <exception>
+#include <memory>
 
 #include "core/error.hpp"
 #include "pg/guard.hpp"
@@ -80,6 +81,27 @@ Arg timestamptz_arg(std::optional<Time> v) {
 
 Arg datum_arg(Oid type, Datum value, bool null) {
     return Arg{type, value, null};
+}
+
+Arg array_arg(Oid elem_type, const std::vector<Arg>& elems) {
+    const int n = static_cast<int>(elems.size());
+    std::vector<Datum> values(elems.size());
+    const auto nulls = std::make_unique<bool[]>(elems.size() + 1);
+    for (std::size_t i = 0; i < elems.size(); ++i) {
+        values[i] = elems[i].value;
+        nulls[i] = elems[i].null;
+    }
+    const Datum array = pg_call([&] {
+        int16 len = 0;
+        bool byval = false;
+        char align = 0;
+        get_typlenbyvalalign(elem_type, &len, &byval, &align);
+        int dims[1] = {n};
+        int lower_bounds[1] = {1};
+        return PointerGetDatum(construct_md_array(values.data(), nulls.get(), 1, dims, lower_bounds,
+                                                  elem_type, len, byval, align));
+    });
+    return Arg{pg_call([&] { return get_array_type(elem_type); }), array, false};
 }
 
 std::uint64_t Statement::run(std::initializer_list<Arg> args, bool read_only, long limit,

@@ -42,6 +42,9 @@ Arg bool_arg(bool v);
 Arg timestamptz_arg(std::optional<Time> v);
 // An argument passed through from fmgr as it came (interval, jsonb, ...).
 Arg datum_arg(Oid type, Datum value, bool null);
+// A one-dimensional array of `elem_type` holding the elements' values (one statement for many
+// rows, with unnest).
+Arg array_arg(Oid elem_type, const std::vector<Arg>& elems);
 
 // A statement planned on first use and kept for the backend's life.
 class Statement {
