@@ -106,9 +106,9 @@ void Refresher::begin_all(std::vector<RefreshJob> jobs) {
     if (admitted.size() > 1) {
         try {
             WorkerTxn txn;
-            for (std::size_t i = 0; i < admitted.size(); ++i) {
-                steps[i] = begin_in_transaction(admitted[i], specs[i]);
-            }
+            std::vector<RefreshJob*> jobs;
+            for (RefreshJob& job : admitted) jobs.push_back(&job);
+            steps = begin_all_in_transaction(jobs, specs);
             txn.commit();
             batched = true;
         } catch (const std::exception&) {

@@ -67,16 +67,71 @@ BeginStep answer(RefreshJob& job, bool ok, ErrorCode code, std::string message,
     return BeginStep::answered;
 }
 
+// The columns begin reads from a token row, copied out of SPI: a batch reads every row
+// before any is looked at, and looking runs statements of its own.
+struct BeginRow {
+    std::optional<std::string> refresh_ct;
+    std::int64_t generation = 0;
+    std::string status;
+    std::optional<Time> next_attempt_at;
+    std::int32_t failure_count = 0;
+    std::optional<std::string> id_claims, subject, client_id, last_error;
+    std::optional<Time> refresh_expires_at;
+    std::optional<std::string> refresh_expiry_source, grant_type, scope, audience, subject_session;
+};
+
+// Reads the rows of the jobs' tokens with one statement, with `snapshot`; a job whose row is
+// gone gets none.
+std::vector<std::optional<BeginRow>> read_rows(const std::vector<RefreshJob*>& jobs,
+                                               Snapshot snapshot) {
+    static Statement read(
+        "SELECT t.session, t.provider, refresh_token, generation, status, next_attempt_at, "
+        "failure_count, id_claims::pg_catalog.text, subject, client_id, last_error, "
+        "refresh_expires_at, refresh_expiry_source, grant_type, scope, audience, "
+        "subject_session FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) "
+        "AS k (session, provider) JOIN upstream_token.token t "
+        "ON t.session = k.session AND t.provider = k.provider");
+    std::vector<Arg> sessions, providers;
+    for (const RefreshJob* job : jobs) {
+        sessions.push_back(text_arg(job->session));
+        providers.push_back(text_arg(job->provider));
+    }
+    const JobsByToken index(jobs);
+    const auto n =
+        read.run({array_arg(TEXTOID, sessions), array_arg(TEXTOID, providers)}, true, 0, snapshot);
+    std::vector<std::optional<BeginRow>> rows(jobs.size());
+    for (std::uint64_t i = 0; i < n; ++i) {
+        const ResultRow r(i);
+        const auto at = index.find(r.text(1), r.text(2));
+        if (!at) continue;
+        BeginRow& row = rows[*at].emplace();
+        row.refresh_ct = r.bytea(3);
+        row.generation = r.int8(4).value_or(0);
+        row.status = r.text(5).value_or("");
+        row.next_attempt_at = r.timestamptz(6);
+        row.failure_count = r.int4(7).value_or(0);
+        row.id_claims = r.text(8);
+        row.subject = r.text(9);
+        row.client_id = r.text(10);
+        row.last_error = r.text(11);
+        row.refresh_expires_at = r.timestamptz(12);
+        row.refresh_expiry_source = r.text(13);
+        row.grant_type = r.text(14);
+        row.scope = r.text(15);
+        row.audience = r.text(16);
+        row.subject_session = r.text(17);
+    }
+    return rows;
+}
+
 // The binding claims a refreshed ID token must match: the login ID token's, else what
 // store_upstream_token recorded (subject, client id).
-std::optional<IdClaims> stored_binding(const ResultRow& r, int claims_col, int subject_col,
-                                       int client_col) {
-    if (auto json = r.text(claims_col)) return claims_from_json(*json);
-    auto subject = r.text(subject_col);
-    if (!subject) return std::nullopt;
+std::optional<IdClaims> stored_binding(const BeginRow& r) {
+    if (r.id_claims) return claims_from_json(*r.id_claims);
+    if (!r.subject) return std::nullopt;
     IdClaims c;
-    c.sub = *subject;
-    c.aud.push_back(r.text(client_col).value_or(""));
+    c.sub = *r.subject;
+    c.aud.push_back(r.client_id.value_or(""));
     return c;
 }
 
@@ -141,28 +196,22 @@ BeginStep begin_grant(RefreshJob& job, HttpRequestSpec& spec, Snapshot snapshot)
     return BeginStep::send;
 }
 
-}  // namespace
-
-BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec) {
+// Takes the token lock without waiting; false when another process holds it.
+bool take_token_lock(RefreshJob& job) {
     job.lock_key = token_lock_key(job.provider, job.session);
-    if (!job.lock_held) {
-        LOCKTAG tag = token_lock_tag(job.lock_key);
-        const LockAcquireResult r =
-            pg_call([&] { return LockAcquire(&tag, ExclusiveLock, true, true); });
-        if (r == LOCKACQUIRE_NOT_AVAIL) {
-            return BeginStep::lock_busy;
-        }
-        job.lock_held = true;
-    }
-    static Statement read(
-        "SELECT refresh_token, generation, status, next_attempt_at, failure_count, "
-        "id_claims::pg_catalog.text, subject, client_id, last_error, refresh_expires_at, "
-        "refresh_expiry_source, grant_type, scope, audience, subject_session "
-        "FROM upstream_token.token WHERE session = $1 AND provider = $2");
-    // Read with a snapshot taken after the lock: the transaction's own predates it and would
-    // miss the commit of a refresher that held the lock until just now (I1).
-    Snapshot after_lock = pg_call([] { return GetLatestSnapshot(); });
-    if (read.run({text_arg(job.session), text_arg(job.provider)}, true, 1, after_lock) == 0) {
+    if (job.lock_held) return true;
+    LOCKTAG tag = token_lock_tag(job.lock_key);
+    const LockAcquireResult r =
+        pg_call([&] { return LockAcquire(&tag, ExclusiveLock, true, true); });
+    if (r == LOCKACQUIRE_NOT_AVAIL) return false;
+    job.lock_held = true;
+    return true;
+}
+
+// Decides from the row read after the lock: answered without a network call, or the request.
+BeginStep decide(RefreshJob& job, HttpRequestSpec& spec, const std::optional<BeginRow>& row,
+                 Snapshot after_lock) {
+    if (!row) {
         if (job.grant_params.empty()) {
             return answer(job, false, ErrorCode::session_not_found,
                           "the token was deleted before it could be refreshed");
@@ -171,21 +220,21 @@ BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec) {
         job.new_row = true;
         return begin_grant(job, spec, after_lock);
     }
-    ResultRow r;
-    const auto generation = r.int8(2).value_or(0);
-    if (const auto grant_type = r.text(12); grant_type && *grant_type != "refresh_token") {
+    const BeginRow& r = *row;
+    const auto generation = r.generation;
+    if (r.grant_type && *r.grant_type != "refresh_token") {
         GrantParams g;
-        g.grant = *grant_type == grant_name(Grant::client_credentials) ? Grant::client_credentials
-                                                                       : Grant::token_exchange;
-        g.scope = r.text(13);
-        g.audience = r.text(14);
-        g.subject_session = r.text(15).value_or("");
+        g.grant = *r.grant_type == grant_name(Grant::client_credentials) ? Grant::client_credentials
+                                                                         : Grant::token_exchange;
+        g.scope = r.scope;
+        g.audience = r.audience;
+        g.subject_session = r.subject_session.value_or("");
         job.grant = std::move(g);
         job.read_generation = generation;
     }
-    const std::string status = r.text(3).value_or("");
-    const auto next_attempt = r.timestamptz(4);
-    job.failure_count = r.int4(5).value_or(0);
+    const std::string& status = r.status;
+    const auto& next_attempt = r.next_attempt_at;
+    job.failure_count = r.failure_count;
     if (generation > job.seen_generation) {
         return answer(job, true, ErrorCode::internal, {});  // another refresh already won
     }
@@ -200,10 +249,10 @@ BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec) {
                       "the provider returned an ID token for a different user or client");
     }
     const Time now = now_time();
-    auto refresh_ct = r.bytea(1);
+    const auto& refresh_ct = r.refresh_ct;
     // Past an estimated end the refresh is still sent: the provider decides (invalid_grant).
-    job.refresh_expiry_source = parse_refresh_expiry_source(r.text(11));
-    if (const auto refresh_end = r.timestamptz(10);
+    job.refresh_expiry_source = parse_refresh_expiry_source(r.refresh_expiry_source);
+    if (const auto& refresh_end = r.refresh_expires_at;
         refresh_ct && refresh_end &&
         refresh_token_past_end(now, *refresh_end, job.refresh_expiry_source)) {
         mark_refresh_expired(job, *refresh_ct);
@@ -211,7 +260,7 @@ BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec) {
                       "the refresh token has expired; sign-in is required");
     }
     if (next_attempt && *next_attempt > now && !job.force) {
-        const std::string last = r.text(9).value_or("");
+        const std::string last = r.last_error.value_or("");
         job.result.detail = last;
         job.retry_planned = *next_attempt;  // keep the token planned for when backoff ends
         // Report the class of the failure that started the backoff, not "transient" for all.
@@ -226,7 +275,7 @@ BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec) {
         return answer(job, false, ErrorCode::no_refresh_token, "no refresh token is stored");
     }
     job.old_refresh_ct = *refresh_ct;
-    job.binding = stored_binding(r, 6, 7, 8);
+    job.binding = stored_binding(r);
     const std::string refresh_plain =
         open_sealed(job.provider, job.session, "refresh_token", refresh_ct).value_or("");
     const ProviderRow* provider = job_provider(job);
@@ -242,11 +291,53 @@ BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec) {
     return BeginStep::send;
 }
 
+}  // namespace
+
+std::vector<BeginStep> begin_all_in_transaction(const std::vector<RefreshJob*>& jobs,
+                                                std::vector<HttpRequestSpec>& specs) {
+    std::vector<BeginStep> steps(jobs.size(), BeginStep::lock_busy);
+    std::vector<RefreshJob*> locked;
+    std::vector<std::size_t> at;
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+        if (!take_token_lock(*jobs[i])) continue;
+        locked.push_back(jobs[i]);
+        at.push_back(i);
+    }
+    if (locked.empty()) return steps;
+    // Read with a snapshot taken after the locks: the transaction's own predates them and
+    // would miss the commit of a refresher that held a lock until just now (I1).
+    Snapshot after_lock = pg_call([] { return GetLatestSnapshot(); });
+    const auto rows = read_rows(locked, after_lock);
+    for (std::size_t k = 0; k < locked.size(); ++k) {
+        steps[at[k]] = decide(*locked[k], specs[at[k]], rows[k], after_lock);
+    }
+    return steps;
+}
+
 BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec) {
     WorkerTxn txn;
-    const BeginStep step = begin_in_transaction(job, spec);
+    std::vector<HttpRequestSpec> specs(1);
+    const BeginStep step = begin_all_in_transaction({&job}, specs).front();
     txn.commit();
+    spec = std::move(specs.front());
     return step;
+}
+
+JobsByToken::JobsByToken(const std::vector<RefreshJob*>& jobs) {
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+        index_.emplace(
+            std::make_pair(std::string_view(jobs[i]->session), std::string_view(jobs[i]->provider)),
+            i);
+    }
+}
+
+std::optional<std::size_t> JobsByToken::find(const std::optional<std::string>& session,
+                                             const std::optional<std::string>& provider) const {
+    if (!session || !provider) return std::nullopt;
+    const auto it =
+        index_.find(std::make_pair(std::string_view(*session), std::string_view(*provider)));
+    if (it == index_.end()) return std::nullopt;
+    return it->second;
 }
 
 void release_refresh_lock(RefreshJob& job) noexcept {

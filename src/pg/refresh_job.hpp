@@ -6,8 +6,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/error.hpp"
@@ -83,9 +86,22 @@ enum class BeginStep { send, answered, lock_busy };
 // transaction.
 BeginStep begin_refresh(RefreshJob& job, HttpRequestSpec& spec);
 
-// begin_refresh inside the caller's open transaction (the step holds once it commits; the
-// token lock, a session lock, is held either way).
-BeginStep begin_in_transaction(RefreshJob& job, HttpRequestSpec& spec);
+// begin_refresh for every job inside the caller's open transaction, the rows read with one
+// statement (the step holds once it commits; the token locks, session locks, are held either
+// way). Jobs are distinct tokens; `specs` has one element per job.
+std::vector<BeginStep> begin_all_in_transaction(const std::vector<RefreshJob*>& jobs,
+                                                std::vector<HttpRequestSpec>& specs);
+
+// Finds a job of a batch by its token: a batched statement returns its rows in any order.
+class JobsByToken {
+  public:
+    explicit JobsByToken(const std::vector<RefreshJob*>& jobs);
+    std::optional<std::size_t> find(const std::optional<std::string>& session,
+                                    const std::optional<std::string>& provider) const;
+
+  private:
+    std::map<std::pair<std::string_view, std::string_view>, std::size_t> index_;
+};
 
 enum class PersistStep { done, row_locked };
 

@@ -189,13 +189,10 @@ std::vector<bool> update_rows(const std::vector<RefreshJob*>& jobs,
                               const std::vector<RowUpdate>& updates) {
     std::vector<Arg> session, provider, access, refresh, id, type, scope, expires, refresh_expires,
         old_refresh, issued, last_error, problem, source, attributes;
-    std::map<std::pair<std::string_view, std::string_view>, std::size_t> index;
     for (std::size_t i = 0; i < jobs.size(); ++i) {
         const RefreshJob& job = *jobs[i];
         const RowUpdate& u = updates[i];
         const TokenResponse& t = *job.outcome->tokens;
-        index.emplace(std::make_pair(std::string_view(job.session), std::string_view(job.provider)),
-                      i);
         session.push_back(text_arg(job.session));
         provider.push_back(text_arg(job.provider));
         access.push_back(bytea_arg(u.access_ct));
@@ -250,14 +247,13 @@ std::vector<bool> update_rows(const std::vector<RefreshJob*>& jobs,
          array_arg(BOOLOID, problem), array_arg(TEXTOID, source), array_arg(TEXTOID, attributes)},
         false);
     std::vector<bool> saved(jobs.size(), false);
+    const JobsByToken index(jobs);
     for (std::uint64_t r = 0; r < n; ++r) {
         const ResultRow row(r);
-        const auto s = row.text(1), p = row.text(2);
-        const auto it = index.find(
-            std::make_pair(std::string_view(s.value_or("")), std::string_view(p.value_or(""))));
-        if (it == index.end()) continue;
-        take_saved(*jobs[it->second], updates[it->second], row.int8(3).value_or(0));
-        saved[it->second] = true;
+        const auto at = index.find(row.text(1), row.text(2));
+        if (!at) continue;
+        take_saved(*jobs[*at], updates[*at], row.int8(3).value_or(0));
+        saved[*at] = true;
     }
     return saved;
 }
