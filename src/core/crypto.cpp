@@ -57,6 +57,45 @@ CipherCtx new_cipher_ctx() {
     return ctx;
 }
 
+}  // namespace
+
+// A key's AES-256-GCM contexts, keyed once: a full initialisation (OpenSSL 3 fetches the
+// cipher and expands the key each time) costs four times a short token's whole sealing; a
+// use then only sets its nonce, which also resets the context after a failed use.
+struct KeyedCiphers {
+    explicit KeyedCiphers(const std::array<unsigned char, 32>& b) : bytes(b) {}
+    ~KeyedCiphers() { OPENSSL_cleanse(bytes.data(), bytes.size()); }
+    KeyedCiphers(const KeyedCiphers&) = delete;
+    KeyedCiphers& operator=(const KeyedCiphers&) = delete;
+
+    std::array<unsigned char, 32> bytes;  // what the contexts were keyed with
+    CipherCtx encrypt;
+    CipherCtx decrypt;
+};
+
+namespace {
+
+// The key's context for one direction, keyed on first use; the caller sets the nonce. A copy
+// of a key whose bytes were changed since gets contexts of its own.
+EVP_CIPHER_CTX* keyed_ctx(const Key& key, bool encrypt) {
+    if (!key.ciphers || key.ciphers->bytes != key.bytes) {
+        key.ciphers = std::make_shared<KeyedCiphers>(key.bytes);
+    }
+    CipherCtx& slot = encrypt ? key.ciphers->encrypt : key.ciphers->decrypt;
+    if (!slot) {
+        CipherCtx ctx = new_cipher_ctx();
+        const int enc = encrypt ? 1 : 0;
+        if (EVP_CipherInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr, enc) != 1 ||
+            EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, static_cast<int>(kNonceSize),
+                                nullptr) != 1 ||
+            EVP_CipherInit_ex(ctx.get(), nullptr, nullptr, key.bytes.data(), nullptr, enc) != 1) {
+            throw Error(ErrorCode::internal, "could not initialise AES-256-GCM");
+        }
+        slot = std::move(ctx);
+    }
+    return slot.get();
+}
+
 // Value of one hex digit, or -1; keeps parse_key_text free of locale-dependent calls.
 int hex_value(char c) noexcept {
     if (c >= '0' && c <= '9') {
@@ -190,14 +229,11 @@ std::string encrypt_secret(const Key& key, std::string_view plaintext, std::stri
         throw Error(ErrorCode::internal, "could not generate a random nonce");
     }
 
-    CipherCtx ctx = new_cipher_ctx();
-    if (EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr) != 1 ||
-        EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, static_cast<int>(kNonceSize),
-                            nullptr) != 1 ||
-        EVP_EncryptInit_ex(ctx.get(), nullptr, nullptr, key.bytes.data(), nonce.data()) != 1) {
+    EVP_CIPHER_CTX* ctx = keyed_ctx(key, true);
+    if (EVP_EncryptInit_ex(ctx, nullptr, nullptr, nullptr, nonce.data()) != 1) {
         throw Error(ErrorCode::internal, "could not initialise AES-256-GCM");
     }
-    feed_aad(ctx.get(), aad, true);
+    feed_aad(ctx, aad, true);
 
     std::string blob;
     blob.reserve(kMinBlobSize + plaintext.size());
@@ -213,7 +249,7 @@ std::string encrypt_secret(const Key& key, std::string_view plaintext, std::stri
     while (left > 0) {
         const std::size_t n = std::min(left, kMaxChunk);
         int outl = 0;
-        if (EVP_EncryptUpdate(ctx.get(), out, &outl, in, static_cast<int>(n)) != 1 ||
+        if (EVP_EncryptUpdate(ctx, out, &outl, in, static_cast<int>(n)) != 1 ||
             static_cast<std::size_t>(outl) != n) {
             throw Error(ErrorCode::internal, "AES-256-GCM encryption failed");
         }
@@ -223,9 +259,9 @@ std::string encrypt_secret(const Key& key, std::string_view plaintext, std::stri
     }
     int final_len = 0;
     std::array<unsigned char, kTagSize> tag{};
-    if (EVP_EncryptFinal_ex(ctx.get(), out, &final_len) != 1 || final_len != 0 ||
-        EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, static_cast<int>(kTagSize),
-                            tag.data()) != 1) {
+    if (EVP_EncryptFinal_ex(ctx, out, &final_len) != 1 || final_len != 0 ||
+        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, static_cast<int>(kTagSize), tag.data()) !=
+            1) {
         throw Error(ErrorCode::internal, "AES-256-GCM encryption failed");
     }
     blob.append(reinterpret_cast<const char*>(tag.data()), tag.size());
@@ -260,15 +296,12 @@ std::string decrypt_secret(const std::vector<Key>& keys, std::string_view blob,
     std::array<unsigned char, kTagSize> tag{};
     std::copy_n(blob.end() - static_cast<std::ptrdiff_t>(kTagSize), kTagSize, tag.begin());
 
-    CipherCtx ctx = new_cipher_ctx();
-    if (EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr) != 1 ||
-        EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, static_cast<int>(kNonceSize),
-                            nullptr) != 1 ||
-        EVP_DecryptInit_ex(ctx.get(), nullptr, nullptr, key->bytes.data(),
+    EVP_CIPHER_CTX* ctx = keyed_ctx(*key, false);
+    if (EVP_DecryptInit_ex(ctx, nullptr, nullptr, nullptr,
                            reinterpret_cast<const unsigned char*>(nonce.data())) != 1) {
         throw Error(ErrorCode::internal, "could not initialise AES-256-GCM");
     }
-    feed_aad(ctx.get(), aad, false);
+    feed_aad(ctx, aad, false);
 
     std::string plain(body.size(), '\0');
     auto* out = reinterpret_cast<unsigned char*>(plain.data());
@@ -277,7 +310,7 @@ std::string decrypt_secret(const std::vector<Key>& keys, std::string_view blob,
     while (left > 0) {
         const std::size_t n = std::min(left, kMaxChunk);
         int outl = 0;
-        if (EVP_DecryptUpdate(ctx.get(), out, &outl, in, static_cast<int>(n)) != 1 ||
+        if (EVP_DecryptUpdate(ctx, out, &outl, in, static_cast<int>(n)) != 1 ||
             static_cast<std::size_t>(outl) != n) {
             wipe(plain);
             throw decryption_error("AES-256-GCM decryption failed");
@@ -287,9 +320,9 @@ std::string decrypt_secret(const std::vector<Key>& keys, std::string_view blob,
         left -= n;
     }
     int final_len = 0;
-    if (EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, static_cast<int>(kTagSize),
-                            tag.data()) != 1 ||
-        EVP_DecryptFinal_ex(ctx.get(), out, &final_len) != 1) {
+    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, static_cast<int>(kTagSize), tag.data()) !=
+            1 ||
+        EVP_DecryptFinal_ex(ctx, out, &final_len) != 1) {
         wipe(plain);
         throw decryption_error(
             "authentication failed (wrong key, value moved to another row or column, or "
@@ -338,7 +371,7 @@ std::string base64_unpack(std::string_view text) {
                                   static_cast<int>(text.size()));
     if (n < 0) throw Error(ErrorCode::invalid_parameter, "invalid base64 text");
     // EVP_DecodeBlock counts the bytes the padding stands for: take them off again.
-    std::size_t len = static_cast<std::size_t>(n);
+    auto len = static_cast<std::size_t>(n);
     for (std::size_t i = text.size(); i > 0 && text[i - 1] == '=' && len > 0; --i) --len;
     out.resize(len);
     return out;

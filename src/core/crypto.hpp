@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -11,9 +12,13 @@
 
 namespace upstream_token {
 
+struct KeyedCiphers;
+
 struct Key {
     std::uint32_t id = 0;  // derived from the key bytes, see key_id_of
     std::array<unsigned char, 32> bytes{};
+    // Cipher contexts already keyed with `bytes`, made on first use and shared by copies.
+    mutable std::shared_ptr<KeyedCiphers> ciphers;
 };
 
 // Parses a key file's text: exactly 64 hex characters, optionally followed by "\n" or "\r\n".

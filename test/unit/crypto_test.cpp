@@ -225,6 +225,30 @@ TEST_F(CryptoTest, RotationPicksKeyById) {
     EXPECT_EQ(ciphertext_key_id(new_blob), other.id);
 }
 
+// A key keeps its cipher contexts between uses: a failed use must not spoil the next one, and
+// a copy whose bytes were changed must not seal with the bytes of the key it was copied from.
+TEST_F(CryptoTest, KeyedContextsSurviveFailuresAndChangedCopies) {
+    const std::string blob = encrypt_secret(key, kSecret, aad);
+    std::string tampered = blob;
+    tampered.back() = static_cast<char>(tampered.back() ^ 0x01);
+    for (int i = 0; i < 3; ++i) {
+        expect_decrypt_fails({key}, tampered, aad);
+        EXPECT_EQ(decrypt_secret({key}, blob, aad), kSecret);
+        expect_decrypt_fails({key}, blob, "");
+        EXPECT_EQ(decrypt_secret({key}, encrypt_secret(key, "x", aad), aad), "x");
+    }
+    Key changed = key;  // shares the contexts keyed with key's bytes
+    changed.bytes = other.bytes;
+    changed.id = other.id;
+    const std::string sealed = encrypt_secret(changed, kSecret, aad);
+    EXPECT_EQ(decrypt_secret({parse_key_text(kOtherKeyHex)}, sealed, aad), kSecret);
+    Key forged = parse_key_text(kOtherKeyHex);
+    forged.id = key.id;  // key's id, other's bytes: must not open with key's contexts
+    forged.ciphers = key.ciphers;
+    expect_decrypt_fails({forged}, blob, aad);
+    EXPECT_EQ(decrypt_secret({key}, blob, aad), kSecret);
+}
+
 TEST_F(CryptoTest, KeyWithInconsistentIdIsRefusedForEncryption) {
     Key k = key;
     k.id ^= 1U;
