@@ -117,6 +117,18 @@ async function b1(db) {
     target('B1', 'hot path makes no refresh request and no provider call', {
         ours: `${d.requests} requests, ${d.network_calls} calls`, goal: '0', ok: d.requests === 0 && d.network_calls === 0,
     });
+    // Where the gap to the plain table comes from (reported): the same row read by plain SQL
+    // (its ciphertext: no function call, no decryption) against get_upstream_token. The token
+    // table's two-column key and wide rows cost the plain read too.
+    const rawScript = path.join(WORK, 'b1-raw.sql');
+    fs.writeFileSync(rawScript, `\\set s random(1, ${n})\nSELECT access_token FROM upstream_token.token WHERE session = 's' || :s AND provider = 'p';\n`);
+    const raw = await lib.abba({ ours: scripts.ours, plain: rawScript }, 'b1-raw', { seconds: S.hotSeconds, rounds: S.hotRounds, log });
+    results.details.B1.same_row_by_sql = { tps: raw.tps, round_ratios: raw.roundRatios, ratio: raw.ratio };
+    target('B1', 'hot-path TPS, get_upstream_token / the same token row read by plain SQL (ciphertext, no function; median of rounds)', {
+        ours: `${fmt(lib.median(raw.tps.ours), 0)} tps`, baseline: `${fmt(lib.median(raw.tps.plain), 0)} tps`,
+        ratio: `${fmt(raw.ratio)} (rounds ${raw.roundRatios.map((x) => fmt(x)).join(', ')})`,
+        goal: 'report only', ok: true,
+    });
 }
 
 // B1c: the hot path of get_client_token (the application's own client-credentials token,
