@@ -19,12 +19,15 @@ int join_or_claim(EngineShared* s, RequestKind kind, std::string_view provider,
                   std::string_view session, std::int64_t seen_generation, bool force,
                   std::string_view params, bool* joined) {
     int free_slot = -1;
+    int busy_seen = 0;
     for (int i = 0; i < s->nslots; ++i) {
+        if (free_slot >= 0 && busy_seen >= s->busy_slots) break;  // nothing further to join
         RequestSlot& slot = s->slots[i];
         if (slot.state == SlotState::free) {
             if (free_slot < 0 && slot.waiters == 0) free_slot = i;
             continue;
         }
+        ++busy_seen;
         if (slot.state == SlotState::done || slot.dbid != MyDatabaseId) continue;
         if (slot.kind == kind && provider == slot.provider && session == slot.session) {
             if (slot.state == SlotState::pending) {
@@ -39,7 +42,7 @@ int join_or_claim(EngineShared* s, RequestKind kind, std::string_view provider,
     }
     if (free_slot >= 0) {
         RequestSlot& slot = s->slots[free_slot];
-        slot.state = SlotState::pending;
+        set_slot_state(s, slot, SlotState::pending);
         slot.kind = kind;
         slot.request_id = s->next_request_id++;
         slot.dbid = MyDatabaseId;
@@ -79,7 +82,9 @@ void leave_current_wait() noexcept {
     RequestSlot& slot = w.s->slots[w.index];
     if (slot.request_id == w.request_id && slot.waiters > 0) {
         slot.waiters--;
-        if (slot.waiters == 0 && slot.state == SlotState::done) slot.state = SlotState::free;
+        if (slot.waiters == 0 && slot.state == SlotState::done) {
+            set_slot_state(w.s, slot, SlotState::free);
+        }
     }
     LWLockRelease(&w.s->lock);
 }

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/time.hpp"
 #include "pg/engine_shmem.hpp"
 #include "pg/refresh_job.hpp"
 
@@ -50,8 +51,12 @@ class Intake {
     void answer(int slot, std::uint64_t request_id, const JobResult& result) noexcept;
 
   private:
+    bool recount_due();
+    void claim_locked(Claimed& out);
+
     EngineShared* s_;
     std::vector<bool> claimed_;  // slots this engine is working on
+    MonoTime next_recount_{};
 };
 
 // Answers every open request with an error: nothing in shared memory outlives an engine.

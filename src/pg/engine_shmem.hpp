@@ -95,8 +95,22 @@ struct EngineShared {
     int http_in_flight;        // exchanges with providers under way
     ProviderStats providers[kMaxProviderStats];
     int nslots;
+    // Slots pending, and slots not free: the scans of the table stop once they have seen them
+    // all (5 KB a slot; allocation takes the lowest free one, so used slots sit at the start).
+    int pending_slots;
+    int busy_slots;
     RequestSlot slots[FLEXIBLE_ARRAY_MEMBER];
 };
+
+// Moves a slot to `to`, keeping pending_slots and busy_slots exact; every state change goes
+// through here (the caller holds the lock exclusively).
+inline void set_slot_state(EngineShared* s, RequestSlot& slot, SlotState to) noexcept {
+    s->pending_slots += static_cast<int>(to == SlotState::pending) -
+                        static_cast<int>(slot.state == SlotState::pending);
+    s->busy_slots +=
+        static_cast<int>(to != SlotState::free) - static_cast<int>(slot.state != SlotState::free);
+    slot.state = to;
+}
 
 // Holds the engine table's LWLock for a scope; C++ code may run (and throw) inside it.
 class SharedLock {
