@@ -17,7 +17,8 @@ struct KeyedCiphers;
 struct Key {
     std::uint32_t id = 0;  // derived from the key bytes, see key_id_of
     std::array<unsigned char, 32> bytes{};
-    // Cipher contexts already keyed with `bytes`, made on first use and shared by copies.
+    // Cipher contexts already keyed with `bytes`, made on first use and shared by copies: a
+    // key and its copies are for one thread at a time (each PostgreSQL process is one).
     mutable std::shared_ptr<KeyedCiphers> ciphers;
 };
 

@@ -216,9 +216,13 @@ long Engine::wait_ms() const {
             earlier(now + std::max(kBlockedRecheck, *due - now_time()));
         }
     }
-    earlier(saver_.next_retry());
+    // Saves and exchanges are driven only while the engine serves (or stops): due times of
+    // theirs would otherwise stay in the past and spin the loop until it serves again.
+    if (ready_ || stopping_) {
+        earlier(saver_.next_retry());
+        if (auto t = http_.next_timeout()) earlier(now + *t);
+    }
     if (stopping_) earlier(logins_.next_due(true));
-    if (auto t = http_.next_timeout()) earlier(now + *t);
     const Micros wait = std::max(Micros{0}, until - now);
     return static_cast<long>((wait.count() + 999) / 1000);
 }

@@ -59,6 +59,7 @@ std::vector<RefreshJob> Saver::save_due() {
     }
     if (due.empty()) return saved;
     bool batch_saved = false;
+    bool batch_refused = false;  // the database refused every write: no use trying each alone
     if (due.size() > 1) {
         try {
             WorkerTxn txn;
@@ -67,12 +68,17 @@ std::vector<RefreshJob> Saver::save_due() {
             persist_all_in_transaction(jobs, [this] { return unit_random(); });
             txn.commit();
             batch_saved = true;
-        } catch (const std::exception&) {
+        } catch (const std::exception& e) {
+            const std::string what = e.what();  // before the abort frees what it points to
+            batch_refused = refuses_every_write(e);
             abort_worker_transaction();  // nothing was saved: each is saved on its own below
+            if (batch_refused) refused(what.c_str(), due.size());
         }
     }
     std::vector<bool> done(held_.size(), false);
-    for (std::size_t i : due) done[i] = batch_saved || save_one(held_[i]);
+    if (!batch_refused) {
+        for (std::size_t i : due) done[i] = batch_saved || save_one(held_[i]);
+    }
     if (batch_saved) blocked_ = false;
     // Taken out in place (no allocation after the reserve): a held answer is never lost here.
     saved.reserve(due.size());
@@ -82,12 +88,34 @@ std::vector<RefreshJob> Saver::save_due() {
         held_.erase(held_.begin() + static_cast<std::ptrdiff_t>(i));
     }
     std::reverse(saved.begin(), saved.end());
-    // The database refuses every write: what is held is tried again together, at the earliest
-    // retry (one transaction, one statement when it accepts writes again).
-    if (const auto next = next_retry(); blocked_ && next) {
-        for (RefreshJob& job : held_) job.retry_at = *next;
+    // While the database refuses every write, everything held is tried again together, on one
+    // backoff of the saver's (0.1 s doubling to 5 s, reset by a save): one transaction a
+    // round, and one statement once the database accepts writes again.
+    if (!blocked_) {
+        refused_rounds_ = 0;
+    } else if (!held_.empty()) {
+        const MonoTime next =
+            mono_now() +
+            std::min(kRefusedMax, Micros{kRefusedFirst.count() << std::min(refused_rounds_, 6)});
+        ++refused_rounds_;
+        for (RefreshJob& job : held_) job.retry_at = next;
     }
     return saved;
+}
+
+// Counts a round the database refused (the batch's jobs wait for the next), logging the
+// first refusal and then about every 5 minutes.
+void Saver::refused(const char* what, std::size_t jobs) noexcept {
+    blocked_ = true;
+    if (refused_rounds_ % 64 == 0) {
+        log_recovered("saving refresh results (kept in memory, retried)", what);
+    }
+    for (std::size_t i = 0; i < jobs; ++i) {
+        try {
+            stats_.persist_retry();
+        } catch (...) {
+        }
+    }
 }
 
 // Saves one outcome in a transaction of its own; false (and a retry time) when it must wait.
@@ -111,13 +139,16 @@ bool Saver::save_one(RefreshJob& job) noexcept {
         job.attempts++;
         job.retry_at = mono_now() + std::min(kRefusedMax, Micros{kRefusedFirst.count()
                                                                  << std::min(job.attempts - 1, 6)});
-        if (database_wide) blocked_ = true;  // one bad answer must not stop the others
-        if (job.attempts % 64 == 1) {        // the first refusal, then about every 5 minutes
-            log_recovered("saving a refresh result (kept in memory, retried)", what.c_str());
-        }
-        try {
-            stats_.persist_retry();
-        } catch (...) {
+        if (database_wide) {
+            refused(what.c_str(), 1);
+        } else {  // this answer only: one bad answer must not stop the others
+            if (job.attempts % 64 == 1) {  // the first refusal, then about every 5 minutes
+                log_recovered("saving a refresh result (kept in memory, retried)", what.c_str());
+            }
+            try {
+                stats_.persist_retry();
+            } catch (...) {
+            }
         }
         return false;
     }

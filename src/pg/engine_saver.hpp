@@ -39,11 +39,13 @@ class Saver {
 
   private:
     bool save_one(RefreshJob& job) noexcept;
+    void refused(const char* what, std::size_t jobs) noexcept;
     double unit_random() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
 
     EngineStats& stats_;
     std::deque<RefreshJob> held_;
     bool blocked_ = false;
+    int refused_rounds_ = 0;  // rounds refused since the last save: the saver's backoff
     std::mt19937_64 rng_;
 };
 

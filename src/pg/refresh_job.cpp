@@ -148,12 +148,15 @@ const ProviderRow* job_provider(RefreshJob& job) {
 }
 
 // The access token of the session a token exchange acts for, if it is active and unexpired.
-std::optional<std::string> subject_token(const RefreshJob& job, Snapshot snapshot) {
+std::optional<std::string> subject_token(const RefreshJob& job) {
     static Statement read(
         "SELECT access_token, expires_at, status FROM upstream_token.token "
         "WHERE session = $1 AND provider = $2");
     const std::string& subject = job.grant->subject_session;
-    if (read.run({text_arg(subject), text_arg(job.provider)}, true, 1, snapshot) == 0) {
+    // A snapshot of its own: a job of the same batch may have changed that row (the batch's
+    // snapshot predates it).
+    Snapshot latest = pg_call([] { return GetLatestSnapshot(); });
+    if (read.run({text_arg(subject), text_arg(job.provider)}, true, 1, latest) == 0) {
         return std::nullopt;
     }
     ResultRow r;
@@ -167,7 +170,7 @@ std::optional<std::string> subject_token(const RefreshJob& job, Snapshot snapsho
 
 // The request that renews a grant's token: the client credentials grant again, or a new
 // exchange of the session's current access token.
-BeginStep begin_grant(RefreshJob& job, HttpRequestSpec& spec, Snapshot snapshot) {
+BeginStep begin_grant(RefreshJob& job, HttpRequestSpec& spec) {
     job.sent_secrets.clear();
     const ProviderRow* provider = job_provider(job);
     const ClientCredentials client = client_credentials(*provider);
@@ -181,7 +184,7 @@ BeginStep begin_grant(RefreshJob& job, HttpRequestSpec& spec, Snapshot snapshot)
         request = build_client_credentials_request(client, provider->token_endpoint, scope,
                                                    audience, now_time());
     } else {
-        const auto subject = subject_token(job, snapshot);
+        const auto subject = subject_token(job);
         if (!subject) {
             return answer(job, false, ErrorCode::session_not_found,
                           "the session has no valid access token to exchange",
@@ -209,8 +212,14 @@ bool take_token_lock(RefreshJob& job) {
 }
 
 // Decides from the row read after the lock: answered without a network call, or the request.
-BeginStep decide(RefreshJob& job, HttpRequestSpec& spec, const std::optional<BeginRow>& row,
-                 Snapshot after_lock) {
+BeginStep decide(RefreshJob& job, HttpRequestSpec& spec, const std::optional<BeginRow>& row) {
+    // What a begin of this job in a rolled-back transaction may have left.
+    job.grant.reset();
+    job.new_row = false;
+    job.read_generation = 0;
+    job.binding.reset();
+    job.retry_planned.reset();
+    job.result = JobResult{};
     if (!row) {
         if (job.grant_params.empty()) {
             return answer(job, false, ErrorCode::session_not_found,
@@ -218,7 +227,7 @@ BeginStep decide(RefreshJob& job, HttpRequestSpec& spec, const std::optional<Beg
         }
         job.grant = grant_params_from_json(job.grant_params);  // its first token
         job.new_row = true;
-        return begin_grant(job, spec, after_lock);
+        return begin_grant(job, spec);
     }
     const BeginRow& r = *row;
     const auto generation = r.generation;
@@ -270,7 +279,7 @@ BeginStep decide(RefreshJob& job, HttpRequestSpec& spec, const std::optional<Beg
                       misconfigured ? ErrorCode::provider_misconfigured : ErrorCode::refresh_failed,
                       "the provider failed recently; the next attempt is scheduled later");
     }
-    if (job.grant) return begin_grant(job, spec, after_lock);
+    if (job.grant) return begin_grant(job, spec);
     if (!refresh_ct) {
         return answer(job, false, ErrorCode::no_refresh_token, "no refresh token is stored");
     }
@@ -309,7 +318,7 @@ std::vector<BeginStep> begin_all_in_transaction(const std::vector<RefreshJob*>& 
     Snapshot after_lock = pg_call([] { return GetLatestSnapshot(); });
     const auto rows = read_rows(locked, after_lock);
     for (std::size_t k = 0; k < locked.size(); ++k) {
-        steps[at[k]] = decide(*locked[k], specs[at[k]], rows[k], after_lock);
+        steps[at[k]] = decide(*locked[k], specs[at[k]], rows[k]);
     }
     return steps;
 }

@@ -395,6 +395,9 @@ void start_persist(RefreshJob& job) {
     job.result.network = true;
     job.orphan_revocation_queued = false;
     job.retry_planned.reset();
+    job.new_generation = 0;
+    job.new_expires_at = Time{};
+    job.new_issued_at = Time{};
 }
 
 }  // namespace
