@@ -71,7 +71,7 @@ std::vector<RefreshJob> Saver::save_due() {
         } catch (const std::exception& e) {
             const std::string what = e.what();  // before the abort frees what it points to
             batch_refused = refuses_every_write(e);
-            abort_worker_transaction();  // nothing was saved: each is saved on its own below
+            abort_worker_transaction();  // nothing saved: each alone below, unless refused
             if (batch_refused) refused(what.c_str(), due.size());
         }
     }
