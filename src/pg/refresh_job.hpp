@@ -4,6 +4,7 @@
 // refresh_save.cpp) → release the lock.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -127,5 +128,14 @@ void release_refresh_lock(RefreshJob& job) noexcept;
 // change commits), and the short failure class name stored in last_error.
 void notify_token_event(const RefreshJob& job, const char* event);
 const char* failure_class_name(FailureClass f);
+
+// The longest last_error the engine stores (an error class, the provider's code and text).
+constexpr std::size_t kLastErrorMax = 200;
+
+// Shared by the save steps: records a failed exchange on the job's row with its backoff and
+// sets the job's result (refresh_failure.cpp), and the client id a grant's new row records
+// (the provider's, as the engine authenticates).
+void save_failed_exchange(RefreshJob& job, double unit_random);
+std::string job_client_id(const RefreshJob& job);
 
 }  // namespace upstream_token::pg

@@ -5,7 +5,6 @@
 #include <functional>
 #include <map>
 
-#include "core/backoff.hpp"
 #include "core/expiry.hpp"
 #include "core/presets.hpp"
 #include "core/redact.hpp"
@@ -19,20 +18,6 @@
 namespace upstream_token::pg {
 
 namespace {
-
-constexpr std::size_t kLastErrorMax = 200;
-
-// The error a failure class is reported with.
-ErrorCode code_of(FailureClass f) {
-    switch (f) {
-        case FailureClass::reauth_required:
-            return ErrorCode::reauth_required;
-        case FailureClass::client_misconfigured:
-            return ErrorCode::provider_misconfigured;
-        default:
-            return ErrorCode::refresh_failed;
-    }
-}
 
 // Compares a new ID token with the stored binding; empty when it matches.
 std::optional<std::string> binding_problem(const RefreshJob& job, const std::string& id_token) {
@@ -74,12 +59,6 @@ std::optional<std::string> kept_fields(const RefreshJob& job, const TokenRespons
     }
     if (kept.empty()) return std::nullopt;
     return json_from_string_map(kept);
-}
-
-// The client id a grant's new row records (the provider's, as the engine authenticates).
-std::string job_client_id(const RefreshJob& job) {
-    const ProviderRow* provider = cached_provider(job.provider);
-    return provider != nullptr ? provider->client_id : std::string("?");
 }
 
 // Saves a grant's token (client credentials, exchange): inserted when it is the first, else
@@ -312,67 +291,6 @@ bool same_refresh_token_stored(RefreshJob& job) {
     return true;
 }
 
-// Records a grant's failed exchange with its backoff; the first one inserts a row holding no
-// token, so callers see the backoff instead of asking the provider again at once.
-void save_grant_failure(RefreshJob& job, Time next, const std::string& last) {
-    const GrantParams& g = *job.grant;
-    static Statement insert(
-        "INSERT INTO upstream_token.token (session, provider, client_id, expires_at, scope, "
-        "grant_type, audience, subject_session, failure_count, next_attempt_at, last_error) "
-        "VALUES ($1, $2, $3, pg_catalog.now(), $4, $5, $6, $7, 1, $8, $9) "
-        "ON CONFLICT (session, provider) DO NOTHING");
-    static Statement update(
-        "UPDATE upstream_token.token SET failure_count = failure_count + 1, next_attempt_at = $4, "
-        "last_error = $5, updated_at = pg_catalog.now() "
-        "WHERE session = $1 AND provider = $2 AND generation = $3");
-    const auto n =
-        job.new_row
-            ? insert.run(
-                  {text_arg(job.session), text_arg(job.provider), text_arg(job_client_id(job)),
-                   text_arg(g.scope), text_arg(grant_name(g.grant)), text_arg(g.audience),
-                   text_arg(g.grant == Grant::token_exchange
-                                ? std::optional<std::string_view>(g.subject_session)
-                                : std::nullopt),
-                   timestamptz_arg(next), text_arg(last)},
-                  false)
-            : update.run({text_arg(job.session), text_arg(job.provider),
-                          int8_arg(job.read_generation), timestamptz_arg(next), text_arg(last)},
-                         false);
-    if (n > 0) job.retry_planned = next;
-}
-
-// Records a failed exchange on the row (same optimistic condition), with backoff.
-void save_failure(RefreshJob& job, const ExchangeOutcome& o, double unit_random) {
-    const int failures = job.failure_count + 1;
-    Micros delay = backoff_delay(failures, seconds(1), seconds(300), unit_random);
-    if (o.failure == FailureClass::client_misconfigured) delay = std::max(delay, seconds(60));
-    if (o.retry_after) delay = std::max(delay, *o.retry_after);
-    std::string last = std::string(failure_class_name(o.failure)) + ": " + o.error;
-    if (!o.message.empty()) last += " (" + o.message + ")";
-    if (last.size() > kLastErrorMax) last.resize(kLastErrorMax);
-    // A grant's token is not a sign-in: invalid_grant (a subject token the provider no longer
-    // takes, say) is reported to the caller but leaves the row renewable.
-    const bool reauth = o.failure == FailureClass::reauth_required && !job.grant;
-    if (job.grant) {
-        save_grant_failure(job, now_time() + delay, last);
-        return;
-    }
-    static Statement update(
-        "UPDATE upstream_token.token SET "
-        "status = CASE WHEN $3 THEN 'reauth_required' ELSE status END, "
-        "failure_count = failure_count + 1, next_attempt_at = $4, last_error = $5, "
-        "updated_at = pg_catalog.now() "
-        "WHERE session = $1 AND provider = $2 AND refresh_token = $6");
-    std::optional<Time> next;
-    if (!reauth) next = now_time() + delay;
-    const auto n =
-        update.run({text_arg(job.session), text_arg(job.provider), bool_arg(reauth),
-                    timestamptz_arg(next), text_arg(last), bytea_arg(job.old_refresh_ct)},
-                   false);
-    if (n > 0 && reauth) notify_token_event(job, "reauth_required");
-    if (n > 0) job.retry_planned = next;
-}
-
 // True for "lock_timeout expired": the row is locked by a client transaction.
 bool is_lock_timeout(const PgError& e) {
     return e.data()->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
@@ -406,12 +324,7 @@ void persist_in_transaction(RefreshJob& job, double unit_random) {
     start_persist(job);
     const ExchangeOutcome& o = *job.outcome;
     if (o.failure != FailureClass::none) {
-        save_failure(job, o, unit_random);
-        job.result.code = code_of(o.failure);
-        job.result.message = std::string("the provider refused or failed the ") +
-                             (job.grant ? grant_name(job.grant->grant) : "refresh") + ": " +
-                             o.error;
-        job.result.detail = o.message;
+        save_failed_exchange(job, unit_random);
         return;
     }
     bool saved = save_tokens(job, *o.tokens);
