@@ -534,8 +534,14 @@ async function startOidcServer({ certDir, accessTtl = 5, clientId = 'ut-client',
         },
         async stop() {
             http.agent.destroy();
-            server.closeAllConnections?.();
-            await new Promise((resolve) => server.close(() => resolve()));
+            const closed = new Promise((resolve) => server.close(() => resolve()));
+            // The engine keeps refreshing over keep-alive connections, and one whose TLS
+            // handshake ends after close() began was not there to be closed: close() would wait
+            // for it forever. Every connection is closed until the server has none.
+            server.closeAllConnections();
+            const sweep = setInterval(() => server.closeAllConnections(), 100);
+            await closed;
+            clearInterval(sweep);
         },
     };
 }
