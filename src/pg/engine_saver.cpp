@@ -137,11 +137,12 @@ bool Saver::save_one(RefreshJob& job) noexcept {
         const bool database_wide = refuses_every_write(e);
         abort_worker_transaction();
         job.attempts++;
-        job.retry_at = mono_now() + std::min(kRefusedMax, Micros{kRefusedFirst.count()
-                                                                 << std::min(job.attempts - 1, 6)});
-        if (database_wide) {
+        if (database_wide) {  // retried with everything held, on the saver's backoff
             refused(what.c_str(), 1);
         } else {  // this answer only: one bad answer must not stop the others
+            job.retry_at = mono_now() +
+                           std::min(kRefusedMax,
+                                    Micros{kRefusedFirst.count() << std::min(job.attempts - 1, 6)});
             if (job.attempts % 64 == 1) {  // the first refusal, then about every 5 minutes
                 log_recovered("saving a refresh result (kept in memory, retried)", what.c_str());
             }
